@@ -1,0 +1,9 @@
+"""Frozen binary networks: layers, evaluation, freezing from torch, files."""
+from .core import BinaryNetwork, NetworkStack
+from .files import FORMAT_VERSION, NetworkFileError, load, read_meta, save
+from .freeze import from_torch
+from .layers import Conv2d, Dense, MaxPool2d, NetworkError, fold_sign_affine
+
+__all__ = ["BinaryNetwork", "NetworkStack", "Dense", "Conv2d", "MaxPool2d", "NetworkError",
+           "NetworkFileError", "fold_sign_affine", "from_torch", "load", "save", "read_meta",
+           "FORMAT_VERSION"]

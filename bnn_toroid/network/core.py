@@ -1,0 +1,487 @@
+"""The frozen binary network and its evaluation by the packed kernels.
+
+One object flows through the package: a :class:`BinaryNetwork`. It holds ±1 weight
+matrices (bit-packed for the kernels), integer thresholds and an output layer.
+:class:`NetworkStack` holds S networks of one architecture (perturbations, points of a
+path) and evaluates all of them in one kernel launch per layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import kernels as K
+from .layers import Conv2d, Dense, MaxPool2d, NetworkError
+
+LAYOUTS = ("flat", "NHWC", "NCHW")
+
+
+@dataclass(frozen=True)
+class _Geom:
+    """Shape of a layer's input: flat (k,) or spatial (h, w, c)."""
+
+    shape: tuple
+
+    @property
+    def spatial(self) -> bool:
+        return len(self.shape) == 3
+
+    @property
+    def features(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def _pack_dense_weights(w, geom: _Geom):
+    """Pack a dense weight matrix to match its input's packed layout (per-pixel words
+    when the input is spatial, so conv outputs feed it without repacking)."""
+    if geom.spatial:
+        h, wd, c = geom.shape
+        return K.pack_bits(w.reshape(w.shape[0], h, wd, c)).reshape(w.shape[0], -1)
+    return K.pack_bits(w)
+
+
+def _mask_words(mask: np.ndarray) -> np.ndarray:
+    """bool (C,) → uint64 words with bit 1 where the mask is set."""
+    return K.pack_bits(np.where(mask, -1, 1).astype(np.int8))
+
+
+class BinaryNetwork:
+    r"""A frozen binary network in integer threshold form (METHODS §1).
+
+    Hidden unit k of a layer outputs ``+1 iff h_k = w_k·x >= T_k``; the last layer gives
+    logits ``out_scale * h + out_bias``. Weights are ±1 and stored bit-packed
+    (``bit 1 = -1``), so evaluation is XNOR-popcount throughout; with binary inputs every
+    pre-activation is an exact integer (Hubara et al. 2016; Pittorino et al. 2022, §2).
+
+    Args:
+        layers: :class:`Dense`, :class:`Conv2d` and :class:`MaxPool2d` in order; the last
+            is a :class:`Dense` without thresholds.
+        input_shape: one sample's shape as passed to :meth:`predict`.
+        input_layout: ``"flat"`` (samples are flattened in the order given),
+            ``"NHWC"`` or ``"NCHW"`` (images; evaluated as NHWC).
+        binarize_input: feed ``sign(x)`` (``x >= 0 -> +1``) to the first layer.
+        input_scale: positive factors multiplied into real inputs, per channel (images)
+            or per feature (flat); for input normalisations that don't fold into a
+            threshold.
+    """
+
+    def __init__(self, layers, input_shape, input_layout: str = "flat",
+                 binarize_input: bool = False, input_scale=None):
+        self.layers = list(layers)
+        if input_layout not in LAYOUTS:
+            raise NetworkError(f"input_layout must be one of {LAYOUTS}, got {input_layout!r}")
+        self.input_shape = tuple(int(v) for v in input_shape)
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise NetworkError(f"input_shape must be positive sizes, got {input_shape}")
+        self.input_layout = input_layout
+        self.binarize_input = bool(binarize_input)
+        self.input_scale = None if input_scale is None else np.asarray(input_scale, np.float64)
+        self._geoms = self._check()
+        self._params = [self._pack(i) for i in range(len(self.layers))]
+
+    # ------------------------------------------------------------------ structure
+    def _first_geom(self) -> _Geom:
+        if self.input_layout == "flat":
+            return _Geom((int(np.prod(self.input_shape)),))
+        if len(self.input_shape) != 3:
+            raise NetworkError(f"input_layout {self.input_layout} needs a 3-D input_shape, "
+                               f"got {self.input_shape}")
+        if self.input_layout == "NCHW":
+            c, h, w = self.input_shape
+            return _Geom((h, w, c))
+        return _Geom(self.input_shape)
+
+    def _check(self):
+        if not self.layers:
+            raise NetworkError("a network needs at least one layer")
+        geom = self._first_geom()
+        if self.input_scale is not None:
+            if self.binarize_input:
+                raise NetworkError("input_scale applies to real inputs; it is meaningless with binarize_input")
+            n = geom.shape[-1] if geom.spatial else geom.features
+            if self.input_scale.shape not in ((n,), ()) or not (self.input_scale > 0).all():
+                raise NetworkError(f"input_scale: expected {n} positive values, got shape "
+                                   f"{self.input_scale.shape}")
+        geoms = []
+        prev = None
+        for i, layer in enumerate(self.layers):
+            real = i == 0 and not self.binarize_input
+            last = i == len(self.layers) - 1
+            where = f"layer {i} ({type(layer).__name__})"
+            geoms.append(geom)
+            if isinstance(layer, Dense):
+                if layer.weights.shape[1] != geom.features:
+                    raise NetworkError(f"{where}: expects {layer.weights.shape[1]} inputs but "
+                                       f"receives {geom.features} (shape {geom.shape})")
+                geom = _Geom((layer.units,))
+            elif isinstance(layer, Conv2d):
+                if not geom.spatial:
+                    raise NetworkError(f"{where}: needs an image input, got flat shape {geom.shape}")
+                h, w, c = geom.shape
+                _, kh, kw, cin = layer.weights.shape
+                if cin != c:
+                    raise NetworkError(f"{where}: filters take {cin} channels but the input has {c}")
+                if not real:
+                    if not (np.ndim(layer.pad_value) == 0 and layer.pad_value in (0.0, 1.0)):
+                        raise NetworkError(f"{where}: pad_value on binary input must be 0 or 1, "
+                                           f"got {layer.pad_value!r}")
+                elif np.ndim(layer.pad_value) == 1 and np.shape(layer.pad_value) != (c,):
+                    raise NetworkError(f"{where}: pad_value needs one value per channel ({c})")
+                try:
+                    _, (ho, wo) = K.conv_pads(h, w, kh, kw, layer.stride, layer.padding)
+                except ValueError as e:
+                    raise NetworkError(f"{where}: {e}") from None
+                geom = _Geom((ho, wo, layer.units))
+            elif isinstance(layer, MaxPool2d):
+                if not isinstance(prev, Conv2d) or prev.threshold is None:
+                    raise NetworkError(f"{where}: a pool must follow a hidden Conv2d")
+                h, w, c = geom.shape
+                if layer.min_channels is not None and layer.min_channels.shape != (c,):
+                    raise NetworkError(f"{where}: min_channels needs {c} entries, got "
+                                       f"{layer.min_channels.shape}")
+                ho, wo = (h - layer.size) // layer.stride + 1, (w - layer.size) // layer.stride + 1
+                if ho < 1 or wo < 1:
+                    raise NetworkError(f"{where}: a {layer.size}×{layer.size} pool does not fit {h}×{w}")
+                geom = _Geom((ho, wo, c))
+            else:
+                raise NetworkError(f"{where}: unsupported layer type {type(layer).__name__}")
+            if isinstance(layer, (Dense, Conv2d)):
+                if last and layer.threshold is not None:
+                    raise NetworkError(f"{where}: the last layer gives logits; it takes no threshold")
+                if last and not isinstance(layer, Dense):
+                    raise NetworkError(f"{where}: the last layer must be Dense")
+                if not last and layer.threshold is None:
+                    raise NetworkError(f"{where}: hidden layers need thresholds")
+                if (layer.threshold is not None and layer.threshold.dtype != np.int64 and not real):
+                    raise NetworkError(f"{where}: thresholds on binary input must be integers "
+                                       f"(got {layer.threshold.dtype}); only a first layer on "
+                                       "real input may have real thresholds")
+            prev = layer
+        if isinstance(self.layers[-1], MaxPool2d):
+            raise NetworkError("the last layer must be Dense")
+        self.output_geom = geom
+        return geoms
+
+    def _pack(self, i):
+        """Parameters of layer i as the kernels want them, with a leading network axis."""
+        layer, geom = self.layers[i], self._geoms[i]
+        real = i == 0 and not self.binarize_input
+        p = {}
+        if isinstance(layer, Dense):
+            p["w"] = layer.weights[None] if real else _pack_dense_weights(layer.weights, geom)[None]
+        elif isinstance(layer, Conv2d):
+            p["w"] = layer.weights[None] if real else K.pack_bits(layer.weights)[None]
+        else:
+            c = geom.shape[2]
+            mask = layer.min_channels if layer.min_channels is not None else np.zeros(c, bool)
+            p["mask"] = _mask_words(mask)[None]
+            return p
+        if layer.threshold is not None:
+            p["T"] = layer.threshold[None]
+        else:
+            p["scale"], p["bias"] = layer.out_scale[None], layer.out_bias[None]
+        return p
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_weights(self) -> int:
+        """Number of ±1 weights (the Hamming space's dimension)."""
+        return int(sum(l.weights.size for l in self.layers if not isinstance(l, MaxPool2d)))
+
+    @property
+    def num_classes(self) -> int:
+        return self.layers[-1].units
+
+    def weight_layers(self) -> list[int]:
+        """Indices of the layers that hold weights (Dense and Conv2d)."""
+        return [i for i, l in enumerate(self.layers) if not isinstance(l, MaxPool2d)]
+
+    def summary(self) -> str:
+        """A readable table of the layers: kind, shape, fan-in, weights, output."""
+        rows = [f"BinaryNetwork: input {self.input_shape} ({self.input_layout}"
+                f"{', binarised' if self.binarize_input else ', real-valued'}), "
+                f"{self.n_weights} binary weights"]
+        for i, (layer, g) in enumerate(zip(self.layers, self._geoms)):
+            out = self._geoms[i + 1].shape if i + 1 < len(self.layers) else self.output_geom.shape
+            if isinstance(layer, Dense):
+                kind = "dense, logits" if layer.threshold is None else "dense, h >= T"
+                desc = f"{layer.weights.shape[1]} → {layer.units}"
+            elif isinstance(layer, Conv2d):
+                kind = "conv, h >= T"
+                f, kh, kw, c = layer.weights.shape
+                desc = (f"{f}@{kh}×{kw}×{c} stride {layer.stride} {layer.padding}"
+                        f"{' pad ' + str(layer.pad_value) if layer.padding == 'same' else ''}")
+            else:
+                kind = "maxpool"
+                n_min = 0 if layer.min_channels is None else int(layer.min_channels.sum())
+                desc = f"{layer.size}×{layer.size} stride {layer.stride}" + (f", {n_min} min-pooled" if n_min else "")
+            rows.append(f"  [{i}] {kind:15s} {desc:40s} → {out}")
+        return "\n".join(rows)
+
+    def __repr__(self):
+        return self.summary()
+
+    def same_architecture(self, other) -> bool:
+        """True when ``other`` has the same layer types, shapes and hyper-parameters."""
+        if not isinstance(other, BinaryNetwork):
+            return False
+        if (self.input_shape, self.input_layout, self.binarize_input) != (
+                other.input_shape, other.input_layout, other.binarize_input):
+            return False
+        for a, b in zip(self.layers, other.layers, strict=False):
+            if type(a) is not type(b):
+                return False
+            if isinstance(a, MaxPool2d):
+                if (a.size, a.stride) != (b.size, b.stride):
+                    return False
+            else:
+                if a.weights.shape != b.weights.shape or (a.threshold is None) != (b.threshold is None):
+                    return False
+                if isinstance(a, Conv2d) and (a.stride, a.padding) != (b.stride, b.padding):
+                    return False
+        return len(self.layers) == len(other.layers)
+
+    # ------------------------------------------------------------------ evaluation
+    def prepare_input(self, x):
+        """Validate ``x`` (N, *input_shape) and return it NHWC or flat, as the first layer
+        reads it: packed words when binarised, otherwise a real array."""
+        return _prepare_input(self, x)
+
+    def predict(self, x, batch_size: int = 4096) -> np.ndarray:
+        """Logits, float64 (N, classes): exact integers when the output layer has no
+        affine (``out_scale = 1``, ``out_bias = 0``)."""
+        return NetworkStack(self, self._params).predict(x, batch_size)[0]
+
+    def predict_classes(self, x, batch_size: int = 4096) -> np.ndarray:
+        """``argmax`` of the logits (first index on ties, as numpy and torch)."""
+        return self.predict(x, batch_size).argmax(axis=1)
+
+    def error(self, x, y, batch_size: int = 4096) -> float:
+        """Fraction of samples whose predicted class differs from ``y``."""
+        return float(NetworkStack(self, self._params).errors(x, y, batch_size)[0])
+
+    def preactivations(self, x) -> list:
+        """Per weight layer, the pre-activations ``h`` before threshold or pool: int64
+        (N, units) or (N, Ho, Wo, F) NHWC; float64 for a first layer on real input."""
+        return _forward(self, self._params, self.prepare_input(x), collect=True)[1]
+
+    def hidden_outputs(self, x) -> list:
+        """Per layer except the last, its ±1 output as int8 (flat or NHWC)."""
+        acts = _forward(self, self._params, self.prepare_input(x), collect=True)[2]
+        return [K.unpack_bits(a[0], g.shape[-1]) for a, g in zip(acts, self._geoms[1:])]
+
+    def packed_params(self) -> list:
+        """The kernels' view of each layer (leading axis of length 1): ``w`` packed weights
+        (±1 int8 for a first layer on real input), ``T`` thresholds, ``scale``/``bias``
+        of the output, ``mask`` of min-pooled channels. Read-only: build networks with
+        the layer classes."""
+        return self._params
+
+    def with_layers(self, layers) -> "BinaryNetwork":
+        """A network with the same input settings and new layers."""
+        return BinaryNetwork(layers, self.input_shape, self.input_layout,
+                             self.binarize_input, self.input_scale)
+
+    def layer_input_shape(self, i: int) -> tuple:
+        """Input shape of layer i: (features,) or (H, W, C)."""
+        return self._geoms[i].shape
+
+    # ------------------------------------------------------------------ constructors and files
+    @classmethod
+    def from_torch(cls, model, input_shape=None, input_layout=None) -> "BinaryNetwork":
+        """Freeze a torch binary model; see :func:`bnn_toroid.network.freeze.from_torch`."""
+        from .freeze import from_torch
+        return from_torch(model, input_shape=input_shape, input_layout=input_layout)
+
+    def save(self, path):
+        """Write ``.npz`` arrays plus JSON metadata atomically; see :mod:`.files`."""
+        from .files import save
+        return save(self, path)
+
+    def equals(self, other) -> bool:
+        """Same architecture and identical parameters (weights, thresholds, pools, output)."""
+        if not self.same_architecture(other):
+            return False
+        for a, b in zip(self.layers, other.layers):
+            if isinstance(a, MaxPool2d):
+                ma = np.zeros(0, bool) if a.min_channels is None else a.min_channels
+                mb = np.zeros(0, bool) if b.min_channels is None else b.min_channels
+                if ma.any() or mb.any():
+                    if not np.array_equal(ma, mb):
+                        return False
+                continue
+            if not np.array_equal(a.weights, b.weights):
+                return False
+            for f in ("threshold", "out_scale", "out_bias"):
+                va, vb = getattr(a, f), getattr(b, f)
+                if (va is None) != (vb is None) or (va is not None and not np.array_equal(va, vb)):
+                    return False
+        return True
+
+
+class NetworkStack:
+    """S networks of one architecture, evaluated together: one kernel launch per layer
+    serves all of them (the inputs of the first binary layer are shared).
+
+    Build it with :meth:`from_networks` or from packed parameters with a leading axis of
+    S (e.g. a network's :meth:`BinaryNetwork.packed_params` with bits flipped by XOR).
+    """
+
+    def __init__(self, template: BinaryNetwork, params):
+        self.template = template
+        self.params = params
+        sizes = {v.shape[0] for p in params for v in p.values()}
+        if len(sizes) != 1:
+            raise NetworkError(f"NetworkStack: parameters disagree on the number of networks: {sorted(sizes)}")
+        self.size = sizes.pop()
+
+    @classmethod
+    def from_networks(cls, nets) -> "NetworkStack":
+        nets = list(nets)
+        if not nets:
+            raise NetworkError("NetworkStack: no networks given")
+        for i, n in enumerate(nets[1:], 1):
+            if not nets[0].same_architecture(n):
+                raise NetworkError(f"NetworkStack: network {i} has a different architecture from network 0")
+        params = [{k: np.concatenate([n._params[i][k] for n in nets]) for k in nets[0]._params[i]}
+                  for i in range(len(nets[0].layers))]
+        return cls(nets[0], params)
+
+    def __len__(self):
+        return self.size
+
+    def predict(self, x, batch_size: int = 4096) -> np.ndarray:
+        """Logits of every network, float64 (S, N, classes)."""
+        xin = self.template.prepare_input(x)
+        n = xin.shape[0]
+        out = np.empty((self.size, n, self.template.num_classes))
+        step = max(1, int(batch_size))
+        for lo in range(0, n, step):
+            out[:, lo:lo + step] = _forward(self.template, self.params, xin[lo:lo + step])[0]
+        return out
+
+    def errors(self, x, y, batch_size: int = 4096) -> np.ndarray:
+        """Train/test error of every network, float64 (S,)."""
+        y = _labels(y, len(x) if hasattr(x, "__len__") else None, self.template.num_classes)
+        xin = self.template.prepare_input(x)
+        n = xin.shape[0]
+        if n == 0:
+            raise ValueError("errors: empty data; need at least one sample")
+        wrong = np.zeros(self.size, np.int64)
+        step = max(1, int(batch_size))
+        for lo in range(0, n, step):
+            logits = _forward(self.template, self.params, xin[lo:lo + step])[0]
+            wrong += (logits.argmax(axis=2) != y[None, lo:lo + step]).sum(axis=1)
+        return wrong / n
+
+
+def _labels(y, n, num_classes):
+    y = np.asarray(y)
+    if y.ndim != 1 or (n is not None and y.shape[0] != n):
+        raise ValueError(f"labels: expected shape ({n},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels: expected integer class indices, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels: values must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+    return y
+
+
+def _prepare_input(net: BinaryNetwork, x):
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise TypeError(f"input: expected a real numeric array, got dtype {x.dtype}")
+    if x.ndim < 1:
+        raise ValueError("input: expected a batch (N, ...), got a scalar")
+    want = net.input_shape
+    n = x.shape[0]
+    if net.input_layout == "flat":
+        if int(np.prod(x.shape[1:])) != int(np.prod(want)):
+            raise ValueError(f"input: expected samples of shape {want} "
+                             f"({int(np.prod(want))} features), got {x.shape[1:]}")
+        x = x.reshape(n, -1)
+    else:
+        if tuple(x.shape[1:]) != want:
+            raise ValueError(f"input: expected samples of shape {want} ({net.input_layout}), got {x.shape[1:]}")
+        if net.input_layout == "NCHW":
+            x = x.transpose(0, 2, 3, 1)
+    if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
+        raise ValueError("input: contains NaN")
+    if net.binarize_input:
+        return K.pack_bits(x)
+    if net.input_scale is not None:
+        x = x * net.input_scale
+    if np.issubdtype(x.dtype, np.integer):
+        lim = max(abs(int(x.min())), abs(int(x.max()))) if x.size else 0
+        return np.ascontiguousarray(x, K.exact_float_dtype(lim, net._geoms[0].features))
+    return np.ascontiguousarray(x, np.float64)
+
+
+def _forward(net: BinaryNetwork, params, xin, collect: bool = False):
+    """Run every layer. Returns (logits (S, N, C), pre-activations, hidden activations);
+    the last two only when ``collect`` (one network)."""
+    pre, acts = [], []
+    act = xin[None] if net.binarize_input else None
+    n = xin.shape[0]
+    s_n = len(next(iter(params[0].values())))
+    for i, (layer, p) in enumerate(zip(net.layers, params)):
+        geom = net._geoms[i]
+        real = i == 0 and not net.binarize_input
+        hidden = isinstance(layer, MaxPool2d) or layer.threshold is not None
+        if isinstance(layer, MaxPool2d):
+            act = K.binary_maxpool2d(act, layer.size, layer.stride, p["mask"])
+        elif real:
+            outs, hs = [], []
+            for s in range(s_n):
+                w = p["w"][s]
+                if isinstance(layer, Dense):
+                    h = K.real_dense(xin, w, dtype=xin.dtype)
+                else:
+                    pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[1], w.shape[2],
+                                          layer.stride, layer.padding)
+                    pv = layer.pad_value  # in raw input units; scaled like the input
+                    if net.input_scale is not None:
+                        pv = np.broadcast_to(pv, (geom.shape[2],)) * net.input_scale
+                    h = _real_conv(xin, w, layer.stride, pads, pv)
+                if collect:
+                    hs.append(h)
+                outs.append(K.threshold_pack(h.reshape(-1, h.shape[-1]), p["T"][s]).reshape(
+                    h.shape[:-1] + (-1,)) if hidden else h)
+            if collect:
+                pre.append(np.stack(hs).astype(np.float64)[0])
+            act = np.stack(outs)
+        else:
+            a = act.reshape(act.shape[0], n, -1) if isinstance(layer, Dense) else act
+            kk = layer.weights.shape[1] if isinstance(layer, Dense) else geom.shape[2]
+            T = p.get("T") if hidden else None
+            if isinstance(layer, Dense):
+                run = lambda t: K.binary_gemm(a, p["w"], kk, threshold=t)  # noqa: E731
+            else:
+                run = lambda t: K.binary_conv2d(a, p["w"], kk, layer.stride, layer.padding,  # noqa: E731
+                                                int(layer.pad_value), threshold=t)
+            if collect or not hidden:
+                h = run(None)
+                if collect:
+                    pre.append(h[0].astype(np.int64))
+                act = K.threshold_pack(h.reshape(h.shape[0], -1, h.shape[-1]), T).reshape(
+                    h.shape[:-1] + (-1,)) if hidden else h
+            else:
+                act = run(T)
+        if collect and hidden:
+            acts.append(act)
+    scale, bias = params[-1]["scale"], params[-1]["bias"]
+    logits = act.astype(np.float64) * scale[:, None, :] + bias[:, None, :]
+    return logits, pre, acts
+
+
+def _real_conv(xin, w, stride, pads, pad_value):
+    if np.ndim(pad_value) == 1:
+        # per-channel padding values (a folded input normalisation): pad each channel
+        pt, pb, pl, pr = pads
+        x = np.empty((xin.shape[0], xin.shape[1] + pt + pb, xin.shape[2] + pl + pr, xin.shape[3]), xin.dtype)
+        x[...] = np.asarray(pad_value, xin.dtype)
+        x[:, pt:pt + xin.shape[1], pl:pl + xin.shape[2]] = xin
+        return K.real_conv2d(x, w, stride, (0, 0, 0, 0), 0.0, dtype=xin.dtype)
+    return K.real_conv2d(xin, w, stride, pads, pad_value, dtype=xin.dtype)

@@ -1,0 +1,192 @@
+"""Numba kernels for packed binary networks (installed as ``bnn_toroid.kernels``).
+
+This package knows nothing of ``bnn_toroid``: it takes packed numpy arrays and returns
+numpy arrays. The bit convention lives in :mod:`.bits`. Every kernel takes an optional
+leading axis of S networks sharing an architecture (see :mod:`.gemm`).
+"""
+import numpy as np
+
+from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
+from .conv import _conv_int, _conv_threshold, _maxpool
+from .gemm import _gemm_int, _gemm_threshold
+from .real import exact_float_dtype, im2col, real_conv2d, real_dense
+
+__all__ = [
+    "WORD", "n_words", "pack_bits", "unpack_bits", "threshold_pack", "binary_gemm",
+    "binary_dense", "binary_conv2d", "binary_maxpool2d", "conv_pads", "real_dense",
+    "real_conv2d", "im2col", "exact_float_dtype",
+]
+
+
+def _words(name, arr, ndim):
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint64:
+        raise TypeError(f"{name}: expected packed uint64 words, got dtype {arr.dtype}")
+    if arr.ndim == ndim:
+        arr = arr[None]
+    if arr.ndim != ndim + 1:
+        raise ValueError(f"{name}: expected {ndim} dims (or {ndim + 1} with a leading "
+                         f"network axis), got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _batch(name, a, w):
+    if a.shape[0] not in (1, w.shape[0]):
+        raise ValueError(f"{name}: inputs hold {a.shape[0]} networks' activations but the "
+                         f"weights hold {w.shape[0]} networks; expected 1 or {w.shape[0]}")
+
+
+def _thresholds(name, t, s, m):
+    t = np.asarray(t)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"{name}: thresholds must be integers, got dtype {t.dtype}")
+    if t.ndim == 1:
+        t = np.broadcast_to(t, (s, t.shape[0]))
+    if t.shape != (s, m):
+        raise ValueError(f"{name}: thresholds of shape {t.shape} do not match {s} networks "
+                         f"× {m} units")
+    return np.ascontiguousarray(t, dtype=np.int64)
+
+
+def binary_gemm(a, w, k, threshold=None):
+    r"""Dot products of packed ±1 rows: ``out[i, j] = a_i · w_j = K - 2 popcount(a_i ⊕ w_j)``.
+
+    XNOR-Net (Rastegari et al., ECCV 2016, §3.2); bit convention in :mod:`.bits`.
+
+    Args:
+        a: packed inputs (N, Kw), or (SA, N, Kw) with SA = 1 or S.
+        w: packed weights (M, Kw), or (S, M, Kw) for S networks.
+        k: true number of ±1 entries per row. Padding bits, wherever they sit (the end of
+            the row, or the end of each pixel's channels for a flattened NHWC map), must be
+            0 in both operands: they then add nothing to the popcount.
+        threshold: optional integer thresholds (M,) or (S, M). When given, the result is
+            fused-thresholded and packed: bit ``[a_i·w_j < T_j]``, i.e. the next layer's
+            ±1 input ``+1 iff a_i·w_j >= T_j`` (METHODS §1), shape (..., N, ceil(M/64)).
+
+    Returns:
+        int32 (N, M) or (S, N, M); uint64 words when ``threshold`` is given.
+    """
+    squeeze = np.asarray(w).ndim == 2 and np.asarray(a).ndim == 2
+    A = _words("binary_gemm", a, 2)
+    W = _words("binary_gemm", w, 2)
+    _batch("binary_gemm", A, W)
+    k = int(k)
+    if A.shape[2] != W.shape[2] or not 0 <= k <= WORD * W.shape[2]:
+        raise ValueError(f"binary_gemm: inputs have {A.shape[2]} words per row and weights "
+                         f"{W.shape[2]}; K={k} needs at least {n_words(k)}")
+    s, n, m = W.shape[0], A.shape[1], W.shape[1]
+    if threshold is None:
+        out = np.empty((s, n, m), np.int32)
+        if out.size:
+            _gemm_int(A, W, k, out)
+    else:
+        T = _thresholds("binary_gemm", threshold, s, m)
+        out = np.empty((s, n, n_words(m)), np.uint64)
+        if out.size:
+            _gemm_threshold(A, W, k, T, out)
+    return out[0] if squeeze else out
+
+
+binary_dense = binary_gemm
+
+
+def conv_pads(h, w, kh, kw, stride, padding):
+    """(top, bottom, left, right) padding and output size for ``valid`` or TF ``same``."""
+    sy, sx = stride
+    if padding == "valid":
+        pads = (0, 0, 0, 0)
+    elif padding == "same":
+        ho, wo = -(-h // sy), -(-w // sx)
+        th = max((ho - 1) * sy + kh - h, 0)
+        tw = max((wo - 1) * sx + kw - w, 0)
+        pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    elif isinstance(padding, tuple) and len(padding) == 4:
+        pads = tuple(int(p) for p in padding)
+    else:
+        raise ValueError(f"padding must be 'valid', 'same' or (top, bottom, left, right), got {padding!r}")
+    ho = (h + pads[0] + pads[1] - kh) // sy + 1
+    wo = (w + pads[2] + pads[3] - kw) // sx + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"a {kh}×{kw} kernel with stride {stride} and padding {padding!r} "
+                         f"does not fit an input of {h}×{w}")
+    return pads, (ho, wo)
+
+
+def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshold=None):
+    """Binary 2-D convolution (cross-correlation) on packed NHWC activations.
+
+    ``out[n, y, x, f] = Σ_taps a[n, y*sy-pt+dy, x*sx-pl+dx, :] · w[f, dy, dx, :]`` with
+    ±1 values, computed as ``K_valid - 2 popcount(a ⊕ w)``. ``pad_value`` is larq's
+    ``pad_values``: 1 pads with +1, 0 pads with real zeros (those taps add nothing).
+
+    Args:
+        a: packed activations (N, H, W, Cw) or (SA, N, H, W, Cw).
+        w: packed filters (F, kh, kw, Cw) or (S, F, kh, kw, Cw).
+        c: true number of input channels.
+        stride: (sy, sx). padding: 'valid', 'same' (TensorFlow's) or explicit 4-tuple.
+        threshold: optional integer thresholds (F,) or (S, F) → packed output bits.
+
+    Returns:
+        int32 (N, Ho, Wo, F), or packed uint64 (N, Ho, Wo, ceil(F/64)); leading S if batched.
+    """
+    squeeze = np.asarray(w).ndim == 4 and np.asarray(a).ndim == 4
+    A = _words("binary_conv2d", a, 4)
+    W = _words("binary_conv2d", w, 4)
+    _batch("binary_conv2d", A, W)
+    c = int(c)
+    if A.shape[4] != W.shape[4] or n_words(c) != W.shape[4]:
+        raise ValueError(f"binary_conv2d: activations have {A.shape[4]} words per pixel and "
+                         f"filters {W.shape[4]}; {c} channels need {n_words(c)}")
+    if pad_value not in (0, 1):
+        raise ValueError(f"binary_conv2d: pad_value must be 0 or 1 (larq pad_values), got {pad_value!r}")
+    stride = tuple(int(v) for v in np.broadcast_to(np.asarray(stride), (2,)))
+    if min(stride) < 1:
+        raise ValueError(f"binary_conv2d: stride must be >= 1, got {stride}")
+    s, n = W.shape[0], A.shape[1]
+    f = W.shape[1]
+    pads, (ho, wo) = conv_pads(A.shape[2], A.shape[3], W.shape[2], W.shape[3], stride, padding)
+    args = (A, W, c, stride[0], stride[1], pads[0], pads[2], bool(pad_value))
+    if threshold is None:
+        out = np.empty((s, n, ho, wo, f), np.int32)
+        if out.size:
+            _conv_int(*args, out)
+    else:
+        T = _thresholds("binary_conv2d", threshold, s, f)
+        out = np.empty((s, n, ho, wo, n_words(f)), np.uint64)
+        if out.size:
+            _conv_threshold(*args, T, out)
+    return out[0] if squeeze else out
+
+
+def binary_maxpool2d(a, size=2, stride=None, min_mask=None):
+    """Max-pooling over packed ±1 NHWC activations (``valid`` windows).
+
+    Over ±1 values the max is -1 only when all are -1, i.e. the AND of the bits (bit 1 =
+    -1); the min is the OR. ``min_mask`` (uint64 words, (Cw,) or (S, Cw)) selects min
+    pooling per channel: a unit whose weights were flipped to fold a negative BatchNorm
+    scale pools with min (``sign(g(max h)) = min sign(g(h))`` for decreasing g).
+
+    Returns:
+        packed (N, Ho, Wo, Cw), or (S, N, Ho, Wo, Cw).
+    """
+    squeeze = np.asarray(a).ndim == 4
+    A = _words("binary_maxpool2d", a, 4)
+    size = int(size)
+    stride = size if stride is None else int(stride)
+    if size < 1 or stride < 1:
+        raise ValueError(f"binary_maxpool2d: size and stride must be >= 1, got {size}, {stride}")
+    s, n, h, w, cw = A.shape
+    ho, wo = (h - size) // stride + 1, (w - size) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"binary_maxpool2d: a {size}×{size} pool does not fit {h}×{w}")
+    if min_mask is None:
+        mask = np.zeros((s, cw), np.uint64)
+    else:
+        mask = np.asarray(min_mask)
+        if mask.dtype != np.uint64:
+            raise TypeError(f"binary_maxpool2d: min_mask must be packed uint64, got {mask.dtype}")
+        mask = np.ascontiguousarray(np.broadcast_to(mask, (s, cw)))
+    out = np.empty((s, n, ho, wo, cw), np.uint64)
+    if out.size:
+        _maxpool(A, size, stride, mask, out)
+    return out[0] if squeeze else out

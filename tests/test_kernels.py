@@ -1,0 +1,170 @@
+"""Every kernel against its naive reference, bit-exactly, on hypothesis-generated shapes."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import bnn_toroid.kernels as K
+from reference import conv2d, gemm, maxpool, sign
+
+SETTINGS = settings(max_examples=30, deadline=None)
+EDGE_K = [1, 63, 64, 65, 1000]
+
+
+def pm1(rng, shape):
+    return rng.choice(np.array([-1, 1], np.int8), size=shape)
+
+
+@SETTINGS
+@given(st.integers(0, 7), st.sampled_from(EDGE_K) | st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_pack_unpack_roundtrip(rows, k, seed):
+    rng = np.random.default_rng(seed)
+    x = pm1(rng, (rows, k))
+    p = K.pack_bits(x)
+    assert p.shape == (rows, K.n_words(k)) and p.dtype == np.uint64
+    assert np.array_equal(K.unpack_bits(p, k), x)
+    if k % 64:  # padding bits are zero
+        assert not (p[:, -1] >> np.uint64(k % 64)).any()
+
+
+def test_pack_sign_convention_zero_and_negative_zero():
+    x = np.array([[0.0, -0.0, -1e-300, 1e-300, -3.0, 7.0]])
+    assert np.array_equal(K.unpack_bits(K.pack_bits(x), 6)[0], [1, 1, -1, 1, -1, 1])
+
+
+def test_pack_bit_layout_lsb_first():
+    x = np.ones(130, np.int8)
+    x[[0, 5, 64, 129]] = -1
+    p = K.pack_bits(x)
+    assert p[0] == (1 | 1 << 5) and p[1] == 1 and p[2] == 1 << 1
+
+
+@SETTINGS
+@given(st.integers(0, 9), st.integers(1, 70), st.sampled_from(EDGE_K) | st.integers(1, 200),
+       st.integers(0, 2**32 - 1))
+def test_binary_gemm_matches_reference(n, m, k, seed):
+    rng = np.random.default_rng(seed)
+    x, w = pm1(rng, (n, k)), pm1(rng, (m, k))
+    out = K.binary_gemm(K.pack_bits(x), K.pack_bits(w), k)
+    assert out.dtype == np.int32 and out.shape == (n, m)
+    assert np.array_equal(out, gemm(x, w))
+
+
+@SETTINGS
+@given(st.integers(0, 9), st.integers(1, 150), st.sampled_from(EDGE_K) | st.integers(1, 200),
+       st.integers(0, 2**32 - 1))
+def test_fused_threshold_pack_matches_reference(n, m, k, seed):
+    rng = np.random.default_rng(seed)
+    x, w = pm1(rng, (n, k)), pm1(rng, (m, k))
+    t = rng.integers(-k - 1, k + 2, size=m)
+    ref = np.where(gemm(x, w) >= t, 1, -1)
+    fused = K.binary_gemm(K.pack_bits(x), K.pack_bits(w), k, threshold=t)
+    assert np.array_equal(K.unpack_bits(fused, m), ref)
+    # the standalone kernel agrees on the same int32 pre-activations
+    assert np.array_equal(K.threshold_pack(gemm(x, w).astype(np.int32), t), fused)
+
+
+@SETTINGS
+@given(st.integers(1, 4), st.integers(0, 6), st.integers(1, 70), st.sampled_from(EDGE_K),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_batched_networks_equal_one_at_a_time(s, n, m, k, shared, seed):
+    rng = np.random.default_rng(seed)
+    x = pm1(rng, (1 if shared else s, n, k))
+    w = pm1(rng, (s, m, k))
+    t = rng.integers(-k, k + 1, size=(s, m))
+    out = K.binary_gemm(K.pack_bits(x), K.pack_bits(w), k)
+    bits = K.binary_gemm(K.pack_bits(x), K.pack_bits(w), k, threshold=t)
+    for i in range(s):
+        ref = gemm(x[0 if shared else i], w[i])
+        assert np.array_equal(out[i], ref)
+        assert np.array_equal(K.unpack_bits(bits[i], m), np.where(ref >= t[i][None], 1, -1))
+
+
+@SETTINGS
+@given(st.integers(0, 3), st.integers(3, 9), st.integers(3, 9), st.sampled_from([1, 3, 63, 64, 65]),
+       st.integers(1, 9), st.sampled_from([1, 2, 3]), st.sampled_from([1, 2]),
+       st.sampled_from(["valid", "same"]), st.sampled_from([0, 1]), st.integers(0, 2**32 - 1))
+def test_binary_conv2d_matches_reference(n, h, w, c, f, ksz, stride, padding, pad_value, seed):
+    if padding == "valid" and (ksz > h or ksz > w):
+        return
+    rng = np.random.default_rng(seed)
+    x, wt = pm1(rng, (n, h, w, c)), pm1(rng, (f, ksz, ksz, c))
+    ref = conv2d(x, wt, (stride, stride), padding, pad_value)
+    out = K.binary_conv2d(K.pack_bits(x), K.pack_bits(wt), c, (stride, stride), padding, pad_value)
+    assert out.dtype == np.int32
+    assert np.array_equal(out, ref)
+    t = rng.integers(-ksz * ksz * c, ksz * ksz * c + 1, size=f)
+    bits = K.binary_conv2d(K.pack_bits(x), K.pack_bits(wt), c, (stride, stride), padding,
+                           pad_value, threshold=t)
+    assert np.array_equal(K.unpack_bits(bits, f), np.where(ref >= t, 1, -1))
+
+
+@SETTINGS
+@given(st.integers(0, 3), st.integers(2, 9), st.integers(2, 9), st.sampled_from([1, 5, 64, 65]),
+       st.sampled_from([2, 3]), st.sampled_from([1, 2, 3]), st.integers(0, 2**32 - 1))
+def test_binary_maxpool_matches_reference(n, h, w, c, size, stride, seed):
+    if size > h or size > w:
+        return
+    rng = np.random.default_rng(seed)
+    x = pm1(rng, (n, h, w, c))
+    mins = rng.random(c) < 0.5
+    out = K.binary_maxpool2d(K.pack_bits(x), size, stride, K.pack_bits(np.where(mins, -1, 1)))
+    assert np.array_equal(K.unpack_bits(out, c), maxpool(x, size, stride, mins))
+    assert np.array_equal(K.unpack_bits(K.binary_maxpool2d(K.pack_bits(x), size, stride), c),
+                          maxpool(x, size, stride))
+
+
+@SETTINGS
+@given(st.integers(1, 5), st.integers(3, 8), st.sampled_from([1, 3]), st.integers(1, 6),
+       st.sampled_from(["valid", "same"]), st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
+def test_real_input_conv_is_exact_on_uint8(n, h, c, f, padding, stride, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, h, h, c)).astype(np.uint8)
+    wt = pm1(rng, (f, 3, 3, c))
+    pads, _ = K.conv_pads(h, h, 3, 3, (stride, stride), padding)
+    out = K.real_conv2d(x, wt, (stride, stride), pads, 1.0, dtype=np.float32)
+    assert np.array_equal(out, conv2d(x, wt, (stride, stride), padding, 1.0))
+
+
+def test_real_dense_uint8_is_exact_integer():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(50, 1000)).astype(np.uint8)
+    w = pm1(rng, (7, 1000))
+    dt = K.exact_float_dtype(255, 1000)
+    assert dt == np.float32
+    assert np.array_equal(K.real_dense(x, w, dtype=dt), gemm(x, w))
+
+
+def test_batch_one_and_empty_batches():
+    rng = np.random.default_rng(1)
+    x, w = pm1(rng, (1, 4096)), pm1(rng, (300, 4096))
+    assert np.array_equal(K.binary_gemm(K.pack_bits(x), K.pack_bits(w), 4096), gemm(x, w))
+    empty = K.binary_gemm(np.zeros((0, 64), np.uint64), K.pack_bits(w), 4096)
+    assert empty.shape == (0, 300)
+    e2 = K.binary_conv2d(np.zeros((0, 5, 5, 1), np.uint64), K.pack_bits(pm1(rng, (3, 3, 3, 2))), 2)
+    assert e2.shape == (0, 3, 3, 3)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: K.pack_bits(np.array([1.0, np.nan])), "NaN"),
+    (lambda: K.pack_bits(np.array([1, 0, -1]), check_binary=True), r"\+1/-1"),
+    (lambda: K.pack_bits(np.array(["a"])), "numeric"),
+    (lambda: K.binary_gemm(np.zeros((2, 2), np.int64), np.zeros((2, 2), np.uint64), 64), "uint64"),
+    (lambda: K.binary_gemm(np.zeros((2, 2), np.uint64), np.zeros((3, 1), np.uint64), 64), "words per row"),
+    (lambda: K.binary_gemm(np.zeros((2, 1), np.uint64), np.zeros((3, 1), np.uint64), 65), "K=65"),
+    (lambda: K.binary_gemm(np.zeros((2, 1), np.uint64), np.zeros((3, 1), np.uint64), 6,
+                           threshold=np.zeros(3)), "integers"),
+    (lambda: K.binary_gemm(np.zeros((2, 2, 1), np.uint64), np.zeros((3, 3, 1), np.uint64), 6), "networks"),
+    (lambda: K.binary_conv2d(np.zeros((1, 4, 4, 1), np.uint64), np.zeros((2, 3, 3, 1), np.uint64), 3,
+                             pad_value=2), "pad_value"),
+    (lambda: K.binary_conv2d(np.zeros((1, 2, 2, 1), np.uint64), np.zeros((2, 3, 3, 1), np.uint64), 3),
+     "does not fit"),
+    (lambda: K.unpack_bits(np.zeros((2, 1), np.uint64), 65), "k=65"),
+])
+def test_bad_input_is_named(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_sign_reference_agrees_with_pack():
+    x = np.random.default_rng(2).normal(size=(4, 77))
+    assert np.array_equal(K.unpack_bits(K.pack_bits(x), 77), sign(x))
