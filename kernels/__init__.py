@@ -6,6 +6,7 @@ leading axis of S networks sharing an architecture (see :mod:`.gemm`).
 """
 import numpy as np
 
+from ._threads import PARALLEL_MIN_WORK, _threads_for
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_int, _conv_threshold, _maxpool
 from .gemm import _gemm_int, _gemm_threshold
@@ -78,12 +79,14 @@ def binary_gemm(a, w, k, threshold=None):
     if threshold is None:
         out = np.empty((s, n, m), np.int32)
         if out.size:
-            _gemm_int(A, W, k, out)
+            with _threads_for(s * n * m * W.shape[2]):
+                _gemm_int(A, W, k, out)
     else:
         T = _thresholds("binary_gemm", threshold, s, m)
         out = np.empty((s, n, n_words(m)), np.uint64)
         if out.size:
-            _gemm_threshold(A, W, k, T, out)
+            with _threads_for(s * n * m * W.shape[2]):
+                _gemm_threshold(A, W, k, T, out)
     return out[0] if squeeze else out
 
 
@@ -146,15 +149,18 @@ def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshol
     f = W.shape[1]
     pads, (ho, wo) = conv_pads(A.shape[2], A.shape[3], W.shape[2], W.shape[3], stride, padding)
     args = (A, W, c, stride[0], stride[1], pads[0], pads[2], bool(pad_value))
+    work = s * n * ho * wo * f * W.shape[2] * W.shape[3] * W.shape[4]
     if threshold is None:
         out = np.empty((s, n, ho, wo, f), np.int32)
         if out.size:
-            _conv_int(*args, out)
+            with _threads_for(work):
+                _conv_int(*args, out)
     else:
         T = _thresholds("binary_conv2d", threshold, s, f)
         out = np.empty((s, n, ho, wo, n_words(f)), np.uint64)
         if out.size:
-            _conv_threshold(*args, T, out)
+            with _threads_for(work):
+                _conv_threshold(*args, T, out)
     return out[0] if squeeze else out
 
 
@@ -188,5 +194,6 @@ def binary_maxpool2d(a, size=2, stride=None, min_mask=None):
         mask = np.ascontiguousarray(np.broadcast_to(mask, (s, cw)))
     out = np.empty((s, n, ho, wo, cw), np.uint64)
     if out.size:
-        _maxpool(A, size, stride, mask, out)
+        with _threads_for(out.size * size * size * 16):
+            _maxpool(A, size, stride, mask, out)
     return out[0] if squeeze else out

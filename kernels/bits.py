@@ -9,6 +9,8 @@ Then for two packed vectors of true length ``K``:
 import numba as nb
 import numpy as np
 
+from ._threads import _threads_for
+
 WORD = 64
 
 
@@ -97,7 +99,8 @@ def pack_bits(x, check_binary: bool = False) -> np.ndarray:
     rows = np.ascontiguousarray(_as_rows(x))
     out = np.empty((rows.shape[0], n_words(x.shape[-1])), np.uint64)
     if rows.size:
-        _pack_rows(rows, out)
+        with _threads_for(rows.size):
+            _pack_rows(rows, out)
     return out.reshape(x.shape[:-1] + (out.shape[1],))
 
 
@@ -119,7 +122,8 @@ def unpack_bits(packed, k: int) -> np.ndarray:
     rows = np.ascontiguousarray(packed.reshape(-1, packed.shape[-1]))
     out = np.empty((rows.shape[0], k), np.int8)
     if rows.size and k:
-        _unpack_rows(rows, k, out)
+        with _threads_for(out.size):
+            _unpack_rows(rows, k, out)
     return out.reshape(packed.shape[:-1] + (k,))
 
 
@@ -156,5 +160,6 @@ def threshold_pack(h, threshold) -> np.ndarray:
         h, t = h.astype(np.float64, copy=False), t.astype(np.float64, copy=False)
     out = np.empty(h.shape[:2] + (n_words(h.shape[2]),), np.uint64)
     if out.size:
-        _threshold_pack(np.ascontiguousarray(h), np.ascontiguousarray(t), out)
+        with _threads_for(h.size):
+            _threshold_pack(np.ascontiguousarray(h), np.ascontiguousarray(t), out)
     return out[0] if squeeze else out

@@ -351,6 +351,35 @@ class NetworkStack:
     def __len__(self):
         return self.size
 
+    def network(self, s: int) -> BinaryNetwork:
+        """Network ``s`` of the stack as a :class:`BinaryNetwork` (unpacks its weights)."""
+        t = self.template
+        layers = []
+        for i, (layer, p) in enumerate(zip(t.layers, self.params)):
+            if isinstance(layer, MaxPool2d):
+                c = t._geoms[i].shape[2]
+                mc = K.unpack_bits(p["mask"][s], c) < 0
+                layers.append(MaxPool2d(layer.size, layer.stride, mc))
+                continue
+            w = p["w"][s]
+            if w.dtype == np.uint64:
+                if isinstance(layer, Conv2d):
+                    w = K.unpack_bits(w, layer.weights.shape[3])
+                else:
+                    g = t._geoms[i]
+                    if g.spatial:
+                        h, wd, c = g.shape
+                        w = K.unpack_bits(w.reshape(w.shape[0], h, wd, -1), c).reshape(w.shape[0], -1)
+                    else:
+                        w = K.unpack_bits(w, g.features)
+            kw = {"threshold": p["T"][s]} if "T" in p else {"out_scale": p["scale"][s], "out_bias": p["bias"][s]}
+            if isinstance(layer, Dense):
+                layers.append(Dense(w, **kw))
+            else:
+                layers.append(Conv2d(w, stride=layer.stride, padding=layer.padding,
+                                     pad_value=layer.pad_value, **kw))
+        return t.with_layers(layers)
+
     def predict(self, x, batch_size: int = 4096) -> np.ndarray:
         """Logits of every network, float64 (S, N, classes)."""
         xin = self.template.prepare_input(x)

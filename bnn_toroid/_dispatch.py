@@ -1,0 +1,22 @@
+"""Route a public verb to its binary or continuous implementation by the network's kind."""
+from __future__ import annotations
+
+
+def kind(net, what: str) -> str:
+    """``"binary"`` for a frozen BinaryNetwork, ``"continuous"`` for a real-valued torch
+    model; a torch model with binary layers must be frozen first."""
+    from .network import BinaryNetwork
+    if isinstance(net, BinaryNetwork):
+        return "binary"
+    try:
+        from torch import nn
+    except ImportError:  # pragma: no cover
+        nn = None
+    if nn is not None and isinstance(net, nn.Module):
+        from .nn import BinaryConv2d, BinaryLinear
+        if any(isinstance(m, (BinaryLinear, BinaryConv2d)) for m in net.modules()):
+            raise TypeError(f"{what}: got a torch model with binary layers; freeze it first with "
+                            "bnn_toroid.BinaryNetwork.from_torch(model.eval())")
+        return "continuous"
+    raise TypeError(f"{what}: expected a BinaryNetwork or a real-valued torch nn.Module, "
+                    f"got {type(net).__name__}")

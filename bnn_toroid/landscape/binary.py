@@ -1,0 +1,136 @@
+"""Local energy of binary networks: the error rise under random weight flips (METHODS §5)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..network import BinaryNetwork, NetworkStack
+from ..symmetry.binary import _check
+from .continuous import LocalEnergy
+
+__all__ = ["BinaryLocalEnergy", "local_energy", "flip_masks", "DEFAULT_EPS"]
+
+DEFAULT_EPS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+@dataclass(frozen=True)
+class BinaryLocalEnergy(LocalEnergy):
+    """:class:`LocalEnergy` of a binary network; ``sigma`` holds the flip fractions ε."""
+
+    @property
+    def eps(self) -> np.ndarray:
+        return self.sigma
+
+
+def _data(data):
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return data.x, data.y
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data
+    raise TypeError("data: expected a Dataset (with .x, .y) or an (x, y) tuple, "
+                    f"got {type(data).__name__}")
+
+
+def _layer_geometry(net, i):
+    """(flat index → word, bit) layout of layer i's packed weights: the weights are rows
+    of ``pixels × channels`` values packed per pixel (a dense layer on flat input is one
+    pixel of K channels; a conv filter has kh·kw pixels)."""
+    layer = net.layers[i]
+    real = i == 0 and not net.binarize_input
+    if real:
+        return None
+    if layer.weights.ndim == 4:
+        c = layer.weights.shape[3]
+    else:
+        geom = net.layer_input_shape(i)
+        c = geom[2] if len(geom) == 3 else geom[0]
+    return c
+
+
+def flip_masks(net: BinaryNetwork, counts, rng) -> list:
+    """Packed XOR masks that flip ``counts[s]`` weights of network ``s``, drawn uniformly
+    without replacement from all of ``net``'s weights. Returns per layer an array with a
+    leading axis of len(counts): uint64 words to XOR into packed weights, or int8 ±1
+    factors for a first layer on real input."""
+    counts = np.asarray(counts, np.int64)
+    layers = net.weight_layers()
+    sizes = np.array([net.layers[i].weights.size for i in layers])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    params = net.packed_params()
+    masks = {}
+    for i in layers:
+        w = params[i]["w"][0]
+        masks[i] = (np.ones((len(counts),) + w.shape, np.int8) if w.dtype == np.int8
+                    else np.zeros((len(counts),) + w.shape, np.uint64))
+    for s, m in enumerate(counts):
+        if m == 0:
+            continue
+        picks = rng.choice(offsets[-1], size=int(m), replace=False)
+        where = np.searchsorted(offsets, picks, side="right") - 1
+        for li, i in enumerate(layers):
+            local = picks[where == li] - offsets[li]
+            if local.size == 0:
+                continue
+            layer = net.layers[i]
+            c = _layer_geometry(net, i)
+            if c is None:
+                masks[i][s].reshape(-1)[local] = -1
+                continue
+            row_len = layer.weights.size // layer.units
+            row, col = np.divmod(local, row_len)
+            pix, ch = np.divmod(col, c)
+            words_per_pix = (c + 63) // 64
+            flat = masks[i][s].reshape(layer.units, -1)
+            word = pix * words_per_pix + ch // 64
+            np.bitwise_xor.at(flat, (row, word), np.left_shift(np.uint64(1), (ch % 64).astype(np.uint64)))
+    return [masks.get(i) for i in range(len(net.layers))]
+
+
+def perturbed_stack(net: BinaryNetwork, counts, rng) -> NetworkStack:
+    """A :class:`NetworkStack` of copies of ``net`` with ``counts[s]`` random weights flipped."""
+    masks = flip_masks(net, counts, rng)
+    params = []
+    for p, m in zip(net.packed_params(), masks):
+        q = {k: np.repeat(v, len(counts), axis=0) for k, v in p.items()}
+        if m is not None:
+            q["w"] = q["w"] * m if m.dtype == np.int8 else q["w"] ^ m
+        params.append(q)
+    return NetworkStack(net, params)
+
+
+def local_energy(net: BinaryNetwork, data, eps=DEFAULT_EPS, samples: int = 10, seed: int = 0,
+                 networks_per_call: int = 32, batch_size: int = 4096) -> BinaryLocalEnergy:
+    r"""Local energy of a binary network,
+
+    .. math::
+        \delta E(\varepsilon) = \mathbb{E}\big[E_\mathrm{train}(w \oplus
+        \text{flip of } \lfloor \varepsilon N \rceil \text{ random weights})\big]
+        - E_\mathrm{train}(w),
+
+    with ``E_train`` the fraction misclassified (error, not loss), ``N`` all binary weights
+    and the flipped set drawn uniformly without replacement, ``samples`` draws per ε
+    (Pittorino et al. 2022, local energy; METHODS §5). Perturbations are XOR masks on the
+    packed weights, and all draws for all ε go through the batched kernels,
+    ``networks_per_call`` networks per launch.
+    """
+    _check(net, "local_energy")
+    x, y = _data(data)
+    if len(x) == 0:
+        raise ValueError("local_energy: empty data; need at least one sample")
+    eps = np.atleast_1d(np.asarray(eps, np.float64))
+    if eps.ndim != 1 or np.isnan(eps).any() or (eps < 0).any() or (eps > 1).any():
+        raise ValueError(f"local_energy: eps must be fractions in [0, 1], got {eps.tolist()}")
+    if int(samples) < 1:
+        raise ValueError(f"local_energy: samples must be >= 1, got {samples}")
+    samples = int(samples)
+    rng = np.random.default_rng(seed)
+    base = net.error(x, y, batch_size)
+    counts = np.rint(np.tile(eps, samples) * net.n_weights).astype(np.int64)  # sample-major
+    errors = np.empty(len(counts))
+    step = max(1, int(networks_per_call))
+    for lo in range(0, len(counts), step):
+        stack = perturbed_stack(net, counts[lo:lo + step], rng)
+        errors[lo:lo + step] = stack.errors(x, y, batch_size)
+    errors = errors.reshape(samples, len(eps))
+    return BinaryLocalEnergy(eps, errors.mean(axis=0) - base, errors.std(axis=0), float(base), errors)

@@ -1,0 +1,37 @@
+"""Paths between two networks and their error barriers (METHODS §6).
+
+Binary networks: :func:`random_flip`, :func:`single_bend`, :func:`search` (discrete
+paths of elementary moves). Real-valued torch models: :func:`linear`, :func:`geodesic`,
+:func:`single_bend`. Every path has ``.errors(data)`` and ``.barrier(data)``.
+"""
+from .._dispatch import kind
+from . import continuous
+from .base import Barrier, Path
+from .continuous import geodesic, linear
+
+
+def random_flip(a, b, points: int = 21, seed: int = 0, **kwargs):
+    """Binary path flipping the differing weights in a random order; see
+    :func:`bnn_toroid.paths.binary.random_flip`."""
+    from . import binary
+    return binary.random_flip(a, b, points=points, seed=seed, **kwargs)
+
+
+def single_bend(a, b, data, **kwargs):
+    """Two-segment path through a trained midpoint, binary or real-valued; see
+    :func:`bnn_toroid.paths.binary.single_bend` and
+    :func:`bnn_toroid.paths.continuous.single_bend`."""
+    if kind(a, "single_bend") == "binary":
+        from . import binary
+        return binary.single_bend(a, b, data, **kwargs)
+    return continuous.single_bend(a, b, data, **kwargs)
+
+
+def search(a, b, data, method: str = "greedy", **kwargs):
+    """Connectivity search for the binary path with the lowest barrier; see
+    :func:`bnn_toroid.paths.search.search`."""
+    from . import search as _search
+    return _search.search(a, b, data, method=method, **kwargs)
+
+
+__all__ = ["Barrier", "Path", "random_flip", "single_bend", "search", "linear", "geodesic"]

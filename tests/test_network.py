@@ -1,0 +1,256 @@
+"""Frozen networks equal their torch models exactly; files round-trip and refuse damage."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+import bnn_toroid as bt
+import bnn_toroid.nn as bnn
+from bnn_toroid.network import (BinaryNetwork, Dense, NetworkError, NetworkFileError, NetworkStack,
+                                load)
+
+
+def randomize_bn(model, seed, negative=True):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_((torch.rand(n, generator=g) - 0.5) * 8)
+            m.running_var.copy_(torch.rand(n, generator=g) * 20 + 0.5)
+            lo = -1.0 if negative else 0.1
+            m.weight.data.copy_(torch.rand(n, generator=g) * (1 - lo) + lo)
+            m.bias.data.copy_((torch.rand(n, generator=g) - 0.5) * 2)
+    return model.eval()
+
+
+def torch_trace(model, x):
+    """Pre-activations of binary layers (NHWC for conv) and ±1 outputs of Sign modules."""
+    pre, signs = [], []
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, (bnn.BinaryLinear, bnn.BinaryConv2d)):
+            hooks.append(m.register_forward_hook(lambda _m, _i, o: pre.append(o)))
+        if isinstance(m, bnn.Sign):
+            hooks.append(m.register_forward_hook(lambda _m, _i, o: signs.append(o)))
+    with torch.no_grad():
+        logits = model(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    for h in hooks:
+        h.remove()
+    nhwc = lambda t: (t.permute(0, 2, 3, 1) if t.dim() == 4 else t).numpy()  # noqa: E731
+    return logits, [nhwc(t) for t in pre], [nhwc(t) for t in signs]
+
+
+def orientation(net, model):
+    """Per weight layer, +1/-1 per unit: whether the frozen row equals torch's sign(W) row
+    or its negation (a row is flipped to fold a negative BatchNorm scale)."""
+    out = []
+    torch_layers = [m for m in model.modules() if isinstance(m, (bnn.BinaryLinear, bnn.BinaryConv2d))]
+    for i, t in zip(net.weight_layers(), torch_layers):
+        w = np.where(t.weight.detach().numpy() >= 0, 1, -1)
+        w = w.transpose(0, 2, 3, 1) if w.ndim == 4 else w
+        geom = net.layer_input_shape(i)
+        if w.ndim == 2 and len(geom) == 3:  # dense after conv: torch flattens CHW, we use HWC
+            h_, w_, c_ = geom
+            w = w.reshape(len(w), c_, h_, w_).transpose(0, 2, 3, 1)
+        ours = net.layers[i].weights.reshape(len(w), -1)
+        w = w.reshape(len(w), -1)
+        same = (ours == w).all(axis=1)
+        assert (same | (ours == -w).all(axis=1)).all()
+        out.append(np.where(same, 1, -1))
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.integers(1, 70), min_size=1, max_size=3), st.integers(1, 130),
+       st.booleans(), st.booleans(), st.integers(0, 10_000))
+def test_mlp_equals_torch_exactly(hidden, n_in, binarize, batchnorm, seed):
+    torch.manual_seed(seed)
+    # without the output Scale the logits are integers, so equality is exact
+    model = nn.Sequential(*list(bnn.BinaryMLP([n_in, *hidden, 7], batchnorm=batchnorm,
+                                              binarize_input=binarize))[:-1])
+    randomize_bn(model, seed)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(33, n_in)).astype(np.uint8) if not binarize else \
+        rng.normal(size=(33, n_in)).astype(np.float32)
+    net = BinaryNetwork.from_torch(model)
+    logits, pre, signs = torch_trace(model, x)
+    assert np.array_equal(net.predict(x), logits.astype(np.float64))  # integer logits, exactly
+    for ours, theirs, o in zip(net.preactivations(x), pre, orientation(net, model)):
+        assert np.array_equal(ours, theirs.astype(np.float64) * o)
+    hidden_out = net.hidden_outputs(x)
+    theirs = signs[1:] if binarize else signs
+    for ours, t in zip(hidden_out, theirs):
+        assert np.array_equal(ours, t)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 3), st.sampled_from([1, 3]), st.sampled_from([3, 5, 17]), st.sampled_from([2, 64, 65]),
+       st.sampled_from(["valid", "same"]), st.sampled_from([0.0, 1.0]), st.sampled_from([1, 2]),
+       st.booleans(), st.integers(0, 10_000))
+def test_conv_net_equals_torch_exactly(n, c_in, c1, c2, padding, pad_value, stride, pool, seed):
+    torch.manual_seed(seed)
+    layers = [bnn.BinaryConv2d(c_in, c1, 3, stride=stride, padding=padding, pad_value=pad_value)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.BatchNorm2d(c1), bnn.Sign(),
+               bnn.BinaryConv2d(c1, c2, 3, stride=1, padding=padding, pad_value=pad_value),
+               nn.BatchNorm2d(c2), bnn.Sign(), nn.Flatten()]
+    size = 15  # big enough for stride 2, a pool and a valid 3×3 conv
+    x = np.random.default_rng(seed).integers(0, 256, size=(n, c_in, size, size)).astype(np.uint8)
+    with torch.no_grad():
+        flat = nn.Sequential(*layers).eval()(torch.zeros(1, c_in, size, size)).shape[1]
+    model = randomize_bn(nn.Sequential(*layers, bnn.BinaryLinear(flat, 10)), seed)
+    net = BinaryNetwork.from_torch(model, input_shape=(c_in, size, size))
+    logits, pre, _ = torch_trace(model, x)
+    assert np.array_equal(net.predict(x), logits.astype(np.float64))
+    for ours, theirs, o in zip(net.preactivations(x), pre, orientation(net, model)):
+        assert np.array_equal(ours, theirs.astype(np.float64) * o)
+
+
+def test_paper_convnet_with_normalisation_and_scale():
+    torch.manual_seed(3)
+    model = randomize_bn(bnn.BinaryConvNet((1, 28, 28), input_norm=(33.3, 78.6)), 3)
+    x = np.random.default_rng(3).integers(0, 256, size=(40, 1, 28, 28)).astype(np.uint8)
+    net = BinaryNetwork.from_torch(model)
+    logits, _, signs = torch_trace(model, x)
+    np.testing.assert_allclose(net.predict(x), logits, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(net.predict(x).argmax(1), logits.argmax(1))
+    ours = net.hidden_outputs(x)
+    assert np.array_equal(ours[-1], signs[-1])  # the last hidden layer's ±1 output
+
+
+def test_digits_real_data_matches_torch():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = d.images.astype(np.uint8).reshape(-1, 64)
+    torch.manual_seed(0)
+    model = randomize_bn(bnn.BinaryMLP([64, 256, 256, 10], input_norm=(x.mean(), x.std())), 0)
+    net = BinaryNetwork.from_torch(model)
+    logits, _, signs = torch_trace(model, x)
+    np.testing.assert_allclose(net.predict(x), logits, rtol=1e-6, atol=1e-6)
+    for ours, theirs in zip(net.hidden_outputs(x), signs):
+        assert np.array_equal(ours, theirs)
+    assert net.error(x, d.target) == pytest.approx(float((logits.argmax(1) != d.target).mean()))
+
+
+def test_negative_zero_input_is_plus_one():
+    net = BinaryNetwork([Dense(np.ones((1, 2), np.int8))], (2,), binarize_input=True)
+    assert np.array_equal(net.predict(np.array([[-0.0, 0.0], [-1.0, 0.0]])), [[2.0], [0.0]])
+
+
+def test_stack_evaluates_like_each_network():
+    torch.manual_seed(1)
+    nets = [BinaryNetwork.from_torch(randomize_bn(bnn.BinaryMLP([20, 30, 5]), s)) for s in range(3)]
+    x = np.random.default_rng(0).integers(0, 5, size=(17, 20)).astype(np.uint8)
+    y = np.random.default_rng(1).integers(0, 5, size=17)
+    stack = NetworkStack.from_networks(nets)
+    out = stack.predict(x, batch_size=5)
+    for i, n in enumerate(nets):
+        assert np.array_equal(out[i], n.predict(x))
+    assert np.array_equal(stack.errors(x, y, batch_size=4), [n.error(x, y) for n in nets])
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(2)
+    for model, shape in [(randomize_bn(bnn.BinaryMLP([30, 40, 6], input_norm=(1.0, 2.0)), 0), None),
+                         (randomize_bn(bnn.BinaryConvNet((3, 16, 16), channels=(5, 7), dense=(9,),
+                                                         kernel_size=3, padding="same", pad_value=1,
+                                                         input_norm=([1, 2, 3], [2, 3, 4])), 1), None)]:
+        net = BinaryNetwork.from_torch(model, shape)
+        path = bt.save(net, tmp_path / "net.npz") if hasattr(bt, "save") else net.save(tmp_path / "net.npz")
+        back = load(path)
+        assert back.equals(net)
+        x = np.random.default_rng(0).integers(0, 256, size=(4,) + net.input_shape).astype(np.uint8)
+        assert np.array_equal(back.predict(x), net.predict(x))
+
+
+def _saved(tmp_path):
+    net = BinaryNetwork.from_torch(randomize_bn(bnn.BinaryMLP([10, 12, 3]), 0))
+    return net.save(tmp_path / "n.npz")
+
+
+def test_truncated_file_is_refused(tmp_path):
+    p = _saved(tmp_path)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NetworkFileError, match="truncated"):
+        load(p)
+
+
+def test_tampered_file_is_refused(tmp_path):
+    p = _saved(tmp_path)
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["l0.threshold"] = arrays["l0.threshold"] + 1
+    np.savez(p, **arrays)
+    with pytest.raises(NetworkFileError, match="SHA-256"):
+        load(p)
+
+
+def test_newer_format_is_refused(tmp_path):
+    p = _saved(tmp_path)
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["format_version"] = 99
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(p, **arrays)
+    with pytest.raises(NetworkFileError, match="newer"):
+        load(p)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(NetworkFileError, match="no such"):
+        load(tmp_path / "absent.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(NetworkFileError, match="not a bnn_toroid"):
+        load(tmp_path / "other.npz")
+    assert zipfile.is_zipfile(_saved(tmp_path))
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: Dense(np.array([[1, 0]])), r"\+1/-1"),
+    (lambda: Dense(np.array([[1.0, 0.5]])), r"\+1/-1"),
+    (lambda: BinaryNetwork([Dense(np.ones((2, 3)), threshold=[0, 0]), Dense(np.ones((1, 3)))], (3,),
+                           binarize_input=True), "expects 3 inputs but receives 2"),
+    (lambda: BinaryNetwork([Dense(np.ones((2, 3)), threshold=[0.5, 0]), Dense(np.ones((1, 2)))], (3,),
+                           binarize_input=True), "must be integers"),
+    (lambda: BinaryNetwork([Dense(np.ones((2, 3)))], (3,), input_layout="CHW"), "input_layout"),
+    (lambda: BinaryNetwork([Dense(np.ones((2, 3)), threshold=[0, 0])], (3,)), "takes no threshold"),
+    (lambda: Dense(np.ones((2, 3)), threshold=[np.nan, 0]), "NaN"),
+])
+def test_bad_networks_are_named(make, match):
+    with pytest.raises(NetworkError, match=match):
+        make()
+
+
+def test_bad_inputs_are_named():
+    net = BinaryNetwork([Dense(np.ones((2, 3), np.int8))], (3,))
+    with pytest.raises(ValueError, match="NaN"):
+        net.predict(np.array([[1.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="shape"):
+        net.predict(np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="dtype"):
+        net.predict(np.array([["a", "b", "c"]]))
+    with pytest.raises(ValueError, match="labels"):
+        net.error(np.zeros((2, 3)), np.array([0, 5]))
+
+
+def test_unsupported_torch_models_are_named():
+    with pytest.raises(NetworkError, match="Tanh"):
+        BinaryNetwork.from_torch(nn.Sequential(bnn.BinaryLinear(3, 3), nn.Tanh()).eval())
+    with pytest.raises(NetworkError, match="training mode"):
+        BinaryNetwork.from_torch(bnn.BinaryMLP([3, 4, 2]).train())
+    with pytest.raises(NetworkError, match="nn.Module"):
+        BinaryNetwork.from_torch("model")
+
+
+def test_n_weights_and_summary():
+    net = BinaryNetwork.from_torch(bnn.BinaryConvNet((1, 28, 28)).eval())
+    assert net.n_weights == 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10
+    text = net.summary()
+    assert "conv" in text and "maxpool" in text and "logits" in text
