@@ -17,7 +17,10 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80"],
         "bench": ["pytest-benchmark>=4", "psutil>=5"],
-        "larq": ["larq==0.14.0", "tensorflow==2.16.1", "tf-keras==2.16.0", "tf2onnx==1.16.1"],
+        # larq 0.14 runs on TensorFlow 2.16 with Keras 2 (TF_USE_LEGACY_KERAS=1) and numpy<2;
+        # tf2onnx 1.16.1 needs protobuf 3.20, which caps onnx below 1.18.
+        "larq": ["larq==0.14.0", "tensorflow==2.16.1", "tf-keras==2.16.0", "tf2onnx==1.16.1",
+                 "protobuf==3.20.3", "numpy<2", "onnx<1.18"],
         "ray": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["bnn-toroid=bnn_toroid.cli:main"]},

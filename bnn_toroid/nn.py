@@ -20,7 +20,7 @@ from torch import nn
 
 __all__ = [
     "sign", "sign_ste", "Sign", "Normalize", "Scale", "BinaryLinear", "BinaryConv2d",
-    "BinaryMLP", "BinaryConvNet", "MLP", "LeNet", "same_padding",
+    "BinaryMLP", "BinaryConvNet", "MLP", "LeNet", "CommitteeMachine", "same_padding",
 ]
 
 
@@ -311,3 +311,27 @@ class LeNet(nn.Sequential):
                 layers.append(nn.ReLU())
         super().__init__(*layers)
         self.input_shape = tuple(int(v) for v in input_shape)
+
+
+class CommitteeMachine(nn.Sequential):
+    r"""Binary committee machine (METHODS §8-9): ``y = sign(Σ_k sign(w_k · sign(x)))``.
+
+    ``H`` hidden ±1 perceptrons on the binarised input; the output weights are fixed to
+    +1 (not trained). For two-class training the logits are ``(-s, +s) / sqrt(H)`` with
+    ``s = Σ_k y_k``, so class 1 is predicted iff the majority vote is +1 (use odd ``H``).
+    Engel & Van den Broeck, "Statistical Mechanics of Learning" (2001), ch. 12.
+    """
+
+    def __init__(self, n_in: int, hidden: int = 101, batchnorm: bool = False):
+        if n_in < 1 or hidden < 1:
+            raise ValueError(f"CommitteeMachine: sizes must be positive, got {n_in}, {hidden}")
+        out = BinaryLinear(hidden, 2)
+        with torch.no_grad():
+            out.weight.copy_(torch.stack([-torch.ones(hidden), torch.ones(hidden)]))
+        out.weight.requires_grad_(False)
+        layers = [nn.Flatten(), Sign(), BinaryLinear(n_in, hidden)]
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers += [Sign(), out, Scale(1.0 / math.sqrt(hidden))]
+        super().__init__(*layers)
+        self.sizes = [n_in, hidden, 2]

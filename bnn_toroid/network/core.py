@@ -466,7 +466,8 @@ def _forward(net: BinaryNetwork, params, xin, collect: bool = False):
             for s in range(s_n):
                 w = p["w"][s]
                 if isinstance(layer, Dense):
-                    h = K.real_dense(xin, w, dtype=xin.dtype)
+                    # an image into a dense first layer: features in NHWC order, as its weights
+                    h = K.real_dense(xin.reshape(n, -1), w, dtype=xin.dtype)
                 else:
                     pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[1], w.shape[2],
                                           layer.stride, layer.padding)

@@ -328,6 +328,8 @@ def _assign(sim_signed, ta, tb, fan=None, uniform=True, can_flip=True, ma=None, 
     close each pair's oriented thresholds and pool modes are. Units without the sign
     symmetry are matched on the signed similarity and never flipped."""
     n = sim_signed.shape[0]
+    if tb.dtype == np.int64:  # compare thresholds in canonical (clipped, parity) form
+        ta, tb = normalize_thresholds(ta, fan, uniform), normalize_thresholds(tb, fan, uniform)
     tbf = flip_threshold(tb, fan, uniform) if tb.dtype == np.int64 else flip_threshold(tb)
     ma = np.zeros(n, bool) if ma is None else ma
     mb = np.zeros(n, bool) if mb is None else mb
@@ -407,7 +409,9 @@ def _match_twins(net, reference, hidden):
     for i in reversed(hidden):
         layer = net.layers[i]
         _, mode = _pool_mode(net, i)
-        groups = _twin_groups(layer.threshold, mode, layer.weights.reshape(layer.units, -1))
+        fan, uniform = _fan_in(net, i)
+        groups = _twin_groups(normalize_thresholds(layer.threshold, fan, uniform), mode,
+                              layer.weights.reshape(layer.units, -1))
         if not groups:
             continue
         out_a, out_b = _out_rows(reference, i), _out_rows(net, i)

@@ -1,0 +1,398 @@
+"""The ``bnn-toroid`` command: a thin layer over the library.
+
+Every subcommand takes ``--seed``, ``--json [FILE]`` (a machine-readable report on stdout,
+or to FILE) and ``--quiet``. Errors print one line, ``bnn-toroid: error: ...``, and exit
+with status 2; no traceback unless ``BNN_TOROID_DEBUG=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the whole usage block
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _say(args, *msg):
+    if not args.quiet:
+        print(*msg, file=sys.stderr if args.json == "-" else sys.stdout, flush=True)
+
+
+def _emit(args, report: dict):
+    """Write the JSON report (atomically to a file, or to stdout for ``--json -``)."""
+    if args.json is None:
+        return
+    text = json.dumps(_jsonable(report), indent=2, sort_keys=True)
+    if args.json == "-":
+        print(text)
+    else:
+        from ._files import atomic_write
+        atomic_write(args.json, lambda f: f.write(text.encode()))
+        _say(args, f"report written to {args.json}")
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _data(name, split, n, seed):
+    from . import datasets
+    try:
+        return datasets.load(name, split=split, n=n, seed=seed)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise CommandError(f"data {name!r}: {e}") from None
+
+
+def _load_net(path):
+    from .io import load_any
+    if not Path(path).exists():
+        raise CommandError(f"{path}: no such file")
+    try:
+        return load_any(path)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+
+
+def _is_binary(net):
+    from .network import BinaryNetwork
+    return isinstance(net, BinaryNetwork)
+
+
+def _error(net, data):
+    if _is_binary(net):
+        return net.error(data.x, data.y)
+    from .train import evaluate
+    return float(evaluate(net, data)[1])
+
+
+# ---------------------------------------------------------------------------- subcommands
+def cmd_train(args):
+    import torch
+
+    from . import train
+    from .io import build_model, is_binary_spec, save_model
+    from .network import BinaryNetwork
+    data = _data(args.data, "train", args.n, args.seed)
+    norm = train.input_norm(data) if not args.no_norm else None
+    model = build_model(args.model, input_norm=norm)
+    torch.manual_seed(args.seed)
+    kw = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
+    hist = train.fit(model, data, method=args.method, epochs=args.epochs, seed=args.seed,
+                     quiet=args.quiet, **kw)
+    model.eval()
+    test = _data(args.data, "test", None, args.seed) if args.test else None
+    if is_binary_spec(args.model):
+        net = BinaryNetwork.from_torch(model)
+        net.save(args.output)
+        kind, train_err = "binary", net.error(data.x, data.y)
+        test_err = net.error(test.x, test.y) if test else None
+    else:
+        save_model(model, args.output, args.model, extra={"method": args.method, "seed": args.seed})
+        kind, train_err = "real", _error(model, data)
+        test_err = _error(model, test) if test else None
+    report = {"command": "train", "model": args.model, "kind": kind, "data": args.data,
+              "method": args.method, "seed": args.seed, "epochs": args.epochs, "output": args.output,
+              "train_error": train_err, "test_error": test_err, "seconds": hist.seconds,
+              "history": {"loss": hist.loss, "train_error": hist.train_error}}
+    _say(args, f"{args.method} {args.model} on {args.data}: train error {100 * train_err:.2f}%"
+         + (f", test error {100 * test_err:.2f}%" if test_err is not None else "")
+         + f" ({hist.seconds:.1f} s) -> {args.output}")
+    _emit(args, report)
+
+
+def _local_energy(net, data, args):
+    from . import local_energy
+    if _is_binary(net):
+        le = local_energy(net, data, eps=args.eps, samples=args.samples, seed=args.seed)
+        x = le.eps
+    else:
+        le = local_energy(net, data, sigma=args.sigma, samples=args.samples, seed=args.seed)
+        x = le.sigma
+    return {"x": x, "mean": le.mean, "std": le.std, "base_error": le.base_error}
+
+
+def cmd_analyze(args):
+    from . import align, distance, fingerprint
+    nets = [_load_net(p) for p in args.nets]
+    kinds = {_is_binary(n) for n in nets}
+    if len(kinds) > 1:
+        raise CommandError("analyze: mix of binary and real-valued networks; analyse each kind separately")
+    data = _data(args.data, "train", args.n, args.seed)
+    test = _data(args.data, "test", None, args.seed) if args.test else None
+    names = [Path(p).stem for p in args.nets]
+    report = {"command": "analyze", "data": args.data, "n": len(data), "networks": {}}
+    for name, net in zip(names, nets):
+        _say(args, f"analysing {name} ...")
+        entry = {"train_error": _error(net, data),
+                 "local_energy": _local_energy(net, data, args)}
+        if test is not None:
+            entry["test_error"] = _error(net, test)
+        if _is_binary(net):
+            entry["fingerprint"] = fingerprint(net)
+            entry["n_weights"] = net.n_weights
+        report["networks"][name] = entry
+        _say(args, f"  train error {100 * entry['train_error']:.2f}%"
+             + (f", test {100 * entry['test_error']:.2f}%" if test is not None else "")
+             + (f", class {entry['fingerprint'][:12]}" if "fingerprint" in entry else ""))
+    k = len(nets)
+    raw, aligned = np.zeros((k, k)), np.zeros((k, k))
+    for i in range(k):
+        for j in range(i + 1, k):
+            if _is_binary(nets[i]):
+                raw[i, j] = distance(nets[i], nets[j])
+                aligned[i, j] = distance(nets[i], align(nets[j], reference=nets[i]))
+            else:
+                raw[i, j] = distance(nets[i], nets[j], kind="raw")
+                aligned[i, j] = distance(nets[i], nets[j], kind="normalized_aligned")
+            raw[j, i], aligned[j, i] = raw[i, j], aligned[i, j]
+    report["names"] = names
+    report["distance"] = {"kind": "hamming" if _is_binary(nets[0]) else "per-parameter euclidean",
+                          "raw": raw, "aligned": aligned}
+    if k > 1:
+        _say(args, "pairwise distance raw / aligned:")
+        for i in range(k):
+            for j in range(i + 1, k):
+                _say(args, f"  {names[i]} - {names[j]}: {raw[i, j]:.4f} / {aligned[i, j]:.4f}")
+    if args.figure:
+        from . import plots
+        panels = [lambda ax: plots.local_energy(ax, {n: report["networks"][n]["local_energy"] for n in names},
+                                                "ε" if _is_binary(nets[0]) else "σ")]
+        if k > 1:
+            panels.append(lambda ax: plots.distance_matrix(ax, aligned, names, "distance (aligned)"))
+        plots.save_figure(args.figure, panels, ncols=2)
+        report["figure"] = args.figure
+        _say(args, f"figure written to {args.figure}")
+    _emit(args, report)
+
+
+def _path_report(path, data):
+    errors = path.errors(data)
+    b = path.barrier(data)
+    return {"fractions": np.asarray(path.fractions, float), "errors": errors,
+            "barrier": b.max_error, "height": b.height}
+
+
+def cmd_connect(args):
+    from . import paths
+    a, b = _load_net(args.a), _load_net(args.b)
+    if _is_binary(a) != _is_binary(b):
+        raise CommandError("connect: both networks must be of the same kind")
+    data = _data(args.data, "train", args.n, args.seed)
+    binary = _is_binary(a)
+    kind = args.path
+    allowed = ("random", "bend", "search") if binary else ("linear", "geodesic", "bend")
+    if kind not in allowed:
+        raise CommandError(f"connect: --path {kind} is not available for "
+                           f"{'binary' if binary else 'real-valued'} networks; choose from {allowed}")
+    t0 = time.perf_counter()
+    if kind == "random":
+        p = paths.random_flip(a, b, points=args.points, seed=args.seed, align=not args.raw)
+    elif kind == "search":
+        p = paths.search(a, b, data, method=args.method, seed=args.seed, align=not args.raw,
+                         quiet=args.quiet)
+    elif kind == "bend":
+        p = paths.single_bend(a, b, data, points=args.points, seed=args.seed)
+    elif kind == "linear":
+        p = paths.linear(a, b, points=args.points, align=not args.raw)
+    else:
+        p = paths.geodesic(a, b, points=args.points)
+    rep = _path_report(p, data)
+    report = {"command": "connect", "a": args.a, "b": args.b, "path": kind, "data": args.data,
+              "aligned": not args.raw, "seconds": time.perf_counter() - t0, **rep}
+    _say(args, f"{kind} path: barrier {100 * rep['barrier']:.2f}% train error "
+         f"(height above the endpoints {100 * rep['height']:.2f}%)")
+    _emit(args, report)
+
+
+def cmd_bench(args):
+    from . import bench
+    report = bench.run(quick=args.quick, threads=args.threads)
+    _say(args, bench.format_table(report))
+    _emit(args, report)
+
+
+def cmd_export(args):
+    from . import onnx as bonnx
+    net = _load_net(args.net)
+    if not _is_binary(net):
+        raise CommandError(f"export: {args.net} is a real-valued model; export takes a frozen binary network")
+    bonnx.export(net, args.output, opset=args.opset, qonnx=args.qonnx)
+    _say(args, f"wrote {args.output}")
+    _emit(args, {"command": "export", "network": args.net, "output": args.output, "opset": args.opset,
+                 "qonnx": args.qonnx})
+
+
+def cmd_import(args):
+    from . import onnx as bonnx
+    if not Path(args.model).exists():
+        raise CommandError(f"{args.model}: no such file")
+    try:
+        net = bonnx.load(args.model)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    net.save(args.output)
+    _say(args, net.summary())
+    _say(args, f"wrote {args.output}")
+    _emit(args, {"command": "import", "model": args.model, "output": args.output,
+                 "n_weights": net.n_weights, "layers": net.summary().splitlines()[1:]})
+
+
+def cmd_demo(args):
+    from .demo import run
+    report = run(out=args.out, seed=args.seed, quiet=args.quiet, quick=args.quick)
+    _emit(args, report)
+
+
+def cmd_sweep(args):
+    from .sweep import run_sweep
+    report = run_sweep(args.config, executor=args.executor, workers=args.workers, out=args.out,
+                       seed=args.seed, quiet=args.quiet)
+    _emit(args, report)
+
+
+# ---------------------------------------------------------------------------- parser
+def _common(p):
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write a JSON report to FILE, or to stdout when no FILE is given")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
+
+
+def _data_args(p, required=True):
+    p.add_argument("--data", required=required, default=None if required else "digits",
+                   help="dataset: digits, mnist, fashion-mnist, parity-mnist, hmm, cifar10")
+    p.add_argument("--n", type=int, default=None, help="use a random subset of N training samples")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bnn-toroid", description=(
+        "Binary and real-valued networks with their symmetries removed: train minima, "
+        "measure flatness, distances and barriers (Pittorino et al., ICML 2022)."))
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"bnn_toroid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="train SGD/RSGD/ADV binary minima on digits and compare them")
+    p.add_argument("--out", default="bnn_toroid_demo", help="folder for report.json and demo.png")
+    p.add_argument("--quick", action="store_true", help="smaller run (for tests)")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a model and save it (binary: frozen network)")
+    p.add_argument("--model", required=True, help="e.g. bmlp:784-1001-1001-1001-10, mlp:784-512-512-10, "
+                                                  "lenet:1x28x28, bconvnet:1x28x28, committee:1001-101")
+    _data_args(p)
+    p.add_argument("--method", default="sgd", help="sgd, rsgd, adv or sam")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--no-norm", action="store_true", help="do not fold the data's mean/std into the model")
+    p.add_argument("--test", action="store_true", help="also report the test error")
+    p.add_argument("-o", "--output", required=True, help="output .npz")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("analyze", help="errors, local energy, distances and fingerprints of networks")
+    p.add_argument("nets", nargs="+", metavar="NET", help="network files (.npz)")
+    _data_args(p)
+    p.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.002, 0.005, 0.01, 0.02, 0.05],
+                   help="flip fractions (binary)")
+    p.add_argument("--sigma", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+                   help="noise levels (real-valued)")
+    p.add_argument("--samples", type=int, default=10, help="draws per ε or σ")
+    p.add_argument("--test", action="store_true", help="also report the test error")
+    p.add_argument("--figure", default=None, help="write a PNG figure here")
+    _common(p)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("connect", help="error barrier along a path between two networks")
+    p.add_argument("a")
+    p.add_argument("b")
+    _data_args(p)
+    p.add_argument("--path", default="random", help="binary: random, search, bend; real: linear, geodesic, bend")
+    p.add_argument("--method", default="greedy", help="search method: greedy, beam, anneal")
+    p.add_argument("--points", type=int, default=21)
+    p.add_argument("--raw", action="store_true", help="do not align b to a first")
+    _common(p)
+    p.set_defaults(func=cmd_connect)
+
+    p = sub.add_parser("bench", help="kernel throughput table against torch float32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="write a frozen binary network as ONNX (larq numerics)")
+    p.add_argument("net")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--qonnx", action="store_true", help="add QONNX BipolarQuant annotations")
+    _common(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="read an ONNX binary network (ours or larq + tf2onnx)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("sweep", help="train many minima (methods × seeds) and analyse all pairs")
+    p.add_argument("config", help="JSON config file")
+    p.add_argument("--executor", default="local", help="local (process pool) or ray")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="sweep_out")
+    _common(p)
+    p.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("bnn-toroid: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, TypeError, FileNotFoundError, OSError, KeyError,
+            NotImplementedError) as e:
+        if os.environ.get("BNN_TOROID_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"bnn-toroid: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
