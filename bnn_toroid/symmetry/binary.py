@@ -216,6 +216,62 @@ def _twin_groups(t, mode, rows):
     return [np.flatnonzero(inverse.ravel() == k) for k in np.flatnonzero(counts > 1)]
 
 
+MAX_TWIN_ARRANGEMENTS = 40320
+
+
+def _sorted_consumer(net, i, cols_perm):
+    """Layer i (the consumer) with its input columns permuted by ``cols_perm``, rows sorted
+    by their actual keys: (order of rows, flat key array for comparison)."""
+    layer = net.layers[i]
+    view = _input_view(net, i, layer.weights)[..., cols_perm]
+    rows = view.reshape(layer.units, -1)
+    if layer.threshold is None:  # output units are labelled: no reordering
+        return np.arange(layer.units), rows.ravel().astype(np.float64)
+    _, mode = _pool_mode(net, i)
+    keys = _keys(layer.threshold, mode, K.pack_bits(rows))
+    order = np.lexsort(keys[::-1])
+    flat = np.concatenate([np.asarray(layer.threshold, np.float64)[order], mode[order].astype(np.float64),
+                           rows[order].ravel().astype(np.float64)])
+    return order, flat
+
+
+def _resolve_twins(net, prev, i, twins):
+    """Arrange the exact twins of layer ``prev`` (interchangeable units) canonically: of all
+    arrangements, the one whose consumer layer i, sorted by actual keys, is
+    lexicographically smallest. Every symmetric copy sees the same set of candidates, so
+    the choice is canonical. Past MAX_TWIN_ARRANGEMENTS candidates, twins are ordered by
+    their outgoing columns instead (not guaranteed canonical; never met in trained nets)."""
+    import itertools
+    import math
+    n = net.layers[prev].units
+    count = math.prod(math.factorial(len(g)) for g in twins)
+    if count > MAX_TWIN_ARRANGEMENTS:
+        out = _out_rows(net, prev)
+        perm = np.arange(n)
+        for g in twins:
+            perm[g] = g[np.lexsort(out[g].T[::-1])]
+        best = perm
+    else:
+        best, best_flat = None, None
+        for choice in itertools.product(*(itertools.permutations(g) for g in twins)):
+            perm = np.arange(n)
+            for g, c in zip(twins, choice):
+                perm[g] = c
+            _, flat = _sorted_consumer(net, i, perm)
+            if best_flat is None or _lex_lt(flat, best_flat):
+                best, best_flat = perm, flat
+    net = permute_units(net, prev, perm=best)
+    order, _ = _sorted_consumer(net, i, np.arange(n))
+    if not (order == np.arange(len(order))).all():
+        net = permute_units(net, i, perm=order)
+    return net
+
+
+def _lex_lt(a, b):
+    d = np.flatnonzero(a != b)
+    return bool(d.size) and a[d[0]] < b[d[0]]
+
+
 def _pool_mode(net, i):
     pool, _ = _consumer(net, i)
     layer = net.layers[i]
@@ -271,12 +327,7 @@ def canonicalize(net: BinaryNetwork) -> BinaryNetwork:
                          K.pack_bits(_twin_invariant(_input_view(net, i, layer.weights), twins_below)))
             net = permute_units(net, i, perm=np.lexsort(keys[::-1]))
         if prev is not None and twins_below:
-            # order the twins below by their outgoing columns, now that this layer is fixed
-            out = _out_rows(net, prev)
-            perm = np.arange(net.layers[prev].units)
-            for g in twins_below:
-                perm[g] = g[np.lexsort(out[g].T[::-1])]
-            net = permute_units(net, prev, perm=perm)
+            net = _resolve_twins(net, prev, i, twins_below)
         if i == len(net.layers) - 1:
             break
         layer = net.layers[i]
@@ -321,7 +372,8 @@ def _out_rows(net, i):
     return np.moveaxis(cols, -1, 0).reshape(n, -1)
 
 
-def _assign(sim_signed, ta, tb, fan=None, uniform=True, can_flip=True, ma=None, mb=None):
+def _assign(sim_signed, ta, tb, fan=None, uniform=True, can_flip=True, ma=None, mb=None,
+            pooled=False):
     """Assignment maximising ``Σ|similarity|`` and the flips that make matched
     similarities positive. Ties (duplicate or opposite rows, common at small fan-in) are
     broken by a secondary objective that can never outweigh one unit of similarity: how
@@ -339,7 +391,7 @@ def _assign(sim_signed, ta, tb, fan=None, uniform=True, can_flip=True, ma=None, 
         d = np.where(np.isfinite(d), d, np.inf) + (ma[:, None] != m_b[None, :])
         return 0.5 / (1.0 + d)
 
-    keep, flipped = closeness(tb, mb), closeness(tbf, ~mb)
+    keep, flipped = closeness(tb, mb), closeness(tbf, ~mb if pooled else mb)
     if not can_flip:
         _, col = linear_sum_assignment(sim_signed * (n + 1.0) + keep, maximize=True)
         return col, np.zeros(n, bool)
@@ -368,6 +420,14 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
     its whole channel block. Units feeding a conv padded with +1 (larq ``pad_values=1``)
     have no sign symmetry and are only permuted (:func:`flippable`). The function of
     ``net`` is preserved exactly.
+
+    A shuffled copy of ``reference`` aligns back to Hamming distance 0 whenever every
+    hidden unit depends on its input. A *constant* unit (``T <= -n`` or ``T > n`` for
+    fan-in ``n``) ignores its incoming weights, so no incoming-overlap criterion can orient
+    it; the result is then another symmetric copy. Exact twins (identical rows and
+    thresholds, common only at fan-ins below ~8) are arranged by trying every arrangement
+    while there are at most MAX_ALIGN_ARRANGEMENTS, and by outgoing overlap beyond. Use
+    :func:`canonicalize` to decide whether two networks are copies.
     """
     _check(net, "align")
     _check(reference, "align")
@@ -377,12 +437,26 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
     if method not in ("overlap", "weights"):
         raise ValueError(f"align: method must be 'overlap' or 'weights', got {method!r}")
     hidden = hidden_layers(net)
+    twins, prev = [], None
     for i in hidden:
-        la, lb = reference.layers[i], net.layers[i]
+        la = reference.layers[i]
         fan, uniform = _fan_in(net, i)
-        col, flip = _assign(_overlaps(_rows(la), _rows(lb)), la.threshold, lb.threshold, fan, uniform,
-                            flippable(net, i), _pool_mode(reference, i)[1], _pool_mode(net, i)[1])
+        args = (la.threshold, fan, uniform, flippable(net, i), _pool_mode(reference, i)[1],
+                _pool_mode(net, i)[1], _consumer(net, i)[0] is not None)
+        ra = _input_view(reference, i, la.weights).reshape(la.units, -1)
+        if twins:
+            # exact twins below are interchangeable: take the arrangement under which this
+            # layer matches the reference best (a true copy is matched perfectly only by the
+            # right one)
+            net = permute_units(net, prev, perm=_best_twin_arrangement(net, i, twins, ra, args))
+        lb = net.layers[i]
+        rb = _input_view(net, i, lb.weights).reshape(lb.units, -1)
+        col, flip = _assign(_overlaps(ra, rb), args[0], lb.threshold, *args[1:])
         net = permute_units(net, i, perm=col, flip=flip)
+        lb = net.layers[i]
+        twins = _twin_groups(normalize_thresholds(lb.threshold, fan, uniform), _pool_mode(net, i)[1],
+                             lb.weights.reshape(lb.units, -1))
+        prev = i
     net = _match_twins(net, reference, hidden)
     if method == "weights":
         rng = np.random.default_rng(seed)
@@ -393,7 +467,8 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
                 sim = _overlaps(_rows(la), _rows(lb)) + _overlaps(_out_rows(reference, i), _out_rows(net, i))
                 fan, uniform = _fan_in(net, i)
                 col, flip = _assign(sim, la.threshold, lb.threshold, fan, uniform, flippable(net, i),
-                                    _pool_mode(reference, i)[1], _pool_mode(net, i)[1])
+                                    _pool_mode(reference, i)[1], _pool_mode(net, i)[1],
+                                    _consumer(net, i)[0] is not None)
                 if (col != np.arange(len(col))).any() or flip.any():
                     net = permute_units(net, i, perm=col, flip=flip)
                     changed = True
@@ -402,25 +477,77 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
     return net
 
 
+def _gauge(net, i):
+    """Each unit's canonical orientation: (flip-to-canonical flags, canonical key rows).
+    Units with equal keys are twins up to a sign flip (e.g. a constant +1 unit and the
+    reversal of a constant -1 unit)."""
+    layer = net.layers[i]
+    fan, uniform = _fan_in(net, i)
+    t = normalize_thresholds(layer.threshold, fan, uniform)
+    pool, mode = _pool_mode(net, i)
+    rows = _rows(layer)
+    tf = flip_threshold(t, fan, uniform) if t.dtype == np.int64 else flip_threshold(t)
+    fmode = ~mode if pool is not None else mode
+    flip = _lex_less(_keys(tf, fmode, K.pack_bits(-rows)), _keys(t, mode, K.pack_bits(rows)))
+    if not flippable(net, i):
+        flip[:] = False
+    sign = np.where(flip, -1, 1)
+    keys = np.concatenate([np.where(flip, tf, t).astype(np.float64)[:, None],
+                           np.where(flip, fmode, mode)[:, None].astype(np.float64),
+                           (rows * sign[:, None]).astype(np.float64)], axis=1)
+    return flip, keys
+
+
+MAX_ALIGN_ARRANGEMENTS = 720
+
+
+def _best_twin_arrangement(net, i, twins, ra, args):
+    """The arrangement of the producing layer's exact twins that maximises layer i's
+    assignment objective (identity past MAX_ALIGN_ARRANGEMENTS: the twins are then
+    settled by :func:`_match_twins`)."""
+    import itertools
+    import math
+    n_prev = _input_view(net, i, net.layers[i].weights).shape[-1]
+    if math.prod(math.factorial(len(g)) for g in twins) > MAX_ALIGN_ARRANGEMENTS:
+        return np.arange(n_prev)
+    lb = net.layers[i]
+    view = _input_view(net, i, lb.weights)
+    best, best_val = np.arange(n_prev), -np.inf
+    for choice in itertools.product(*(itertools.permutations(g) for g in twins)):
+        perm = np.arange(n_prev)
+        for g, c in zip(twins, choice):
+            perm[g] = c
+        sim = _overlaps(ra, view[..., perm].reshape(lb.units, -1))
+        col, flip = _assign(sim, args[0], lb.threshold, *args[1:])
+        val = np.abs(sim[np.arange(len(col)), col]).sum()
+        if val > best_val:
+            best, best_val = perm, val
+    return best
+
+
 def _match_twins(net, reference, hidden):
-    """Exact twins (identical rows, thresholds, modes) are indistinguishable by incoming
-    weights; reassign them within each group by outgoing overlap with the reference,
-    from the output down (each consumer is then already aligned)."""
+    """Twins (identical rows, thresholds and modes, up to a sign flip) are
+    indistinguishable by incoming weights; reassign them within each group by outgoing
+    overlap with the reference, from the output down (each consumer is then already
+    aligned). A twin placed at position k takes the orientation chosen there."""
     for i in reversed(hidden):
         layer = net.layers[i]
-        _, mode = _pool_mode(net, i)
-        fan, uniform = _fan_in(net, i)
-        groups = _twin_groups(normalize_thresholds(layer.threshold, fan, uniform), mode,
-                              layer.weights.reshape(layer.units, -1))
+        flip, keys = _gauge(net, i)
+        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        groups = [np.flatnonzero(inverse.ravel() == k) for k in np.flatnonzero(counts > 1)]
         if not groups:
             continue
         out_a, out_b = _out_rows(reference, i), _out_rows(net, i)
         perm = np.arange(layer.units)
+        flips = np.zeros(layer.units, bool)
         for g in groups:
-            sim = out_a[g].astype(np.int64) @ out_b[g].astype(np.int64).T
+            # b's twin j placed at position k is reversed iff its gauge differs from k's
+            rel = np.where(flip[g][None, :] != flip[g][:, None], -1, 1)
+            sim = (out_a[g].astype(np.int64) @ out_b[g].astype(np.int64).T) * rel
             _, col = linear_sum_assignment(sim, maximize=True)
             perm[g] = g[col]
-        net = permute_units(net, i, perm=perm)
+            flips[g] = rel[np.arange(len(g)), col] < 0
+        net = permute_units(net, i, perm=perm, flip=flips)
     return net
 
 
