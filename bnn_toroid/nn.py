@@ -181,6 +181,17 @@ class BinaryConv2d(nn.Conv2d):
         self.weight.clamp_(-1.0, 1.0)
 
 
+class _Model(nn.Sequential):
+    """A named stack of layers. Slicing gives a plain ``nn.Sequential``: torch rebuilds a
+    slice by calling the class with the sub-modules, which a model's constructor (taking
+    sizes) cannot accept."""
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return nn.Sequential(*list(self)[idx])
+        return super().__getitem__(idx)
+
+
 def _check_sizes(sizes: Sequence[int], what: str) -> list[int]:
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -189,7 +200,7 @@ def _check_sizes(sizes: Sequence[int], what: str) -> list[int]:
     return sizes
 
 
-class BinaryMLP(nn.Sequential):
+class BinaryMLP(_Model):
     """Fully binary MLP: ``[Normalize] Flatten [Sign] (BinaryLinear [BN] Sign)* BinaryLinear Scale``.
 
     ``sizes = [in, h1, ..., out]``. Hidden units are ``sign(BN(W x))``; the output layer
@@ -218,7 +229,7 @@ class BinaryMLP(nn.Sequential):
         self.sizes = sizes
 
 
-class BinaryConvNet(nn.Sequential):
+class BinaryConvNet(_Model):
     """The paper's binary conv net (Pittorino et al. 2022, §5):
     conv 20@5×5 → maxpool 2 → sign → conv 50@5×5 → maxpool 2 → sign → dense layers.
 
@@ -260,7 +271,7 @@ class BinaryConvNet(nn.Sequential):
         self.input_shape = tuple(int(v) for v in input_shape)
 
 
-class MLP(nn.Sequential):
+class MLP(_Model):
     """Real-valued ReLU MLP: ``Flatten (Linear [BN] ReLU)* Linear`` (the paper uses
     hidden widths 2×512 on MNIST)."""
 
@@ -280,7 +291,7 @@ class MLP(nn.Sequential):
         self.sizes = sizes
 
 
-class LeNet(nn.Sequential):
+class LeNet(_Model):
     """Real-valued LeNet: conv 20@5×5 → ReLU → maxpool 2 → conv 50@5×5 → ReLU →
     maxpool 2 → dense 500 → ReLU → dense ``num_classes`` (optional BatchNorm after each
     conv/dense hidden layer)."""
@@ -313,7 +324,7 @@ class LeNet(nn.Sequential):
         self.input_shape = tuple(int(v) for v in input_shape)
 
 
-class CommitteeMachine(nn.Sequential):
+class CommitteeMachine(_Model):
     r"""Binary committee machine (METHODS §8-9): ``y = sign(Σ_k sign(w_k · sign(x)))``.
 
     ``H`` hidden ±1 perceptrons on the binarised input; the output weights are fixed to

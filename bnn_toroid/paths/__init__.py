@@ -5,7 +5,10 @@ paths of elementary moves). Real-valued torch models: :func:`linear`, :func:`geo
 :func:`single_bend`. Every path has ``.errors(data)`` and ``.barrier(data)``.
 """
 from .._dispatch import kind
-from . import continuous
+# Submodules first: importing ``paths.search`` binds the module as an attribute of this
+# package, so the functions below must be defined after it to keep their names.
+from . import binary, continuous, moves
+from . import search as _search_module
 from .base import Barrier, Path
 from .continuous import geodesic, linear
 
@@ -13,7 +16,6 @@ from .continuous import geodesic, linear
 def random_flip(a, b, points: int = 21, seed: int = 0, **kwargs):
     """Binary path flipping the differing weights in a random order; see
     :func:`bnn_toroid.paths.binary.random_flip`."""
-    from . import binary
     return binary.random_flip(a, b, points=points, seed=seed, **kwargs)
 
 
@@ -22,7 +24,6 @@ def single_bend(a, b, data, **kwargs):
     :func:`bnn_toroid.paths.binary.single_bend` and
     :func:`bnn_toroid.paths.continuous.single_bend`."""
     if kind(a, "single_bend") == "binary":
-        from . import binary
         return binary.single_bend(a, b, data, **kwargs)
     return continuous.single_bend(a, b, data, **kwargs)
 
@@ -30,8 +31,7 @@ def single_bend(a, b, data, **kwargs):
 def search(a, b, data, method: str = "greedy", **kwargs):
     """Connectivity search for the binary path with the lowest barrier; see
     :func:`bnn_toroid.paths.search.search`."""
-    from . import search as _search
-    return _search.search(a, b, data, method=method, **kwargs)
+    return _search_module.search(a, b, data, method=method, **kwargs)
 
 
 __all__ = ["Barrier", "Path", "random_flip", "single_bend", "search", "linear", "geodesic"]
