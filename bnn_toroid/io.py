@@ -15,15 +15,11 @@ spec, the input normalisation and a SHA-256), atomically, and read back without 
 """
 from __future__ import annotations
 
-import io as _io
-import json
-import zipfile
-
 import numpy as np
 import torch
 
 from . import nn as bnn
-from ._files import atomic_write, sha256_arrays
+from ._files import ArchiveError, read_npz, sha256_arrays, write_npz
 from .network import BinaryNetwork
 from .network import load as load_network
 from .network.files import NetworkFileError
@@ -90,26 +86,16 @@ def save_model(model: torch.nn.Module, path, spec: str, extra: dict | None = Non
         norm = [model[0].mean.tolist(), model[0].std.tolist()]
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "spec": spec, "input_norm": norm,
             "sha256": sha256_arrays(arrays), **(extra or {})}
-    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
-
-    def write(f):
-        buf = _io.BytesIO()
-        np.savez_compressed(buf, meta=blob, **arrays)
-        f.write(buf.getvalue())
-
-    return atomic_write(path, write)
+    return write_npz(path, arrays, meta)
 
 
 def load_model(path) -> torch.nn.Module:
     """Read a model written by :func:`save_model` (eval mode), checking its SHA-256."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise NetworkFileError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise NetworkFileError(f"{path}: not a readable model file (truncated or not .npz): {e}") from None
-    meta = json.loads(arrays.pop("meta").tobytes().decode()) if "meta" in arrays else {}
+        arrays, meta = read_npz(path)
+    except ArchiveError as e:
+        raise NetworkFileError(str(e)) from None
+    meta = meta or {}
     if meta.get("format") != FORMAT:
         raise NetworkFileError(f"{path}: not a bnn_toroid torch model file (format {meta.get('format')!r})")
     if meta.get("format_version", 0) > FORMAT_VERSION:

@@ -7,14 +7,10 @@ with a message that says which.
 """
 from __future__ import annotations
 
-import io
-import json
-import zipfile
-
 import numpy as np
 
 from .. import kernels as K
-from .._files import atomic_write, sha256_arrays
+from .._files import ArchiveError, read_npz, sha256_arrays, write_npz
 from .core import BinaryNetwork
 from .layers import Conv2d, Dense, MaxPool2d
 
@@ -61,14 +57,7 @@ def _encode(net: BinaryNetwork):
 def save(net: BinaryNetwork, path):
     """Write ``net`` to ``path`` (``.npz``) atomically. Returns the path."""
     arrays, meta = _encode(net)
-    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
-
-    def write(f):
-        buf = io.BytesIO()
-        np.savez_compressed(buf, meta=blob, **arrays)
-        f.write(buf.getvalue())
-
-    return atomic_write(path, write)
+    return write_npz(path, arrays, meta)
 
 
 def read_meta(path) -> dict:
@@ -78,19 +67,12 @@ def read_meta(path) -> dict:
 
 def _open(path):
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise NetworkFileError(f"{path}: no such network file") from None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise NetworkFileError(f"{path}: not a readable network file (truncated or not an "
-                               f".npz archive): {e}") from None
-    if "meta" not in arrays:
-        raise NetworkFileError(f"{path}: no 'meta' entry; this is not a bnn_toroid network file")
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NetworkFileError(f"{path}: damaged metadata: {e}") from None
+        arrays, meta = read_npz(path)
+    except ArchiveError as e:
+        msg = str(e).replace("no such file", "no such network file")
+        raise NetworkFileError(msg.replace("readable .npz archive", "readable network file")) from None
+    if meta is None:
+        raise NetworkFileError(f"{path}: no readable 'meta' entry; this is not a bnn_toroid network file")
     if meta.get("format") != FORMAT:
         raise NetworkFileError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     version = meta.get("format_version")
