@@ -10,7 +10,10 @@ from .._dispatch import kind
 from . import binary, continuous, moves
 from . import search as _search_module
 from .base import Barrier, Path
-from .continuous import geodesic, linear
+from .binary import FlipPath, SingleBendPath
+from .continuous import ContinuousPath, geodesic, linear
+from .moves import MOVE_DTYPE, apply_moves, errors_along, moves_between
+from .search import IncrementalEvaluator, SearchPath
 
 
 def random_flip(a, b, points: int = 21, seed: int = 0, **kwargs):
@@ -34,4 +37,6 @@ def search(a, b, data, method: str = "greedy", **kwargs):
     return _search_module.search(a, b, data, method=method, **kwargs)
 
 
-__all__ = ["Barrier", "Path", "random_flip", "single_bend", "search", "linear", "geodesic"]
+__all__ = ["Barrier", "Path", "random_flip", "single_bend", "search", "linear", "geodesic",
+           "FlipPath", "SingleBendPath", "SearchPath", "ContinuousPath", "IncrementalEvaluator",
+           "moves_between", "apply_moves", "errors_along", "MOVE_DTYPE"]
