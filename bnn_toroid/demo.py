@@ -36,12 +36,16 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
     norm = train.input_norm(data)
     width = 64 if quick else 128
     seeds = [seed] if quick else [seed, seed + 1]
-    epochs = 8 if quick else 40
+    epochs = 8 if quick else 30
     sizes = [64, width, width, 10]
     _log(quiet, f"bnn-toroid demo: binary MLP {'-'.join(map(str, sizes))} on digits "
                 f"({len(data)} train / {len(test)} test), methods {', '.join(METHODS)}, seeds {seeds}")
 
     nets, report = {}, {"model": sizes, "data": "digits", "epochs": epochs, "networks": {}}
+    # Models this small train fastest on one thread (a parallel launch costs more than the
+    # work, and far more on a shared machine); the kernels below keep their own settings.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     for method in METHODS:
         for s in seeds:
             name = f"{method}-{s}"
@@ -59,6 +63,7 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
             _log(quiet, f"  {name:7s} train {100 * e['train_error']:5.2f}%  test {100 * e['test_error']:5.2f}%"
                         f"  class {e['fingerprint'][:10]}  ({hist.seconds:.1f} s)")
 
+    torch.set_num_threads(threads)
     # canonical forms: a symmetric copy has the same one, and the function is unchanged
     first = next(iter(nets.values()))
     canon = canonicalize(first)
