@@ -1,19 +1,19 @@
 """Distances: Hamming for binary networks, geodesic on the toroid for real-valued ones."""
-from .._dispatch import kind
+from .._dispatch import kind as _kind
 from . import binary, continuous
 
 
-def distance(a, b, kind_=None, per_layer: bool = False, **kwargs):
+def distance(a, b, kind=None, per_layer: bool = False, **kwargs):
     """Distance between two networks of one architecture (METHODS §4).
 
     Binary: the Hamming fraction (:func:`bnn_toroid.geometry.binary.distance`).
     Real-valued: :func:`bnn_toroid.geometry.continuous.distance`; pass ``kind=`` for the
     Euclidean variants.
     """
-    k = kwargs.pop("kind", kind_)
-    if kind(a, "distance") != kind(b, "distance"):
+    k = kind
+    if _kind(a, "distance") != _kind(b, "distance"):
         raise TypeError("distance: both networks must be of the same kind (binary or real-valued)")
-    if kind(a, "distance") == "binary":
+    if _kind(a, "distance") == "binary":
         if k not in (None, "hamming"):
             raise ValueError(f"distance: binary networks support kind='hamming' only, got {k!r}")
         if kwargs:

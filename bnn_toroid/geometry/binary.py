@@ -1,7 +1,6 @@
 """Hamming geometry of binary networks (METHODS §4)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..network import BinaryNetwork, MaxPool2d
 

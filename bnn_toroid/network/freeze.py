@@ -13,7 +13,6 @@ the first layer, so uint8 images still give integer pre-activations.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from .. import kernels as K
@@ -57,7 +56,7 @@ class _Block:
 
 def _blocks(model):
     mods = [m for m in _flatten(model) if not isinstance(m, _SKIP)]
-    norm, binarize, flatten_seen = None, False, False
+    norm, binarize = None, False
     blocks: list[_Block] = []
     for idx, m in enumerate(mods):
         where = f"module {idx} ({type(m).__name__})"
@@ -67,7 +66,7 @@ def _blocks(model):
                 raise NetworkError(f"{where}: Normalize is only supported before the first binary layer")
             norm = m
         elif isinstance(m, nn.Flatten):
-            flatten_seen = True
+            pass  # the packed layout flattens implicitly
         elif isinstance(m, bnn.Sign):
             if cur is None:
                 binarize = True
@@ -116,7 +115,7 @@ def _blocks(model):
     for blk in blocks[:-1]:
         if not blk.signed:
             raise NetworkError(f"{type(blk.module).__name__} is followed by another layer without a Sign")
-    return norm, binarize, flatten_seen, blocks
+    return norm, binarize, blocks
 
 
 def _norm_stats(norm, channels):
@@ -148,7 +147,7 @@ def from_torch(model, input_shape=None, input_layout=None) -> BinaryNetwork:
     if model.training:
         raise NetworkError("from_torch: the model is in training mode (BatchNorm would use batch "
                            "statistics); call model.eval() first")
-    norm, binarize, _, blocks = _blocks(model)
+    norm, binarize, blocks = _blocks(model)
     first = blocks[0].module
     conv_model = any(isinstance(b.module, bnn.BinaryConv2d) for b in blocks)
     if input_shape is None:

@@ -11,7 +11,7 @@ The last layer has no threshold: its logits are ``out_scale * h + out_bias``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

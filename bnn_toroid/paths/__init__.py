@@ -37,6 +37,6 @@ def search(a, b, data, method: str = "greedy", **kwargs):
     return _search_module.search(a, b, data, method=method, **kwargs)
 
 
-__all__ = ["Barrier", "Path", "random_flip", "single_bend", "search", "linear", "geodesic",
+__all__ = ["binary", "continuous", "moves", "Barrier", "Path", "random_flip", "single_bend", "search", "linear", "geodesic",
            "FlipPath", "SingleBendPath", "SearchPath", "ContinuousPath", "IncrementalEvaluator",
            "moves_between", "apply_moves", "errors_along", "MOVE_DTYPE"]
