@@ -2,7 +2,7 @@ from setuptools import setup
 
 setup(
     name="bnn_toroid",
-    version="0.1.0",
+    version=open("bnn_toroid/_version.py").read().split('"')[1],
     description="Binary and real-valued networks on toroids: packed XNOR-popcount kernels, "
                 "symmetry removal and landscape geometry",
     long_description=open("README.md", encoding="utf-8").read(),
@@ -21,7 +21,7 @@ setup(
         # tf2onnx 1.16.1 needs protobuf 3.20, which caps onnx below 1.18.
         "larq": ["larq==0.14.0", "tensorflow==2.16.1", "tf-keras==2.16.0", "tf2onnx==1.16.1",
                  "protobuf==3.20.3", "numpy<2", "onnx<1.18"],
-        "ray": ["ray>=2.9"],
+        "ray": ["ray==2.60.0"],
     },
     entry_points={"console_scripts": ["bnn-toroid=bnn_toroid.cli:main"]},
 )

@@ -4,16 +4,37 @@ Pittorino, Ferraro, Perugini, Feinauer, Baldassi, Zecchina, "Deep Networks on To
 Removing Symmetries Reveals the Structure of Flat Regions in the Landscape Geometry",
 ICML 2022. One object flows through the package, a network: a frozen
 :class:`BinaryNetwork` or a real-valued torch model.
-"""
-__version__ = "0.1.0"
 
-from . import datasets, kernels, nn, train  # noqa: E402
-from .geometry import distance  # noqa: E402
-from .landscape import local_energy  # noqa: E402
-from .network import BinaryNetwork, NetworkStack, load, save  # noqa: E402
-from .symmetry import align, canonicalize, fingerprint, normalize  # noqa: E402
-from . import paths  # noqa: E402
+Names are imported on first use (PEP 562), so ``import bnn_toroid`` and the command
+line's usage errors do not wait for torch and Numba to load.
+"""
+from importlib import import_module
+
+from ._version import __version__
+
+_SUBMODULES = ("datasets", "nn", "train", "network", "symmetry", "geometry", "landscape",
+               "paths", "io", "onnx", "larq", "kernels", "plots", "bench", "cli", "demo", "sweep")
+_NAMES = {
+    "BinaryNetwork": "network", "NetworkStack": "network", "load": "network", "save": "network",
+    "canonicalize": "symmetry", "fingerprint": "symmetry", "align": "symmetry", "normalize": "symmetry",
+    "distance": "geometry", "local_energy": "landscape",
+}
 
 __all__ = ["BinaryNetwork", "NetworkStack", "load", "save", "canonicalize", "fingerprint",
            "align", "normalize", "distance", "local_energy", "paths", "datasets", "nn",
-           "train", "kernels", "__version__"]
+           "train", "kernels", "onnx", "__version__"]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(import_module(f".{_NAMES[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'bnn_toroid' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

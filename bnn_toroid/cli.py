@@ -101,8 +101,8 @@ def cmd_train(args):
     from .network import BinaryNetwork
     data = _data(args.data, "train", args.n, args.seed)
     norm = train.input_norm(data) if not args.no_norm else None
+    torch.manual_seed(args.seed)  # before building: the seed sets the initial weights
     model = build_model(args.model, input_norm=norm)
-    torch.manual_seed(args.seed)
     kw = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
     hist = train.fit(model, data, method=args.method, epochs=args.epochs, seed=args.seed,
                      quiet=args.quiet, **kw)
@@ -265,8 +265,12 @@ def cmd_import(args):
 
 
 def cmd_demo(args):
+    import contextlib
+
     from .demo import run
-    report = run(out=args.out, seed=args.seed, quiet=args.quiet, quick=args.quick)
+    # with the JSON report on stdout, the demo's log goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json == "-" else contextlib.nullcontext():
+        report = run(out=args.out, seed=args.seed, quiet=args.quiet, quick=args.quick)
     _emit(args, report)
 
 
@@ -295,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bnn-toroid", description=(
         "Binary and real-valued networks with their symmetries removed: train minima, "
         "measure flatness, distances and barriers (Pittorino et al., ICML 2022)."))
-    from . import __version__
+    from ._version import __version__
     parser.add_argument("--version", action="version", version=f"bnn_toroid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -365,12 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train many minima (methods × seeds) and analyse all pairs")
     p.add_argument("config", help="JSON config file")
-    p.add_argument("--executor", default="local", help="local (process pool) or ray")
+    p.add_argument("--executor", default="local", help="local (process pool), ray, or inline (this process; for debugging)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="sweep_out")
     _common(p)
     p.set_defaults(func=cmd_sweep)
     return parser
+
+
+def _check_inputs(args):
+    """Missing input files fail at once, before torch and Numba are loaded."""
+    for attr in ("nets", "a", "b", "net", "model", "config"):
+        value = getattr(args, attr, None)
+        if attr == "model" and args.command == "train":
+            continue  # a model spec, not a file
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not Path(path).exists():
+                raise CommandError(f"{path}: no such file")
 
 
 def main(argv=None) -> int:
@@ -380,6 +395,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        _check_inputs(args)
         args.func(args)
     except KeyboardInterrupt:
         print("bnn-toroid: interrupted", file=sys.stderr)

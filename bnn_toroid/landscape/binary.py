@@ -133,4 +133,5 @@ def local_energy(net: BinaryNetwork, data, eps=DEFAULT_EPS, samples: int = 10, s
         stack = perturbed_stack(net, counts[lo:lo + step], rng)
         errors[lo:lo + step] = stack.errors(x, y, batch_size)
     errors = errors.reshape(samples, len(eps))
-    return BinaryLocalEnergy(eps, errors.mean(axis=0) - base, errors.std(axis=0), float(base), errors)
+    # the rise per draw first: exactly 0 where a draw changes nothing (ε = 0)
+    return BinaryLocalEnergy(eps, (errors - base).mean(axis=0), errors.std(axis=0), float(base), errors)

@@ -1,0 +1,702 @@
+"""``bnn-toroid sweep``: train many minima (methods × seeds) and analyse every pair.
+
+A sweep is a set of independent *tasks* run on a pool of worker processes:
+
+1. ``train``: one per ``(method, seed)``; trains the model and saves the minimum under
+   ``OUT/minima/METHOD-SEED.npz`` (a frozen :class:`~bnn_toroid.network.BinaryNetwork`
+   for a binary spec, a torch model file for a real-valued one).
+2. ``minimum``: one per minimum, once it is trained: train (and test) error, local energy
+   (METHODS §5; flips ``eps`` for binary, noise ``sigma`` for real-valued), and for binary
+   networks the fingerprint of the symmetry class and the weight count.
+3. ``pair``: one per unordered pair, once both ends are trained: distance raw and after
+   symmetry removal (Hamming fraction for binary; per-parameter Euclidean raw and
+   ``normalized_aligned`` on the toroid for real-valued, as ``bnn-toroid analyze``) and
+   the error barrier of each requested path (METHODS §6, as ``bnn-toroid connect``).
+
+Tasks receive plain JSON-able dicts (file paths, never network objects) and return plain
+dicts. Every task runs on one thread (torch, Numba and BLAS) and seeds torch and numpy
+from its own key, so a sweep gives *identical* numbers whichever executor runs it, in
+whatever order the tasks finish:
+
+- ``train``: ``torch.manual_seed(seed)`` before the model is built, then
+  ``train.fit(..., seed=seed)``: minima of different methods with the same seed start
+  from the same initial weights.
+- ``minimum`` and ``pair``: global RNGs seeded from :func:`task_seed` of the task key;
+  the analyses themselves take the sweep's ``seed`` (common random numbers across
+  minima), so ``bnn-toroid analyze OUT/minima/*.npz --seed S`` and ``bnn-toroid connect``
+  reproduce the numbers.
+- The training subset of the data is drawn once with the sweep's ``seed``; every minimum
+  sees the same samples.
+
+Executors: ``"local"`` (a :class:`concurrent.futures.ProcessPoolExecutor`, spawn start
+method) and ``"ray"`` (Ray remote tasks, one CPU each, on the running Ray instance if
+``ray.init`` was already called, else on ``ray.init()``: the cluster named by
+``RAY_ADDRESS`` or a new local instance). At most ``workers`` tasks are in flight.
+``"inline"`` runs the tasks one by one in the calling process (for debugging and tests;
+same numbers).
+
+The config format is documented in ``docs/cli.md`` and checked by :func:`load_config`.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+EXECUTORS = ("local", "ray", "inline")
+BINARY_PATHS = ("random", "search", "bend")
+REAL_PATHS = ("linear", "geodesic", "bend")
+RAY_HINT = "pip install 'bnn_toroid[ray]'"
+
+_TOP_KEYS = {"data", "model", "methods", "seeds", "epochs", "lr", "batch_size", "method_options",
+             "no_norm", "analyses"}
+_REQUIRED = ("data", "model", "methods", "seeds", "epochs")
+_DATA_KEYS = {"name", "n", "test", "path"}
+_ANALYSIS_KEYS = {"local_energy", "paths", "points", "align", "search", "bend"}
+_LE_KEYS = {"eps", "sigma", "samples"}
+
+
+class SweepError(ValueError):
+    """A bad sweep config or executor, or a task that failed (one-line message)."""
+
+
+# ---------------------------------------------------------------------------- config
+def _err(msg):
+    raise SweepError(f"sweep config: {msg}")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number_list(v, what, lo=0.0, hi=None):
+    if not isinstance(v, list) or not v or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        _err(f"{what} must be a non-empty list of numbers, got {v!r}")
+    if any(x < lo or (hi is not None and x > hi) for x in v):
+        _err(f"{what} must lie in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+    return [float(x) for x in v]
+
+
+def _options(v, what, func, reserved):
+    """An options dict for ``func``: keys must be its keyword arguments."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        _err(f"{what} must be an object of keyword arguments, got {v!r}")
+    params = inspect.signature(func).parameters
+    bad = sorted(k for k in v if k not in params or k in reserved)
+    if bad:
+        allowed = sorted(k for k in params if k not in reserved and params[k].default is not inspect._empty)
+        _err(f"{what}: unknown option(s) {bad}; allowed: {', '.join(allowed)}")
+    return dict(v)
+
+
+def load_config(config) -> dict:
+    """Read (a path to a JSON file) or take (a dict) a sweep config, check it and return it
+    normalised: every optional key filled with its default. Raises :class:`SweepError`
+    naming the first problem; needs neither data nor torch (see :func:`check_config`)."""
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file (sweep config)")
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SweepError(f"sweep config {path}: not valid JSON: {e}") from None
+        except UnicodeDecodeError:
+            raise SweepError(f"sweep config {path}: not a text (JSON) file") from None
+    if not isinstance(config, dict):
+        _err(f"expected a JSON object at the top level, got {type(config).__name__}")
+    unknown = sorted(set(config) - _TOP_KEYS)
+    if unknown:
+        _err(f"unknown key(s) {unknown}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    missing = [k for k in _REQUIRED if k not in config]
+    if missing:
+        _err(f"missing key(s) {missing}; required: {', '.join(_REQUIRED)}")
+
+    from . import train
+    from .io import is_binary_spec
+
+    data = config["data"]
+    if isinstance(data, str):
+        data = {"name": data}
+    if not isinstance(data, dict) or "name" not in data:
+        _err(f"'data' must be an object with at least 'name' (e.g. {{\"name\": \"digits\", \"n\": 200}}), "
+             f"got {data!r}")
+    bad = sorted(set(data) - _DATA_KEYS)
+    if bad:
+        _err(f"data: unknown key(s) {bad}; allowed: {', '.join(sorted(_DATA_KEYS))}")
+    data = {"name": data["name"], "n": data.get("n"), "test": data.get("test", False),
+            "path": data.get("path")}
+    if not isinstance(data["name"], str):
+        _err(f"data.name must be a string, got {data['name']!r}")
+    if data["n"] is not None and not (_is_int(data["n"]) and data["n"] >= 1):
+        _err(f"data.n must be a positive integer or null, got {data['n']!r}")
+    if not isinstance(data["test"], bool):
+        _err(f"data.test must be true or false, got {data['test']!r}")
+
+    spec = config["model"]
+    if not isinstance(spec, str):
+        _err(f"'model' must be a spec string such as 'bmlp:64-32-10' or 'mlp:64-32-10', got {spec!r}")
+    binary = is_binary_spec(spec)
+
+    methods = config["methods"]
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+        _err(f"'methods' must be a non-empty list of names from {list(train.METHODS)}, got {methods!r}")
+    methods = [m.lower() for m in methods]
+    for m in methods:
+        if m not in train.METHODS:
+            _err(f"unknown method {m!r}; known: {', '.join(train.METHODS)}")
+    if len(set(methods)) != len(methods):
+        _err(f"'methods' has duplicates: {methods}")
+
+    seeds = config["seeds"]
+    if _is_int(seeds):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
+        _err(f"'seeds' must be a non-empty list of non-negative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        _err(f"'seeds' has duplicates: {seeds}")
+
+    epochs = config["epochs"]
+    if not (_is_int(epochs) and epochs >= 1):
+        _err(f"'epochs' must be a positive integer, got {epochs!r}")
+    lr = config.get("lr")
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
+        _err(f"'lr' must be a positive number or null, got {lr!r}")
+    batch_size = config.get("batch_size")
+    if batch_size is not None and not (_is_int(batch_size) and batch_size >= 1):
+        _err(f"'batch_size' must be a positive integer or null, got {batch_size!r}")
+    no_norm = config.get("no_norm", False)
+    if not isinstance(no_norm, bool):
+        _err(f"'no_norm' must be true or false, got {no_norm!r}")
+    mo = config.get("method_options") or {}
+    if not isinstance(mo, dict):
+        _err(f"'method_options' must map a method to its fit() options, got {mo!r}")
+    method_options = {}
+    for m, opts in mo.items():
+        if m not in methods:
+            _err(f"method_options: {m!r} is not one of the sweep's methods {methods}")
+        method_options[m] = _options(opts, f"method_options.{m}", train.fit,
+                                     {"model", "data", "method", "epochs", "seed", "quiet", "lr", "batch_size"})
+
+    an = config.get("analyses") or {}
+    if not isinstance(an, dict):
+        _err(f"'analyses' must be an object, got {an!r}")
+    bad = sorted(set(an) - _ANALYSIS_KEYS)
+    if bad:
+        _err(f"analyses: unknown key(s) {bad}; allowed: {', '.join(sorted(_ANALYSIS_KEYS))}")
+    le = an.get("local_energy", {})
+    if le is None:
+        le = False
+    if le is not False:
+        if not isinstance(le, dict):
+            _err(f"analyses.local_energy must be an object (eps/sigma, samples) or false, got {le!r}")
+        bad = sorted(set(le) - _LE_KEYS)
+        if bad:
+            _err(f"analyses.local_energy: unknown key(s) {bad}; allowed: {', '.join(sorted(_LE_KEYS))}")
+        samples = le.get("samples", 10)
+        if not (_is_int(samples) and samples >= 1):
+            _err(f"analyses.local_energy.samples must be a positive integer, got {samples!r}")
+        grid_key = "eps" if binary else "sigma"
+        other = "sigma" if binary else "eps"
+        if other in le and grid_key not in le:
+            _err(f"analyses.local_energy: {'binary' if binary else 'real-valued'} models take "
+                 f"'{grid_key}' ({'flip fractions' if binary else 'noise levels'}), not '{other}'")
+        if grid_key in le:
+            grid = _number_list(le[grid_key], f"analyses.local_energy.{grid_key}", 0.0,
+                                1.0 if binary else None)
+        else:
+            grid = ([0.0, 0.002, 0.005, 0.01, 0.02, 0.05] if binary
+                    else [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+        le = {grid_key: grid, "samples": samples}
+    allowed = BINARY_PATHS if binary else REAL_PATHS
+    path_kinds = an.get("paths", ["random"] if binary else ["linear", "geodesic"])
+    if isinstance(path_kinds, str):
+        path_kinds = [path_kinds]
+    if not isinstance(path_kinds, list) or not all(isinstance(p, str) for p in path_kinds):
+        _err(f"analyses.paths must be a list of path kinds from {list(allowed)}, got {path_kinds!r}")
+    for p in path_kinds:
+        if p not in allowed:
+            _err(f"analyses.paths: {p!r} is not available for {'binary' if binary else 'real-valued'} "
+                 f"models ({spec}); choose from {', '.join(allowed)}")
+    if len(set(path_kinds)) != len(path_kinds):
+        _err(f"analyses.paths has duplicates: {path_kinds}")
+    points = an.get("points", 21)
+    if not (_is_int(points) and points >= 2):
+        _err(f"analyses.points must be an integer >= 2, got {points!r}")
+    align = an.get("align", True)
+    if not isinstance(align, bool):
+        _err(f"analyses.align must be true or false, got {align!r}")
+
+    import importlib
+
+    from . import paths as P
+    search_func = importlib.import_module("bnn_toroid.paths.search").search  # the module, not the wrapper
+    search_opts = _options(an.get("search"), "analyses.search", search_func,
+                           {"a", "b", "data", "seed", "align", "quiet", "points"})
+    bend_func = P.binary.single_bend if binary else P.continuous.single_bend
+    bend_opts = _options(an.get("bend"), "analyses.bend", bend_func,
+                         {"a", "b", "data", "seed", "align", "quiet", "points"})
+    if search_opts and "search" not in path_kinds:
+        _err("analyses.search options given but 'search' is not in analyses.paths")
+    if bend_opts and "bend" not in path_kinds:
+        _err("analyses.bend options given but 'bend' is not in analyses.paths")
+
+    return {"data": data, "model": spec, "kind": "binary" if binary else "real", "methods": methods,
+            "seeds": list(seeds), "epochs": epochs, "lr": lr, "batch_size": batch_size,
+            "no_norm": no_norm, "method_options": method_options,
+            "analyses": {"local_energy": le, "paths": path_kinds, "points": points, "align": align,
+                         "search": search_opts, "bend": bend_opts}}
+
+
+def check_config(cfg: dict, seed: int = 0):
+    """Check what :func:`load_config` cannot: the data set loads and the model spec builds
+    and accepts its inputs. Raises :class:`SweepError`."""
+    import numpy as np
+    import torch
+
+    from .io import SpecError, build_model
+    d = cfg["data"]
+    data = _load_data(d, "train", seed, what="data")
+    if d["test"]:
+        _load_data(d, "test", seed, what="data (test split)")
+    try:
+        model = build_model(cfg["model"])
+    except SpecError as e:
+        raise SweepError(f"sweep config: {e}") from None
+    x = torch.as_tensor(np.array(data.x[:2]), dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except (RuntimeError, ValueError) as e:
+        raise SweepError(f"sweep config: model {cfg['model']!r} does not accept {d['name']} inputs of "
+                         f"shape {tuple(data.x.shape[1:])}: {str(e).splitlines()[0]}") from None
+    n_out = out.shape[-1]
+    if data.num_classes is not None and n_out not in (data.num_classes, 1):
+        raise SweepError(f"sweep config: model {cfg['model']!r} has {n_out} outputs but {d['name']} has "
+                         f"{data.num_classes} classes")
+
+
+def _load_data(d: dict, split: str, seed: int, what="data"):
+    from . import datasets
+    try:
+        return datasets.load(d["name"], split=split, n=d["n"] if split == "train" else None, seed=seed,
+                             path=d.get("path"))
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise SweepError(f"sweep config: {what} {d['name']!r}: {str(e).splitlines()[0]}") from None
+
+
+def task_seed(*key) -> int:
+    """A seed in [0, 2**31) from a task key (a stable hash, equal in every process)."""
+    h = hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------------------- tasks
+def _one_thread():
+    import numba
+    import torch
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+
+
+def _seed_globals(seed: int):
+    import random
+
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _task_train(spec: dict) -> dict:
+    import torch
+
+    from . import train
+    from .io import build_model, save_model
+    from .network import BinaryNetwork
+    data = _load_data(spec["data"], "train", spec["data_seed"])
+    norm = None if spec["no_norm"] else train.input_norm(data)
+    _seed_globals(task_seed("train", spec["method"], spec["seed"]))
+    torch.manual_seed(spec["seed"])
+    model = build_model(spec["model"], input_norm=norm)
+    kw = dict(spec["options"])
+    for k in ("lr", "batch_size"):
+        if spec[k] is not None:
+            kw[k] = spec[k]
+    hist = train.fit(model, data, method=spec["method"], epochs=spec["epochs"], seed=spec["seed"],
+                     quiet=True, **kw)
+    model.eval()
+    if spec["kind"] == "binary":
+        BinaryNetwork.from_torch(model).save(spec["file"])
+    else:
+        save_model(model, spec["file"], spec["model"], extra={"method": spec["method"], "seed": spec["seed"]})
+    return {"history": {"loss": list(hist.loss), "train_error": list(hist.train_error)},
+            "train_seconds": hist.seconds}
+
+
+def _load(path):
+    from .io import load_any
+    return load_any(path)
+
+
+def _error(net, data):
+    from .network import BinaryNetwork
+    if isinstance(net, BinaryNetwork):
+        return float(net.error(data.x, data.y))
+    from .train import evaluate
+    return float(evaluate(net, data)[1])
+
+
+def _task_minimum(spec: dict) -> dict:
+    from . import fingerprint, local_energy
+    _seed_globals(task_seed("minimum", spec["name"], spec["sweep_seed"]))
+    net = _load(spec["file"])
+    data = _load_data(spec["data"], "train", spec["data_seed"])
+    res = {"train_error": _error(net, data)}
+    if spec["data"]["test"]:
+        res["test_error"] = _error(net, _load_data(spec["data"], "test", spec["data_seed"]))
+    le = spec["local_energy"]
+    if le:
+        grid = le.get("eps") if spec["kind"] == "binary" else le.get("sigma")
+        kw = {"eps": grid} if spec["kind"] == "binary" else {"sigma": grid}
+        r = local_energy(net, data, samples=le["samples"], seed=spec["sweep_seed"], **kw)
+        res["local_energy"] = {"x": r.sigma, "mean": r.mean, "std": r.std, "base_error": r.base_error,
+                               "samples": le["samples"], "seed": spec["sweep_seed"]}
+    if spec["kind"] == "binary":
+        res["fingerprint"] = fingerprint(net)
+        res["n_weights"] = int(net.n_weights)
+    return res
+
+
+def _task_pair(spec: dict) -> dict:
+    import numpy as np
+
+    from . import align, distance, paths
+    _seed_globals(task_seed("pair", spec["a"], spec["b"], spec["sweep_seed"]))
+    a, b = _load(spec["file_a"]), _load(spec["file_b"])
+    data = _load_data(spec["data"], "train", spec["data_seed"])
+    binary = spec["kind"] == "binary"
+    if binary:
+        raw = distance(a, b)
+        aligned = distance(a, align(b, reference=a))
+    else:
+        raw = distance(a, b, kind="raw")
+        aligned = distance(a, b, kind="normalized_aligned")
+    res = {"distance_raw": float(raw), "distance_aligned": float(aligned), "barriers": {}}
+    seed, pts, al = spec["sweep_seed"], spec["points"], spec["align"]
+    for kind in spec["paths"]:
+        if kind == "random":
+            p = paths.random_flip(a, b, points=pts, seed=seed, align=al)
+        elif kind == "search":
+            p = paths.search(a, b, data, seed=seed, align=al, quiet=True, points=pts, **spec["search"])
+        elif kind == "bend":
+            kw = {"quiet": True} if binary else {}
+            p = paths.single_bend(a, b, data, points=pts, seed=seed, align=al, **kw, **spec["bend"])
+        elif kind == "linear":
+            p = paths.linear(a, b, points=pts, align=al)
+        else:
+            p = paths.geodesic(a, b, points=pts, align=al)
+        errors = np.asarray(p.errors(data), float)
+        bar = p.barrier(data)
+        res["barriers"][kind] = {"barrier": float(bar.max_error), "height": float(bar.height),
+                                 "fractions": np.asarray(p.fractions, float), "errors": errors}
+    return res
+
+
+_TASKS = {"train": _task_train, "minimum": _task_minimum, "pair": _task_pair}
+
+
+def run_task(kind: str, spec: dict) -> dict:
+    """Run one sweep task in this process (the function every executor calls).
+
+    Returns ``{"ok": True, "result": ..., "seconds": ...}`` or, on failure,
+    ``{"ok": False, "error": "Type: message", "traceback": ...}``; never raises, so
+    both executors report failures the same way."""
+    t0 = time.perf_counter()
+    try:
+        from threadpoolctl import threadpool_limits
+        _one_thread()
+        with threadpool_limits(1):
+            res = _TASKS[kind](spec)
+        from .cli import _jsonable
+        return {"ok": True, "result": _jsonable(res), "seconds": time.perf_counter() - t0}
+    except Exception as e:  # noqa: BLE001 - reported to the driver as text
+        msg = str(e).splitlines()[0] if str(e) else ""
+        return {"ok": False, "error": f"{type(e).__name__}: {msg}", "traceback": traceback.format_exc(),
+                "seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------- executors
+class _LocalPool:
+    name = "local"
+
+    def __init__(self, workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, kind, spec):
+        return self.pool.submit(run_task, kind, spec)
+
+    def wait(self, handles):
+        from concurrent.futures import FIRST_COMPLETED, wait
+        done, _ = wait(list(handles), return_when=FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle):
+        return handle.result()
+
+    def close(self, abort=False, pending=()):
+        self.pool.shutdown(wait=not abort, cancel_futures=abort)
+
+
+class _RayPool:
+    name = "ray"
+
+    def __init__(self, workers: int, quiet: bool):
+        try:
+            import ray
+        except ImportError:
+            raise SweepError(f"executor 'ray' needs Ray, which is not installed: {RAY_HINT}") from None
+        self.ray = ray
+        self.owned = not ray.is_initialized()
+        if self.owned:
+            import logging
+            kw = {"logging_level": logging.ERROR} if quiet else {}
+            if os.environ.get("RAY_ADDRESS"):
+                ray.init(**kw)          # the cluster named by RAY_ADDRESS
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, **kw)
+        self.remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
+
+    def submit(self, kind, spec):
+        return self.remote.remote(kind, spec)
+
+    def wait(self, handles):
+        done, _ = self.ray.wait(list(handles), num_returns=1)
+        return done
+
+    def result(self, handle):
+        return self.ray.get(handle)
+
+    def close(self, abort=False, pending=()):
+        if self.owned:
+            self.ray.shutdown()
+        elif abort:
+            for ref in pending:
+                self.ray.cancel(ref, force=True)
+
+
+class _InlinePool:
+    """Every task in this process, one at a time, when submitted (for debugging and fast
+    tests). Thread counts are set to 1 for the tasks and restored afterwards."""
+    name = "inline"
+
+    def __init__(self):
+        import numba
+        import torch
+        self.threads = (torch.get_num_threads(), numba.get_num_threads())
+        self.results = {}
+
+    def submit(self, kind, spec):
+        handle = len(self.results)
+        self.results[handle] = run_task(kind, spec)
+        return handle
+
+    def wait(self, handles):
+        return list(handles)
+
+    def result(self, handle):
+        return self.results.pop(handle)
+
+    def close(self, abort=False, pending=()):
+        import numba
+        import torch
+        torch.set_num_threads(self.threads[0])
+        numba.set_num_threads(self.threads[1])
+
+
+def _make_pool(executor, workers, quiet):
+    if executor == "local":
+        return _LocalPool(workers)
+    if executor == "inline":
+        return _InlinePool()
+    return _RayPool(workers, quiet)
+
+
+# ---------------------------------------------------------------------------- driver
+def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep_out", seed: int = 0,
+              quiet: bool = False) -> dict:
+    """Train every ``(method, seed)`` minimum of a config, analyse each one and every pair.
+
+    Parameters
+    ----------
+    config_path : path of the JSON config (or the config as a dict); see ``docs/cli.md``.
+    executor : ``"local"`` (process pool), ``"ray"`` (needs ``pip install 'bnn_toroid[ray]'``)
+        or ``"inline"`` (this process, one task at a time; for debugging).
+    workers : tasks in flight at once (local: worker processes; ray: CPUs of a new local
+        instance, and the cap on submitted tasks).
+    out : folder for ``minima/*.npz`` and ``sweep.json`` (written atomically).
+    seed : the sweep's seed: training subset of the data and the analyses' random draws.
+    quiet : no progress bar.
+
+    Returns the report written to ``OUT/sweep.json``: ``config`` (normalised), ``kind``,
+    ``names``, ``minima`` (per-minimum results), ``pairs`` (pairwise table), ``distance``
+    (matrices ``raw`` and ``aligned`` in ``names`` order) and ``timings``. Everything but
+    ``timings``, ``executor``, ``workers`` and ``out`` is identical between executors.
+    """
+    t_start = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise SweepError(f"sweep: unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if not _is_int(workers) or workers < 1:
+        raise SweepError(f"sweep: workers must be a positive integer, got {workers!r}")
+    if not _is_int(seed) or seed < 0:
+        raise SweepError(f"sweep: seed must be a non-negative integer, got {seed!r}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SweepError(f"executor 'ray' needs Ray, which is not installed: {RAY_HINT}") from None
+    cfg = load_config(config_path)
+    check_config(cfg, seed)
+    out = Path(out)
+    (out / "minima").mkdir(parents=True, exist_ok=True)
+
+    names = [f"{m}-{s}" for m in cfg["methods"] for s in cfg["seeds"]]
+    files = {n: str((out / "minima" / f"{n}.npz").resolve()) for n in names}
+    base = {"data": cfg["data"], "data_seed": seed, "sweep_seed": seed, "kind": cfg["kind"]}
+    queue = deque()
+    for m in cfg["methods"]:
+        for s in cfg["seeds"]:
+            queue.append(("train", f"{m}-{s}", {
+                **base, "name": f"{m}-{s}", "method": m, "seed": s, "model": cfg["model"],
+                "epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
+                "no_norm": cfg["no_norm"], "options": cfg["method_options"].get(m, {}),
+                "file": files[f"{m}-{s}"]}))
+    an = cfg["analyses"]
+    pair_list = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+    total = len(names) * 2 + len(pair_list)
+
+    def follow_ups(name, trained):
+        yield "minimum", name, {**base, "name": name, "file": files[name], "local_energy": an["local_energy"]}
+        for a, b in pair_list:
+            if name in (a, b) and a in trained and b in trained:
+                yield "pair", f"{a}~{b}", {**base, "a": a, "b": b, "file_a": files[a], "file_b": files[b],
+                                           "paths": an["paths"], "points": an["points"], "align": an["align"],
+                                           "search": an["search"], "bend": an["bend"]}
+
+    from tqdm.auto import tqdm
+    results = {"train": {}, "minimum": {}, "pair": {}}
+    seconds = {}
+    trained = set()
+    pool = _make_pool(executor, workers, quiet)
+    bar = tqdm(total=total, disable=quiet, desc=f"sweep[{executor}]", unit="task")
+    inflight = {}
+    failed = None
+    done = False
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < workers and failed is None:
+                kind, key, spec = queue.popleft()
+                inflight[pool.submit(kind, spec)] = (kind, key)
+            if not inflight:
+                break
+            for h in pool.wait(inflight):
+                kind, key = inflight.pop(h)
+                try:
+                    r = pool.result(h)
+                except Exception as e:  # noqa: BLE001 - the worker died (crash, OOM kill, ...)
+                    r = {"ok": False, "error": f"{type(e).__name__} (worker lost): {str(e)[:200]}",
+                         "traceback": traceback.format_exc(), "seconds": 0.0}
+                seconds[f"{kind}:{key}"] = r["seconds"]
+                bar.update(1)
+                if not r["ok"]:
+                    if failed is None:
+                        failed = (kind, key, r)
+                    continue
+                results[kind][key] = r["result"]
+                if kind == "train":
+                    trained.add(key)
+                    queue.extend(follow_ups(key, trained))
+                bar.set_postfix_str(f"{kind} {key}", refresh=False)
+            if failed is not None:
+                queue.clear()
+        done = True
+    finally:   # an exception here (Ctrl-C): cancel what is queued or running, do not wait
+        bar.close()
+        pool.close(abort=not done, pending=list(inflight))
+    if failed is not None:
+        kind, key, r = failed
+        log = out / "sweep_error.txt"
+        log.write_text(f"task {kind} {key} failed\n\n{r['traceback']}")
+        raise SweepError(f"sweep: task {kind} {key} failed: {r['error']} (traceback in {log})")
+
+    import numpy as np
+    minima = {}
+    for n in names:
+        m, s = n.rsplit("-", 1)
+        tr = results["train"][n]
+        minima[n] = {"method": m, "seed": int(s), "file": f"minima/{n}.npz", "history": tr["history"],
+                     **results["minimum"][n]}
+    k = len(names)
+    raw, aligned = np.zeros((k, k)), np.zeros((k, k))
+    pairs = []
+    for a, b in pair_list:
+        r = results["pair"][f"{a}~{b}"]
+        i, j = names.index(a), names.index(b)
+        raw[i, j] = raw[j, i] = r["distance_raw"]
+        aligned[i, j] = aligned[j, i] = r["distance_aligned"]
+        pairs.append({"a": a, "b": b, **r})
+    task_sum = sum(seconds.values())
+    total_s = time.perf_counter() - t_start
+    report = {
+        "command": "sweep", "config": cfg, "kind": cfg["kind"], "seed": seed, "executor": executor,
+        "workers": workers, "out": str(out), "names": names, "minima": minima, "pairs": pairs,
+        "distance": {"kind": "hamming" if cfg["kind"] == "binary" else "per-parameter euclidean "
+                     "(raw) / normalized_aligned (aligned)", "raw": raw.tolist(), "aligned": aligned.tolist()},
+        "timings": {"total_seconds": total_s, "task_seconds_sum": task_sum,
+                    "train_seconds": {n: results["train"][n]["train_seconds"] for n in names},
+                    "tasks": seconds},
+    }
+    from ._files import atomic_write
+    from .cli import _jsonable
+    report = _jsonable(report)
+    text = json.dumps(report, indent=2, sort_keys=True)
+    atomic_write(out / "sweep.json", lambda f: f.write(text.encode()))
+    if not quiet:
+        _summary(report)
+    return report
+
+
+RESULT_KEYS = ("config", "kind", "seed", "names", "minima", "pairs", "distance")
+
+
+def results_of(report: dict) -> dict:
+    """The executor-independent part of a sweep report (for comparing two runs)."""
+    return {k: report[k] for k in RESULT_KEYS}
+
+
+def _summary(report):
+    lines = [f"sweep: {len(report['names'])} minima, {len(report['pairs'])} pairs, "
+             f"{report['executor']} executor, {report['timings']['total_seconds']:.1f} s"]
+    for n, m in report["minima"].items():
+        lines.append(f"  {n:12s} train error {100 * m['train_error']:6.2f}%"
+                     + (f"  test {100 * m['test_error']:6.2f}%" if "test_error" in m else ""))
+    for p in report["pairs"]:
+        bars = "  ".join(f"{k} {100 * v['barrier']:.1f}%" for k, v in p["barriers"].items())
+        lines.append(f"  {p['a']} ~ {p['b']}: distance {p['distance_raw']:.4f} raw / "
+                     f"{p['distance_aligned']:.4f} aligned  barriers: {bars}")
+    lines.append(f"wrote {Path(report['out']) / 'sweep.json'}")
+    import sys
+    print("\n".join(lines), file=sys.stderr, flush=True)  # stdout stays free for --json
