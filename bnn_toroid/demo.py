@@ -34,9 +34,9 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
     out.mkdir(parents=True, exist_ok=True)
     data, test = datasets.load("digits", "train"), datasets.load("digits", "test")
     norm = train.input_norm(data)
-    width = 64 if quick else 128
+    width = 64
     seeds = [seed] if quick else [seed, seed + 1]
-    epochs = 8 if quick else 30
+    epochs = 8 if quick else 20
     sizes = [64, width, width, 10]
     _log(quiet, f"bnn-toroid demo: binary MLP {'-'.join(map(str, sizes))} on digits "
                 f"({len(data)} train / {len(test)} test), methods {', '.join(METHODS)}, seeds {seeds}")
@@ -91,10 +91,17 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
                 f"aligned {aligned[np.triu_indices(k, 1)].mean():.3f}")
 
     # barriers: random flip orders (raw and aligned) against a greedy connectivity search
-    pairs = [(names[i], names[j]) for i in range(k) for j in range(i + 1, k)]
-    if not quick:
-        pairs = [p for p in pairs if p[0].split("-")[1] == p[1].split("-")[1] or
-                 p[0].split("-")[0] == p[1].split("-")[0]]
+    # one pair of each type: SGD-SGD, RSGD-RSGD, ADV-ADV (two seeds), and the cross-method
+    # pairs of the first seed
+    pairs, seen = [], set()
+    for i in range(k):
+        for j in range(i + 1, k):
+            a, b = names[i], names[j]
+            ptype = tuple(sorted((a.split("-")[0], b.split("-")[0])))
+            same_seed = a.split("-")[1] == b.split("-")[1]
+            if ptype not in seen and (ptype[0] == ptype[1] or same_seed):
+                seen.add(ptype)
+                pairs.append((a, b))
     report["barriers"] = {}
     curves = None
     _log(quiet, "barriers (max train error along the path; 21 points):")
@@ -102,8 +109,7 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
         r_raw = paths.random_flip(nets[a], nets[b], points=21, seed=seed, align=False)
         r_al = paths.random_flip(nets[a], nets[b], points=21, seed=seed, align=True)
         t0 = time.perf_counter()
-        srch = paths.search(nets[a], nets[b], data, method="greedy", candidates=16 if quick else 32,
-                            seed=seed, quiet=True)
+        srch = paths.search(nets[a], nets[b], data, method="greedy", candidates=16, seed=seed, quiet=True)
         ts = time.perf_counter() - t0
         e_raw, e_al, e_s = r_raw.errors(data), r_al.errors(data), srch.errors(data)
         entry = {"random_raw": float(e_raw.max()), "random_aligned": float(e_al.max()),
