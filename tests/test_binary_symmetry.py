@@ -176,3 +176,21 @@ def test_units_feeding_a_one_padded_conv_cannot_be_flipped():
         permute_units(net, 0, None, np.arange(5) == 0)
     zero = random_convnet(rng, padding="same", pad_value=0)
     assert flippable(zero, 0)
+
+
+def test_align_without_flips_only_permutes():
+    rng = np.random.default_rng(7)
+    a = random_mlp(rng, [30, 20, 4], constant=False)
+    perm = rng.permutation(20)
+    b = permute_units(a, 0, perm=perm)
+    al = bt.align(b, reference=a, flips=False)
+    assert bt.distance(al, a) == 0.0
+    assert np.array_equal(al.layers[0].threshold, a.layers[0].threshold)
+
+
+def test_saved_files_get_the_usual_mode(tmp_path):
+    import os
+    p = random_mlp(np.random.default_rng(8), [5, 4, 2]).save(tmp_path / "n.npz")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (os.stat(p).st_mode & 0o777) == (0o666 & ~umask)

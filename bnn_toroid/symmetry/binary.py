@@ -402,7 +402,7 @@ def _assign(sim_signed, ta, tb, fan=None, uniform=True, can_flip=True, ma=None, 
 
 
 def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
-          max_iter: int = 20, seed: int = 0) -> BinaryNetwork:
+          max_iter: int = 20, seed: int = 0, flips: bool = True) -> BinaryNetwork:
     r"""Permute and sign-reverse ``net``'s hidden units to match ``reference``.
 
     ``method="overlap"`` is the paper's procedure (Pittorino et al. 2022, §3 / Alg. 2 with
@@ -419,7 +419,9 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
     Conv filters are units, and at a conv → dense boundary a unit's outgoing weights are
     its whole channel block. Units feeding a conv padded with +1 (larq ``pad_values=1``)
     have no sign symmetry and are only permuted (:func:`flippable`). The function of
-    ``net`` is preserved exactly.
+    ``net`` is preserved exactly. ``flips=False`` matches by permutations only, for
+    models whose symmetry group has no sign reversals (e.g. a committee machine with
+    output weights fixed to +1).
 
     A shuffled copy of ``reference`` aligns back to Hamming distance 0 whenever every
     hidden unit depends on its input. A *constant* unit (``T <= -n`` or ``T > n`` for
@@ -441,7 +443,7 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
     for i in hidden:
         la = reference.layers[i]
         fan, uniform = _fan_in(net, i)
-        args = (la.threshold, fan, uniform, flippable(net, i), _pool_mode(reference, i)[1],
+        args = (la.threshold, fan, uniform, flips and flippable(net, i), _pool_mode(reference, i)[1],
                 _pool_mode(net, i)[1], _consumer(net, i)[0] is not None)
         ra = _input_view(reference, i, la.weights).reshape(la.units, -1)
         if twins:
@@ -457,7 +459,7 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
         twins = _twin_groups(normalize_thresholds(lb.threshold, fan, uniform), _pool_mode(net, i)[1],
                              lb.weights.reshape(lb.units, -1))
         prev = i
-    net = _match_twins(net, reference, hidden)
+    net = _match_twins(net, reference, hidden, flips)
     if method == "weights":
         rng = np.random.default_rng(seed)
         for _ in range(max_iter):
@@ -466,7 +468,7 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
                 la, lb = reference.layers[i], net.layers[i]
                 sim = _overlaps(_rows(la), _rows(lb)) + _overlaps(_out_rows(reference, i), _out_rows(net, i))
                 fan, uniform = _fan_in(net, i)
-                col, flip = _assign(sim, la.threshold, lb.threshold, fan, uniform, flippable(net, i),
+                col, flip = _assign(sim, la.threshold, lb.threshold, fan, uniform, flips and flippable(net, i),
                                     _pool_mode(reference, i)[1], _pool_mode(net, i)[1],
                                     _consumer(net, i)[0] is not None)
                 if (col != np.arange(len(col))).any() or flip.any():
@@ -477,7 +479,7 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
     return net
 
 
-def _gauge(net, i):
+def _gauge(net, i, flips=True):
     """Each unit's canonical orientation: (flip-to-canonical flags, canonical key rows).
     Units with equal keys are twins up to a sign flip (e.g. a constant +1 unit and the
     reversal of a constant -1 unit)."""
@@ -489,7 +491,7 @@ def _gauge(net, i):
     tf = flip_threshold(t, fan, uniform) if t.dtype == np.int64 else flip_threshold(t)
     fmode = ~mode if pool is not None else mode
     flip = _lex_less(_keys(tf, fmode, K.pack_bits(-rows)), _keys(t, mode, K.pack_bits(rows)))
-    if not flippable(net, i):
+    if not (flips and flippable(net, i)):
         flip[:] = False
     sign = np.where(flip, -1, 1)
     keys = np.concatenate([np.where(flip, tf, t).astype(np.float64)[:, None],
@@ -525,29 +527,29 @@ def _best_twin_arrangement(net, i, twins, ra, args):
     return best
 
 
-def _match_twins(net, reference, hidden):
+def _match_twins(net, reference, hidden, flips=True):
     """Twins (identical rows, thresholds and modes, up to a sign flip) are
     indistinguishable by incoming weights; reassign them within each group by outgoing
     overlap with the reference, from the output down (each consumer is then already
     aligned). A twin placed at position k takes the orientation chosen there."""
     for i in reversed(hidden):
         layer = net.layers[i]
-        flip, keys = _gauge(net, i)
+        flip, keys = _gauge(net, i, flips)
         _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
         groups = [np.flatnonzero(inverse.ravel() == k) for k in np.flatnonzero(counts > 1)]
         if not groups:
             continue
         out_a, out_b = _out_rows(reference, i), _out_rows(net, i)
         perm = np.arange(layer.units)
-        flips = np.zeros(layer.units, bool)
+        reverse = np.zeros(layer.units, bool)
         for g in groups:
             # b's twin j placed at position k is reversed iff its gauge differs from k's
             rel = np.where(flip[g][None, :] != flip[g][:, None], -1, 1)
             sim = (out_a[g].astype(np.int64) @ out_b[g].astype(np.int64).T) * rel
             _, col = linear_sum_assignment(sim, maximize=True)
             perm[g] = g[col]
-            flips[g] = rel[np.arange(len(g)), col] < 0
-        net = permute_units(net, i, perm=perm, flip=flips)
+            reverse[g] = rel[np.arange(len(g)), col] < 0
+        net = permute_units(net, i, perm=perm, flip=reverse)
     return net
 
 
