@@ -192,6 +192,20 @@ class _Model(nn.Sequential):
         return super().__getitem__(idx)
 
 
+def _dense_stack(sizes, batchnorm: bool, binary: bool, bias: bool = False) -> list:
+    """Dense layers ``sizes[0] → … → sizes[-1]``; every hidden one followed by optional
+    BatchNorm and its activation (Sign for binary, ReLU for real), the last one bare."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(BinaryLinear(sizes[i], sizes[i + 1], bias=bias) if binary
+                      else nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(sizes[i + 1]))
+            layers.append(Sign() if binary else nn.ReLU())
+    return layers
+
+
 def _check_sizes(sizes: Sequence[int], what: str) -> list[int]:
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -218,12 +232,7 @@ class BinaryMLP(_Model):
         layers.append(nn.Flatten())
         if binarize_input:
             layers.append(Sign())
-        for i in range(len(sizes) - 1):
-            layers.append(BinaryLinear(sizes[i], sizes[i + 1], bias=bias))
-            if i < len(sizes) - 2:
-                if batchnorm:
-                    layers.append(nn.BatchNorm1d(sizes[i + 1]))
-                layers.append(Sign())
+        layers += _dense_stack(sizes, batchnorm, binary=True, bias=bias)
         layers.append(Scale(1.0 / math.sqrt(sizes[-2])))
         super().__init__(*layers)
         self.sizes = sizes
@@ -260,12 +269,7 @@ class BinaryConvNet(_Model):
             c = out_c
         layers.append(nn.Flatten())
         sizes = [c * h * w, *dense, num_classes]
-        for i in range(len(sizes) - 1):
-            layers.append(BinaryLinear(sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                if batchnorm:
-                    layers.append(nn.BatchNorm1d(sizes[i + 1]))
-                layers.append(Sign())
+        layers += _dense_stack(sizes, batchnorm, binary=True)
         layers.append(Scale(1.0 / math.sqrt(sizes[-2])))
         super().__init__(*layers)
         self.input_shape = tuple(int(v) for v in input_shape)
@@ -281,12 +285,7 @@ class MLP(_Model):
         if input_norm is not None:
             layers.append(Normalize(*input_norm))
         layers.append(nn.Flatten())
-        for i in range(len(sizes) - 1):
-            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                if batchnorm:
-                    layers.append(nn.BatchNorm1d(sizes[i + 1]))
-                layers.append(nn.ReLU())
+        layers += _dense_stack(sizes, batchnorm, binary=False)
         super().__init__(*layers)
         self.sizes = sizes
 
@@ -314,12 +313,7 @@ class LeNet(_Model):
             c = out_c
         layers.append(nn.Flatten())
         sizes = [c * h * w, *dense, num_classes]
-        for i in range(len(sizes) - 1):
-            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                if batchnorm:
-                    layers.append(nn.BatchNorm1d(sizes[i + 1]))
-                layers.append(nn.ReLU())
+        layers += _dense_stack(sizes, batchnorm, binary=False)
         super().__init__(*layers)
         self.input_shape = tuple(int(v) for v in input_shape)
 
