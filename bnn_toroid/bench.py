@@ -44,19 +44,24 @@ def set_threads(n: int) -> int:
     return n
 
 
-def paired(ours, ref, repeats: int = 15, min_time: float = 0.2):
+def paired(ours, ref, repeats: int = 15, min_time: float = 0.2, warmup: bool = True):
     """Alternate ``ours()`` and ``ref()``; return (median ours s, median ref s, median ratio).
 
-    Each side is first called once (warm-up, compilation). A round repeats a call until
-    it has run for ``min_time / repeats`` so short kernels are timed over many calls.
+    Each side is first called once (warm-up, compilation; skipped with ``warmup=False``
+    when the caller has just run both). A round repeats a call until it has run for
+    ``min_time / repeats``, so short kernels are timed over many calls; ``min_time=0``
+    times single calls (long workloads).
     """
-    ours(), ref()
-    reps = []
-    for f in (ours, ref):
-        t0 = time.perf_counter()
-        f()
-        reps.append(max(1, int((min_time / repeats) / max(time.perf_counter() - t0, 1e-7))))
-    inner = max(reps)
+    if warmup:
+        ours(), ref()
+    inner = 1
+    if min_time > 0:
+        reps = []
+        for f in (ours, ref):
+            t0 = time.perf_counter()
+            f()
+            reps.append(max(1, int((min_time / repeats) / max(time.perf_counter() - t0, 1e-7))))
+        inner = max(reps)
     to, tr = [], []
     for _ in range(repeats):
         for f, acc in ((ours, to), (ref, tr)):
@@ -99,6 +104,204 @@ def mlp_case(sizes=(784, 1024, 1024, 10), batch=256, threads=2, repeats=15, seed
                threads, o * 1e3, r * 1e3, ratio, macs / o / 1e9, "same model in torch float32")
 
 
+def conv_case(n=16, hw=32, c=128, f=128, threads=2, repeats=15, seed=0):
+    """``binary_conv2d`` (3×3, ``same``, pad 1, fused threshold) against ``torch`` float32
+    ``conv2d`` (channels-last) on the same shape."""
+    import torch
+    threads = set_threads(threads)
+    rng = np.random.default_rng(seed)
+    a = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (n, hw, hw, c)))
+    w = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (f, 3, 3, c)))
+    t = np.zeros(f, np.int64)
+    tx = torch.randn(n, c, hw, hw).contiguous(memory_format=torch.channels_last)
+    tw = torch.randn(f, c, 3, 3).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        o, r, ratio = paired(lambda: K.binary_conv2d(a, w, c, (1, 1), "same", 1, t),
+                             lambda: torch.nn.functional.conv2d(tx, tw, padding=1), repeats)
+    macs = n * hw * hw * f * 9 * c
+    return Row("binary_conv2d", f"{n}x{hw}x{hw}x{c} * 3x3x{f}", threads, o * 1e3, r * 1e3, ratio,
+               macs / o / 1e9)
+
+
+def energy_setup(sizes=(784, 1001, 1001, 1001, 10), n=10000, networks=100, seed=0, eps=None):
+    """A random binary MLP, ``n`` random uint8 images with labels, and ``networks``
+    perturbed copies (``perturbed_stack``; flip fractions cycle through ``eps``, by
+    default ``landscape.binary.DEFAULT_EPS``: 0 to 0.1)."""
+    from .landscape.binary import DEFAULT_EPS
+    eps = DEFAULT_EPS if eps is None else eps
+    import torch
+    from .landscape.binary import perturbed_stack
+    from .network import BinaryNetwork
+    from .nn import BinaryMLP
+    torch.manual_seed(seed)
+    net = BinaryNetwork.from_torch(BinaryMLP(list(sizes)).eval())
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, sizes[0])).astype(np.uint8)
+    y = rng.integers(0, sizes[-1], n)
+    counts = np.rint(np.resize(np.asarray(eps), networks) * net.n_weights).astype(np.int64)
+    stack = perturbed_stack(net, counts, rng)
+    return net, x, y, stack
+
+
+def torch_stack_errors(stack, x, y, net_chunk=10, sample_chunk=10000):
+    """The errors of every network of ``stack``, computed by torch float32 the plain way:
+    ±1 float weights stacked per network, ``matmul``/``bmm`` per layer, ``h >= T`` as
+    ±1 floats (exact: every sum is an integer below 2**24). Returns a function."""
+    import torch
+    from .network.layers import Dense
+    net = stack.template
+    if not all(isinstance(l, Dense) for l in net.layers) or net.binarize_input:
+        raise ValueError("torch_stack_errors: dense networks on real input only")
+    Ws, Ts = [], []
+    for i, (layer, p) in enumerate(zip(net.layers, stack.params)):
+        w = p["w"]
+        if w.dtype == np.uint64:
+            w = K.unpack_bits(w, layer.weights.shape[1])
+        Ws.append(torch.as_tensor(w.astype(np.float32)).transpose(1, 2).contiguous())  # (S, in, out)
+        if "T" in p:
+            Ts.append(torch.as_tensor(p["T"].astype(np.float32))[:, None, :])
+    scale = torch.as_tensor(stack.params[-1]["scale"].astype(np.float32))[:, None, :]
+    bias = torch.as_tensor(stack.params[-1]["bias"].astype(np.float32))[:, None, :]
+    tx = torch.as_tensor(x.reshape(len(x), -1).astype(np.float32))
+    ty = torch.as_tensor(np.asarray(y))
+    one = torch.tensor(1.0)
+
+    def run():
+        wrong = torch.zeros(stack.size, dtype=torch.int64)
+        with torch.inference_mode():
+            for s0 in range(0, stack.size, net_chunk):
+                s1 = min(s0 + net_chunk, stack.size)
+                for n0 in range(0, len(tx), sample_chunk):
+                    h = torch.matmul(tx[n0:n0 + sample_chunk], Ws[0][s0:s1])
+                    for li in range(1, len(Ws)):
+                        a = torch.where(h >= Ts[li - 1][s0:s1], one, -one)
+                        h = torch.bmm(a, Ws[li][s0:s1])
+                    logits = h * scale[s0:s1] + bias[s0:s1]
+                    wrong[s0:s1] += (logits.argmax(2) != ty[None, n0:n0 + sample_chunk]).sum(1)
+        return wrong.numpy() / len(tx)
+    return run
+
+
+def energy_case(n=10000, networks=100, threads=2, repeats=3, seed=0):
+    """Local-energy workload: errors of ``networks`` perturbed binary MLPs
+    784-1001-1001-1001-10 on ``n`` samples, ``NetworkStack.errors`` against the same
+    computation in torch float32 (:func:`torch_stack_errors`). The errors must agree."""
+    threads = set_threads(threads)
+    net, x, y, stack = energy_setup(n=n, networks=networks, seed=seed)
+    ref = torch_stack_errors(stack, x, y)
+    ours = lambda: stack.errors(x, y)  # noqa: E731
+    e1, e2 = ours(), ref()
+    if not np.array_equal(e1, e2):
+        raise AssertionError(f"energy_case: errors differ: max |diff| {np.abs(e1 - e2).max()}")
+    o, r, ratio = paired(ours, ref, repeats, min_time=0.0, warmup=False)
+    macs = networks * n * sum(a * b for a, b in zip((784, 1001, 1001, 1001), (1001, 1001, 1001, 10)))
+    return Row("NetworkStack.errors", f"{networks} MLPs 784-1001x3-10, {n} samples", threads,
+               o * 1e3, r * 1e3, ratio, macs / o / 1e9, "torch float32 matmul/bmm")
+
+
+def shared_first_layer_errors(stack, x, y, batch_size=4096):
+    """Prototype of a proposed change to ``network.core._forward`` (not used by the
+    package yet): on real input, compute the template's first layer ``h0 = x W0^T`` once
+    per batch and give each perturbed network its flipped first-layer weights as a sparse
+    correction fused with the threshold (:func:`bnn_toroid.kernels.flips.flipped_threshold_pack`;
+    exact on integer input). The binary layers then run batched as in ``NetworkStack``.
+    The flip lists are derived here from the stack's weights (``perturbed_stack`` could
+    hand them over directly). Returns a function giving the errors (S,), equal to
+    ``stack.errors(x, y)``."""
+    from .kernels.flips import flipped_threshold_pack, flips_csr
+    from .network.layers import Dense
+    net = stack.template
+    if net.binarize_input or not isinstance(net.layers[0], Dense):
+        raise ValueError("shared_first_layer_errors: needs a dense first layer on real input")
+    base = net.packed_params()[0]["w"][0]
+    flips = flips_csr(base, stack.params[0]["w"])
+    xin = net.prepare_input(x)
+    w0 = base.astype(xin.dtype)
+    T0 = stack.params[0]["T"]
+    yv = np.asarray(y)
+    layers = list(zip(net.layers[1:], stack.params[1:]))
+
+    def run():
+        wrong = np.zeros(stack.size, np.int64)
+        for lo in range(0, len(xin), batch_size):
+            xb = xin[lo:lo + batch_size]
+            act = flipped_threshold_pack(xb @ w0.T, xb, flips, T0)
+            for layer, p in layers:
+                kk = layer.weights.shape[1]
+                act = K.binary_gemm(act, p["w"], kk, threshold=p["T"]) if "T" in p else K.binary_gemm(act, p["w"], kk)
+            logits = act.astype(np.float64) * p["scale"][:, None, :] + p["bias"][:, None, :]
+            wrong += (logits.argmax(axis=2) != yv[None, lo:lo + batch_size]).sum(axis=1)
+        return wrong / len(xin)
+    return run
+
+
+def packed_sizes(net) -> dict:
+    """Bytes of the packed network's weights (what the kernels read) against float32
+    weights of the same shapes. A first layer on real input keeps ±1 int8 weights."""
+    packed = sum(p["w"].nbytes for p in net.packed_params() if "w" in p)
+    binary_only = sum(p["w"].nbytes for p in net.packed_params() if "w" in p and p["w"].dtype == np.uint64)
+    binary_weights = sum(l.weights.size for i, l in enumerate(net.layers)
+                         if hasattr(l, "weights") and net.packed_params()[i]["w"].dtype == np.uint64)
+    f32 = 4 * net.n_weights
+    return {"float32_bytes": f32, "packed_bytes": packed, "ratio": packed / f32,
+            "binary_layers_packed_bytes": binary_only,
+            "binary_layers_ratio": binary_only / (4 * binary_weights) if binary_weights else None}
+
+
+def peak_rss(case: str, **kw) -> dict:
+    """Run ``bench.<case>(**kw)`` (both contenders) in a fresh process; return its row and
+    the process's peak resident set size (``ru_maxrss``) in MB, and the RSS after imports."""
+    code = ("import json, resource, sys; from bnn_toroid import bench; "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"row = bench.{case}(**json.loads(sys.argv[1])); "
+            "print(json.dumps({'row': row.as_dict(), 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "'rss_after_import_mb': base / 1024}))")
+    res = subprocess.run([sys.executable, "-c", code, json.dumps(kw)], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+MEMORY_CASES = {
+    # name: (setup, statement) run in a fresh process; peak RSS reported per side
+    "gemm 256x4096x4096 ours": (
+        "import numpy as np, bnn_toroid.kernels as K; r = np.random.default_rng(0); "
+        "a = K.pack_bits(r.choice(np.array([-1, 1], np.int8), (256, 4096))); "
+        "w = K.pack_bits(r.choice(np.array([-1, 1], np.int8), (4096, 4096)))",
+        "K.binary_gemm(a, w, 4096)"),
+    "gemm 256x4096x4096 torch": (
+        "import torch; a = torch.randn(256, 4096); b = torch.randn(4096, 4096)", "torch.mm(a, b)"),
+    "MLP predict batch 256 ours": (
+        "import numpy as np, torch; from bnn_toroid.network import BinaryNetwork; "
+        "from bnn_toroid.nn import BinaryMLP; torch.manual_seed(0); "
+        "net = BinaryNetwork.from_torch(BinaryMLP([784, 1024, 1024, 10]).eval()); "
+        "x = np.random.default_rng(0).integers(0, 256, (256, 784)).astype(np.uint8)",
+        "net.predict(x)"),
+    "VGG predict batch 64 ours": (
+        "import numpy as np; from bnn_toroid import bench; net = bench.vgg_net(); "
+        "x = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)",
+        "net.predict(x)"),
+    "local energy 100 nets x 10000 ours": (
+        "from bnn_toroid import bench; net, x, y, stack = bench.energy_setup()", "stack.errors(x, y)"),
+    "local energy 100 nets x 10000 torch": (
+        "from bnn_toroid import bench; net, x, y, stack = bench.energy_setup(); "
+        "f = bench.torch_stack_errors(stack, x, y)", "f()"),
+}
+
+
+def memory_report(cases=None, threads: int = 2) -> dict:
+    """Peak RSS (MB) of each of :data:`MEMORY_CASES`, each in a fresh process: after its
+    setup, and after running its statement (the increase is the workload's own)."""
+    out = {}
+    for name in cases or MEMORY_CASES:
+        setup, stmt = MEMORY_CASES[name]
+        code = (f"import resource; from bnn_toroid import bench; bench.set_threads({threads}); "
+                f"{setup}; r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; {stmt}; "
+                "r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; print(r0 / 1024, r1 / 1024)")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        r0, r1 = (float(v) for v in res.stdout.split()[-2:])
+        out[name] = {"after_setup_mb": r0, "peak_mb": r1, "workload_mb": r1 - r0}
+    return out
+
+
 def startup_times(fresh_cache_dir: str | None = None) -> dict:
     """Seconds to import the package, to compile the kernels on first use (empty Numba
     cache) and to load them from the cache on a second run. Each in a fresh process."""
@@ -120,12 +323,20 @@ def startup_times(fresh_cache_dir: str | None = None) -> dict:
 def run(quick: bool = False, threads: int = 2) -> dict:
     """The kernel throughput table of ``bnn-toroid bench``."""
     reps = 5 if quick else 15
+    load = os.getloadavg()
     rows = [gemm_case(threads=threads, repeats=reps),
             gemm_case(n=1, threads=threads, repeats=reps),
+            conv_case(threads=threads, repeats=reps),
             mlp_case(batch=1, threads=threads, repeats=reps),
-            mlp_case(batch=256, threads=threads, repeats=reps)]
+            mlp_case(batch=256, threads=threads, repeats=reps),
+            energy_case(n=2000 if quick else 10000, networks=20 if quick else 100,
+                        threads=threads, repeats=1 if quick else 2)]
+    from .network import BinaryNetwork
+    from .nn import BinaryMLP
+    mem = packed_sizes(BinaryNetwork.from_torch(BinaryMLP([784, 1001, 1001, 1001, 10]).eval()))
     return {"rows": [r.as_dict() for r in rows], "threads": threads,
-            "startup": startup_times(), "cpu": _cpu_name()}
+            "startup": startup_times(), "cpu": _cpu_name(), "memory": mem,
+            "loadavg": [load, os.getloadavg()]}
 
 
 def _cpu_name() -> str:
@@ -142,6 +353,14 @@ def format_table(report: dict) -> str:
     for r in report["rows"]:
         lines.append(f"{r['name']:24s} {r['shape']:34s} {r['ours_ms']:9.3f} {r['ref_ms']:9.3f} "
                      f"{r['ratio']:8.1f}x {r['gmacs']:9.0f}")
+    m = report.get("memory")
+    if m:
+        lines.append(f"packed MLP 784-1001x3-10: {m['packed_bytes'] / 1e6:.2f} MB vs float32 "
+                     f"{m['float32_bytes'] / 1e6:.2f} MB (1/{1 / m['ratio']:.1f}); binary layers "
+                     f"alone 1/{1 / m['binary_layers_ratio']:.1f}")
+    if report.get("loadavg"):
+        lines.append(f"load average (1, 5, 15 min) before {tuple(round(v, 2) for v in report['loadavg'][0])}, "
+                     f"after {tuple(round(v, 2) for v in report['loadavg'][1])}")
     s = report.get("startup")
     if s:
         lines.append(f"import {s['import_s']:.2f} s; first call compiles in {s['first_call_compile_s']:.1f} s; "

@@ -11,118 +11,173 @@ import numba as nb
 import numpy as np
 
 from ._intrinsics import popcount
+from ._simd import vload8, vlt_mask, vshl, vsplat8, vsub
+from .gemm import LANES, hs_rows
+
+
+PIX = 32    # output pixels (rows of the im2col block) per task
+FGRP = 64   # filters per task: one packed output word of the threshold form
 
 
 @nb.njit(cache=True)
-def _conv_tile4(A, W, sa, s, n, oy, ox, f, sy, sx, pt, pl, pad_one, c_true):
-    kh, kw, cw = W.shape[2], W.shape[3], W.shape[4]
-    h, w = A.shape[2], A.shape[3]
-    c0 = c1 = c2 = c3 = np.uint64(0)
-    kvalid = 0
-    for dy in range(kh):
-        y = oy * sy - pt + dy
-        row_ok = 0 <= y < h
-        for dx in range(kw):
-            x = ox * sx - pl + dx
-            if row_ok and 0 <= x < w:
-                for c in range(cw):
-                    a = A[sa, n, y, x, c]
-                    c0 += popcount(a ^ W[s, f, dy, dx, c])
-                    c1 += popcount(a ^ W[s, f + 1, dy, dx, c])
-                    c2 += popcount(a ^ W[s, f + 2, dy, dx, c])
-                    c3 += popcount(a ^ W[s, f + 3, dy, dx, c])
-                kvalid += c_true
-            elif pad_one:
-                for c in range(cw):
-                    c0 += popcount(W[s, f, dy, dx, c])
-                    c1 += popcount(W[s, f + 1, dy, dx, c])
-                    c2 += popcount(W[s, f + 2, dy, dx, c])
-                    c3 += popcount(W[s, f + 3, dy, dx, c])
-                kvalid += c_true
-    return c0, c1, c2, c3, kvalid
+def _repack_filters(W, Wt, P):
+    """Wt[s, fb, t, l] = word t of filter 8·fb + l flattened over (dy, dx, c), zero past
+    the last filter (the Harley–Seal tiles of :func:`.gemm.hs_rows`); P[s, f, tap] =
+    popcount of the filter's words at that tap (for ``pad_value = 0`` corrections)."""
+    s_n, f_n, kh, kw, cw = W.shape
+    nfb = Wt.shape[1]
+    L = kh * kw * cw
+    for task in range(s_n * nfb):
+        s = task // nfb
+        fb = task - s * nfb
+        for l in range(LANES):
+            f = fb * LANES + l
+            if f < f_n:
+                for dy in range(kh):
+                    for dx in range(kw):
+                        tap = dy * kw + dx
+                        pc = np.uint64(0)
+                        for c in range(cw):
+                            v = W[s, f, dy, dx, c]
+                            Wt[s, fb, tap * cw + c, l] = v
+                            pc += popcount(v)
+                        P[s, f, tap] = pc
+            else:
+                for t in range(L):
+                    Wt[s, fb, t, l] = np.uint64(0)
 
 
 @nb.njit(cache=True)
-def _conv_dot1(A, W, sa, s, n, oy, ox, f, sy, sx, pt, pl, pad_one, c_true):
-    kh, kw, cw = W.shape[2], W.shape[3], W.shape[4]
-    h, w = A.shape[2], A.shape[3]
-    c0 = np.uint64(0)
-    kvalid = 0
-    for dy in range(kh):
-        y = oy * sy - pt + dy
-        row_ok = 0 <= y < h
-        for dx in range(kw):
-            x = ox * sx - pl + dx
-            if row_ok and 0 <= x < w:
-                for c in range(cw):
-                    c0 += popcount(A[sa, n, y, x, c] ^ W[s, f, dy, dx, c])
-                kvalid += c_true
-            elif pad_one:
-                for c in range(cw):
-                    c0 += popcount(W[s, f, dy, dx, c])
-                kvalid += c_true
-    return c0, kvalid
+def _im2col(A, sa, n, p0, p1, wo, kh, kw, sy, sx, pt, pl, X, padded):
+    """X[r, tap*Cw + c] = A[sa, n, y, x, c] for output pixel p0 + r (0 words, i.e. +1
+    bits, outside the image); padded[r, tap] = 1 there. Returns nothing."""
+    h, w, cw = A.shape[2], A.shape[3], A.shape[4]
+    for p in range(p0, p1):
+        r = p - p0
+        oy = p // wo
+        ox = p - oy * wo
+        for dy in range(kh):
+            y = oy * sy - pt + dy
+            for dx in range(kw):
+                x = ox * sx - pl + dx
+                tap = dy * kw + dx
+                base = tap * cw
+                if 0 <= y < h and 0 <= x < w:
+                    for c in range(cw):
+                        X[r, base + c] = A[sa, n, y, x, c]
+                    padded[r, tap] = 0
+                else:
+                    for c in range(cw):
+                        X[r, base + c] = np.uint64(0)
+                    padded[r, tap] = 1
+
+
+@nb.njit(cache=True)
+def _dot_fixed(cnt, r, j, f, s, taps, c_true, pad_one, padded, P):
+    """The dot product of pixel r with filter f from its popcount, K and the padded-tap
+    corrections: a ``pad_value = 0`` tap holds 0 words (+1) in the im2col row, but real
+    zeros add nothing and do not count in K."""
+    c = np.int64(cnt[r, j])
+    kv = np.int64(taps * c_true)
+    if not pad_one:
+        for tap in range(taps):
+            if padded[r, tap]:
+                c -= np.int64(P[s, f, tap])
+                kv -= c_true
+    return kv - 2 * c
 
 
 @nb.njit(parallel=True, cache=True)
-def _conv_int(A, W, c_true, sy, sx, pt, pl, pad_one, out):
-    s_n, n_n, ho, wo, f_n = out.shape
+def _conv_hs(A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits):
+    """int32 dot products into ``out`` (S, N, Ho, Wo, F), or, when ``bits`` is not empty,
+    packed ``[dot < T]`` into ``bits`` (S, N, Ho, Wo, Fw). One compiled body for both.
+
+    A task is PIX output pixels of one image × FGRP filters: the pixels' im2col rows
+    (``taps·Cw`` words each) are gathered once, then :func:`.gemm.hs_rows` runs them
+    against the filters' Harley–Seal tiles, 8 filters at a time."""
+    thresholded = bits.size > 0
+    s_n, n_n = Wt.shape[0], A.shape[1]
+    ho, wo = (bits.shape[2], bits.shape[3]) if thresholded else (out.shape[2], out.shape[3])
+    f_n = P.shape[1]
+    taps = kh * kw
+    npb = (ho * wo + PIX - 1) // PIX
+    nfg = (f_n + FGRP - 1) // FGRP
     shared = A.shape[0] == 1
-    for task in nb.prange(s_n * n_n * ho):
-        s = task // (n_n * ho)
-        rem = task - s * n_n * ho
-        n = rem // ho
-        oy = rem - n * ho
-        sa = 0 if shared else s
-        for ox in range(wo):
-            f = 0
-            while f + 4 <= f_n:
-                c0, c1, c2, c3, kv = _conv_tile4(A, W, sa, s, n, oy, ox, f, sy, sx, pt, pl, pad_one, c_true)
-                out[s, n, oy, ox, f] = kv - 2 * np.int64(c0)
-                out[s, n, oy, ox, f + 1] = kv - 2 * np.int64(c1)
-                out[s, n, oy, ox, f + 2] = kv - 2 * np.int64(c2)
-                out[s, n, oy, ox, f + 3] = kv - 2 * np.int64(c3)
-                f += 4
-            for ff in range(f, f_n):
-                c, kv = _conv_dot1(A, W, sa, s, n, oy, ox, ff, sy, sx, pt, pl, pad_one, c_true)
-                out[s, n, oy, ox, ff] = kv - 2 * np.int64(c)
+    L = Wt.shape[2]
+    kfull = np.int64(taps * c_true)
+    for task in nb.prange(s_n * n_n * npb * nfg):
+        fg = task % nfg
+        rest = task // nfg
+        pb = rest % npb
+        rest = rest // npb
+        n = rest % n_n
+        s = rest // n_n
+        p0 = pb * PIX
+        p1 = min(p0 + PIX, ho * wo)
+        f0 = fg * FGRP
+        nf = min(f0 + FGRP, f_n) - f0
+        X = np.empty((PIX, L), np.uint64)
+        padded = np.empty((PIX, taps), np.uint8)
+        cnt = np.empty((PIX, FGRP), np.uint64)
+        _im2col(A, 0 if shared else s, n, p0, p1, wo, kh, kw, sy, sx, pt, pl, X, padded)
+        for fb in range(f0 // LANES, (f0 + nf + LANES - 1) // LANES):
+            hs_rows(X, 0, p1 - p0, L, Wt, (s * Wt.shape[1] + fb) * L * LANES, cnt,
+                    fb * LANES - f0, FGRP)
+        if thresholded:
+            nfv = (nf + LANES - 1) // LANES * LANES
+            tl = np.zeros(nfv, np.uint64)
+            for j in range(nf):
+                tl[j] = np.uint64(T[s, f0 + j])
+            kv = vsplat8(kfull)
+            keep = ~np.uint64(0) if nf == 64 else (np.uint64(1) << np.uint64(nf)) - np.uint64(1)
+        for p in range(p0, p1):
+            r = p - p0
+            oy = p // wo
+            ox = p - oy * wo
+            border = False
+            if not pad_one:
+                for tap in range(taps):
+                    if padded[r, tap]:
+                        border = True
+            if thresholded:
+                b = np.uint64(0)
+                if border:
+                    for j in range(nf):
+                        if _dot_fixed(cnt, r, j, f0 + j, s, taps, c_true, pad_one, padded, P) < T[s, f0 + j]:
+                            b |= np.uint64(1) << np.uint64(j)
+                else:
+                    for j in range(0, nfv, LANES):
+                        d = vsub(kv, vshl(vload8(cnt, r * FGRP + j), 1))
+                        b |= vlt_mask(d, vload8(tl, j)) << np.uint64(j)
+                    b &= keep
+                bits[s, n, oy, ox, fg] = b
+            elif border:
+                for j in range(nf):
+                    out[s, n, oy, ox, f0 + j] = _dot_fixed(cnt, r, j, f0 + j, s, taps, c_true, pad_one, padded, P)
+            else:
+                for j in range(nf):
+                    out[s, n, oy, ox, f0 + j] = kfull - 2 * np.int64(cnt[r, j])
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
+def _conv(A, W, c_true, sy, sx, pt, pl, pad_one, T, out, bits):
+    s_n, f_n, kh, kw, cw = W.shape
+    Wt = np.empty((s_n, (f_n + LANES - 1) // LANES, kh * kw * cw, LANES), np.uint64)
+    P = np.empty((s_n, f_n, kh * kw), np.uint64)
+    _repack_filters(W, Wt, P)
+    _conv_hs(A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits)
+
+
+@nb.njit(cache=True)
+def _conv_int(A, W, c_true, sy, sx, pt, pl, pad_one, out):
+    _conv(A, W, c_true, sy, sx, pt, pl, pad_one, np.empty((0, 0), np.int64), out,
+          np.empty((0, 0, 0, 0, 0), np.uint64))
+
+
+@nb.njit(cache=True)
 def _conv_threshold(A, W, c_true, sy, sx, pt, pl, pad_one, T, out):
     # out bit = [dot < T[s, f]], packed along filters: (S, N, Ho, Wo, Fw)
-    s_n, n_n, ho, wo, fw = out.shape
-    f_n = W.shape[1]
-    shared = A.shape[0] == 1
-    one = np.uint64(1)
-    for task in nb.prange(s_n * n_n * ho):
-        s = task // (n_n * ho)
-        rem = task - s * n_n * ho
-        n = rem // ho
-        oy = rem - n * ho
-        sa = 0 if shared else s
-        for ox in range(wo):
-            for wi in range(fw):
-                f0 = wi * 64
-                f1 = min(f0 + 64, f_n)
-                b = np.uint64(0)
-                f = f0
-                while f + 4 <= f1:
-                    c0, c1, c2, c3, kv = _conv_tile4(A, W, sa, s, n, oy, ox, f, sy, sx, pt, pl, pad_one, c_true)
-                    if kv - 2 * np.int64(c0) < T[s, f]:
-                        b |= one << np.uint64(f - f0)
-                    if kv - 2 * np.int64(c1) < T[s, f + 1]:
-                        b |= one << np.uint64(f + 1 - f0)
-                    if kv - 2 * np.int64(c2) < T[s, f + 2]:
-                        b |= one << np.uint64(f + 2 - f0)
-                    if kv - 2 * np.int64(c3) < T[s, f + 3]:
-                        b |= one << np.uint64(f + 3 - f0)
-                    f += 4
-                for ff in range(f, f1):
-                    c, kv = _conv_dot1(A, W, sa, s, n, oy, ox, ff, sy, sx, pt, pl, pad_one, c_true)
-                    if kv - 2 * np.int64(c) < T[s, ff]:
-                        b |= one << np.uint64(ff - f0)
-                out[s, n, oy, ox, wi] = b
+    _conv(A, W, c_true, sy, sx, pt, pl, pad_one, T.copy(), np.empty((0, 0, 0, 0, 0), np.int32), out)
 
 
 @nb.njit(parallel=True, cache=True)

@@ -1,0 +1,294 @@
+"""Portable SIMD values for the Numba kernels: LLVM vectors of uint64 words.
+
+Numba has no vector type, and LLVM's loop vectoriser does not find the carry-save
+(Harley–Seal) structure of the binary GEMM by itself. So the kernels spell it out on
+``<L x i64>`` values, typed here as :class:`U64Vec`. The IR is *generic* (``xor``,
+``and``, ``or``, ``add``, ``shl``, ``llvm.ctpop``), never a target intrinsic: LLVM
+lowers it to what the CPU has: two ymm registers per ``u64x8`` with AVX2 (``vpshufb``
+nibble tables for ``ctpop``), zmm with AVX-512, xmm pairs with SSE, NEON on ARM. The code
+is therefore correct and reasonably fast on every machine Numba runs on.
+
+The loads (:func:`vload8`, :func:`vbcast8`, ...) take a C-contiguous uint64 array and a
+*flat* element index and do no bounds checking: callers index inside the array.
+"""
+from llvmlite import ir
+from numba import njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic, models, register_model
+
+
+class U64Vec(types.Type):
+    """A vector of ``lanes`` uint64 words (LLVM ``<lanes x i64>``)."""
+
+    def __init__(self, lanes):
+        self.lanes = lanes
+        super().__init__(name=f"u64x{lanes}")
+
+
+@register_model(U64Vec)
+class _U64VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(ir.IntType(64), fe_type.lanes))
+
+
+u64x4 = U64Vec(4)
+u64x8 = U64Vec(8)
+_I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+
+
+def _vt(lanes):
+    return ir.VectorType(_I64, lanes)
+
+
+def _splat_const(lanes, value):
+    return ir.Constant(_vt(lanes), [value] * lanes)
+
+
+def _flat_u64(arr, idx):
+    return (isinstance(arr, types.Array) and arr.dtype == types.uint64 and arr.layout == "C"
+            and isinstance(idx, types.Integer))
+
+
+def _elem_ptr(context, builder, arrty, arr, idx):
+    ary = cgutils.create_struct_proxy(arrty)(context, builder, value=arr)
+    return builder.gep(ary.data, [idx])
+
+
+def _splat(builder, x, lanes):
+    v = builder.insert_element(ir.Constant(_vt(lanes), ir.Undefined), x, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+
+
+def _make_load(lanes):
+    vty = U64Vec(lanes)
+
+    def impl(typingctx, arr, idx):
+        if not _flat_u64(arr, idx):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ptr = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+            return builder.load(builder.bitcast(ptr, _vt(lanes).as_pointer()), align=8)
+        return vty(arr, idx), codegen
+    impl.__name__ = f"vload{lanes}"
+    impl.__doc__ = f"Words ``arr.flat[idx : idx + {lanes}]`` as one vector (no bounds check)."
+    return intrinsic(impl)
+
+
+def _make_bcast(lanes):
+    vty = U64Vec(lanes)
+
+    def impl(typingctx, arr, idx):
+        if not _flat_u64(arr, idx):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x = builder.load(_elem_ptr(context, builder, sig.args[0], args[0], args[1]), align=8)
+            return _splat(builder, x, lanes)
+        return vty(arr, idx), codegen
+    impl.__name__ = f"vbcast{lanes}"
+    impl.__doc__ = f"``arr.flat[idx]`` in all {lanes} lanes (no bounds check)."
+    return intrinsic(impl)
+
+
+def _make_zero(lanes):
+    vty = U64Vec(lanes)
+
+    def impl(typingctx):
+        def codegen(context, builder, sig, args):
+            return _splat_const(lanes, 0)
+        return vty(), codegen
+    impl.__name__ = f"vzero{lanes}"
+    return intrinsic(impl)
+
+
+vload4, vload8 = _make_load(4), _make_load(8)
+vbcast4, vbcast8 = _make_bcast(4), _make_bcast(8)
+vzero4, vzero8 = _make_zero(4), _make_zero(8)
+
+
+@intrinsic
+def vstore(typingctx, arr, idx, v):
+    """Store vector ``v`` to ``arr.flat[idx : idx + lanes]`` (no bounds check)."""
+    if not (_flat_u64(arr, idx) and isinstance(v, U64Vec)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        builder.store(args[2], builder.bitcast(ptr, _vt(v.lanes).as_pointer()), align=8)
+        return context.get_dummy_value()
+    return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def vlane(typingctx, v, i):
+    """Lane ``i`` of ``v`` as a uint64."""
+    if not (isinstance(v, U64Vec) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], args[1])
+    return types.uint64(v, i), codegen
+
+
+def _binop(name, op):
+    def impl(typingctx, a, b):
+        if not (isinstance(a, U64Vec) and a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1])
+        return a(a, b), codegen
+    impl.__name__ = name
+    return intrinsic(impl)
+
+
+vxor = _binop("vxor", "xor")
+vand = _binop("vand", "and_")
+vor = _binop("vor", "or_")
+vadd = _binop("vadd", "add")
+
+
+@intrinsic
+def vshl(typingctx, v, n):
+    """Shift every lane left by the constant ``n``."""
+    if not (isinstance(v, U64Vec) and isinstance(n, types.IntegerLiteral)):
+        return None
+    sh = n.literal_value
+
+    def codegen(context, builder, sig, args):
+        return builder.shl(args[0], _splat_const(v.lanes, sh))
+    return v(v, n), codegen
+
+
+def _ctpop(builder, x):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(x.type, [x.type]),
+                                        f"llvm.ctpop.v{x.type.count}i{x.type.element.width}")
+    return builder.call(fn, [x])
+
+
+@intrinsic
+def vpopcnt(typingctx, v):
+    """Population count of every 64-bit lane (LLVM ``ctpop``)."""
+    if not isinstance(v, U64Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _ctpop(builder, args[0])
+    return v(v), codegen
+
+
+@intrinsic
+def vpopcnt_bytes(typingctx, v):
+    """Population count of every *byte* (0..8 in each byte): the cheap part of a
+    vector popcount, to be summed bytewise (:func:`vaddb`) and reduced rarely."""
+    if not isinstance(v, U64Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        bt = ir.VectorType(_I8, 8 * v.lanes)
+        return builder.bitcast(_ctpop(builder, builder.bitcast(args[0], bt)), args[0].type)
+    return v(v), codegen
+
+
+@intrinsic
+def vaddb(typingctx, a, b):
+    """Bytewise addition (wraps at 256)."""
+    if not (isinstance(a, U64Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        bt = ir.VectorType(_I8, 8 * a.lanes)
+        s = builder.add(builder.bitcast(args[0], bt), builder.bitcast(args[1], bt))
+        return builder.bitcast(s, args[0].type)
+    return a(a, b), codegen
+
+
+@intrinsic
+def vsum_bytes(typingctx, v):
+    """Sum of all bytes of ``v`` (every byte counted, up to 255 each) as a uint64."""
+    if not isinstance(v, U64Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        n = v.lanes
+        x = args[0]
+        m8 = _splat_const(n, 0x00FF00FF00FF00FF)
+        x = builder.add(builder.and_(x, m8), builder.and_(builder.lshr(x, _splat_const(n, 8)), m8))
+        m16 = _splat_const(n, 0x0000FFFF0000FFFF)
+        x = builder.add(builder.and_(x, m16), builder.and_(builder.lshr(x, _splat_const(n, 16)), m16))
+        x = builder.add(x, builder.lshr(x, _splat_const(n, 32)))
+        x = builder.and_(x, _splat_const(n, 0xFFFFFFFF))
+        acc = builder.extract_element(x, ir.Constant(_I32, 0))
+        for i in range(1, n):
+            acc = builder.add(acc, builder.extract_element(x, ir.Constant(_I32, i)))
+        return acc
+    return types.uint64(v), codegen
+
+
+@njit(cache=True)
+def csa(a, b, c):
+    """Carry-save adder over bit vectors: ``(carry, sum)`` with
+    ``a + b + c = 2 carry + sum`` in every bit position (5 logic ops)."""
+    u = vxor(a, b)
+    return vor(vand(a, b), vand(u, c)), vxor(u, c)
+
+
+@intrinsic
+def load_u64(typingctx, arr, idx):
+    """``arr.flat[idx]`` without bounds or negative-index handling."""
+    if not _flat_u64(arr, idx):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_elem_ptr(context, builder, sig.args[0], args[0], args[1]), align=8)
+    return types.uint64(arr, idx), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the cache to fetch ``arr.flat[idx]`` for reading (LLVM ``prefetch``; a no-op
+    where the target has none). Out-of-range addresses are harmless: it never faults."""
+    if not _flat_u64(arr, idx):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = cgutils.create_struct_proxy(sig.args[0])(context, builder, value=args[0])
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, _I32, _I32, _I32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen
+
+
+vsub = _binop("vsub", "sub")
+
+
+@intrinsic
+def vsplat8(typingctx, x):
+    """``x`` (an integer, reinterpreted as uint64) in all 8 lanes."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if v.type.width < 64:
+            v = builder.sext(v, _I64) if x.signed else builder.zext(v, _I64)
+        return _splat(builder, v, 8)
+    return u64x8(x), codegen
+
+
+@intrinsic
+def vlt_mask(typingctx, a, b):
+    """Bit l set where lane l of ``a`` < lane l of ``b``, both read as *signed* int64."""
+    if not (isinstance(a, U64Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        n = a.lanes
+        m = builder.icmp_signed("<", args[0], args[1])
+        bits = builder.bitcast(m, ir.IntType(n))
+        return builder.zext(bits, _I64)
+    return types.uint64(a, b), codegen
