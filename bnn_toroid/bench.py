@@ -302,6 +302,29 @@ def memory_report(cases=None, threads: int = 2) -> dict:
     return out
 
 
+def vgg_net(seed=0):
+    """The VGG-style network of the peer benchmark, random ±1 weights and thresholds:
+    32×32×3 real input → conv 128 → [128 + pool, 256, 256 + pool, 512, 512 + pool] →
+    dense 1024 → 10; 3×3 kernels, ``same`` padding, pad value 1."""
+    from .network import BinaryNetwork
+    from .network.layers import Conv2d, Dense, MaxPool2d
+    rng = np.random.default_rng(seed)
+
+    def pm1(*shape):
+        return rng.choice(np.array([-1, 1], np.int8), shape)
+    layers = [Conv2d(pm1(128, 3, 3, 3), rng.normal(0, 400, 128), padding="same", pad_value=1.0)]
+    c, hw = 128, 32
+    for f, pool in ((128, True), (256, False), (256, True), (512, False), (512, True)):
+        layers.append(Conv2d(pm1(f, 3, 3, c), rng.integers(-30, 30, f), padding="same", pad_value=1.0))
+        if pool:
+            layers.append(MaxPool2d(2))
+            hw //= 2
+        c = f
+    layers.append(Dense(pm1(1024, hw * hw * c), rng.integers(-60, 60, 1024)))
+    layers.append(Dense(pm1(10, 1024)))
+    return BinaryNetwork(layers, (32, 32, 3), "NHWC")
+
+
 def startup_times(fresh_cache_dir: str | None = None) -> dict:
     """Seconds to import the package, to compile the kernels on first use (empty Numba
     cache) and to load them from the cache on a second run. Each in a fresh process."""

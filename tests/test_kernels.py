@@ -168,3 +168,22 @@ def test_bad_input_is_named(call, match):
 def test_sign_reference_agrees_with_pack():
     x = np.random.default_rng(2).normal(size=(4, 77))
     assert np.array_equal(K.unpack_bits(K.pack_bits(x), 77), sign(x))
+
+
+@SETTINGS
+@given(st.integers(0, 9), st.integers(1, 3), st.integers(1, 70), st.sampled_from([1, 63, 64, 65, 300]),
+       st.sampled_from(["uint8", "float64"]), st.integers(0, 2**32 - 1))
+def test_flipped_threshold_pack_matches_direct_products(n, s, m, k, dtype, seed):
+    from bnn_toroid.kernels.flips import flipped_threshold_pack, flips_csr
+    rng = np.random.default_rng(seed)
+    w = pm1(rng, (m, k))
+    stack = np.repeat(w[None], s, axis=0)
+    stack[rng.random(stack.shape) < 0.05] *= -1  # a few flips per network
+    x = (rng.integers(0, 256, (n, k)).astype(np.uint8) if dtype == "uint8"
+         else np.round(rng.normal(size=(n, k)) * 8))  # integer-valued floats: exact sums
+    t = rng.integers(-300, 300, (s, m)) + 0.5
+    out = flipped_threshold_pack(x.astype(np.float64) @ w.T.astype(np.float64), x,
+                                 flips_csr(w, stack), t)
+    for i in range(s):
+        ref = np.where(gemm(x, stack[i]) >= t[i], 1, -1)
+        assert np.array_equal(K.unpack_bits(out[i], m), ref)
