@@ -18,13 +18,18 @@ Two algorithms, chosen by the number of rows N (see ``docs/performance.md``):
   logic ops and one vector popcount, instead of 16 popcounts. On AVX2 this runs on the
   four vector pipes at ≈ 6.2 ops per 256 binary MACs, against 3 integer ops (xor,
   popcnt, add) per 64 MACs for scalar ``popcnt``.
-* **N < HS_MIN_ROWS (batch 1 and small batches): lanes along K** (:func:`_dots4`): the
-  W tile repack would cost as much as the product, so 4 columns at a time are streamed
-  straight from ``W`` and XORed with the row vector by vector, with a vector popcount.
-  This case is bound by streaming ``W`` from cache.
+* **N < HS_MIN_ROWS (batch 1 and small batches): scalar popcnt** in 4×4 / 1×4 register
+  tiles that read ``W`` in place (:func:`_small_task`): the W tile repack would cost as
+  much as the product, and on Zen 3 four ``popcnt`` per cycle beat a vector popcount
+  per word (measured 0.8×). Batch 1 is bound by streaming ``W`` from L3; the next W rows
+  are prefetched.
 
-Both are written with the generic LLVM vectors of :mod:`._simd`, so they compile to the
-best the CPU has (AVX2 ymm here, AVX-512 or SSE or NEON elsewhere).
+The Harley–Seal code is written with the generic LLVM vectors of :mod:`._simd`, so it
+compiles to what the CPU has (AVX2 ymm here, AVX-512, SSE or NEON elsewhere).
+
+Entry points: ``_gemm_int`` / ``_gemm_threshold`` (parallel over tasks) and
+``_gemm_int_serial`` / ``_gemm_threshold_serial`` (the same tasks on the calling thread,
+for small products: no parallel launch and no thread-count switch).
 """
 import numba as nb
 import numpy as np
