@@ -275,6 +275,24 @@ def _last_set(arr, idx, values):
     arr[rev[first]] = values[::-1][first]
 
 
+def _apply_unit_moves(arr, sel, kind):
+    """Threshold steps, threshold sets and output-affine sets of one layer's moves, on a
+    dict holding ``T`` or ``scale``/``bias`` (the same in unpacked and packed form)."""
+    s = kind == THRESHOLD
+    if s.any():
+        np.add.at(arr["T"], sel["index"][s], sel["delta"][s])
+    s = kind == THRESHOLD_SET
+    if s.any():
+        vals = sel["value"][s]
+        if arr["T"].dtype.kind != "f" and not np.array_equal(vals, np.round(vals)):
+            arr["T"] = arr["T"].astype(np.float64)  # a real threshold set on an integer layer
+        _last_set(arr["T"], sel["index"][s], vals.astype(arr["T"].dtype))
+    s = kind == OUTPUT
+    if s.any():
+        _last_set(arr["scale"], sel["index"][s], sel["value"][s])
+        _last_set(arr["bias"], sel["index"][s], sel["value2"][s])
+
+
 class _LayerWalker:
     """Mutable copies of a network's layer arrays, moved forward by moves."""
 
@@ -301,19 +319,7 @@ class _LayerWalker:
             if f.size:
                 odd = np.bincount(f, minlength=arr["w"].size) & 1
                 arr["w"].reshape(-1)[odd.astype(bool)] *= -1
-            s = kind == THRESHOLD
-            if s.any():
-                np.add.at(arr["T"], sel["index"][s], sel["delta"][s])
-            s = kind == THRESHOLD_SET
-            if s.any():
-                vals = sel["value"][s]
-                if arr["T"].dtype.kind != "f" and not np.array_equal(vals, np.round(vals)):
-                    arr["T"] = arr["T"].astype(np.float64)
-                _last_set(arr["T"], sel["index"][s], vals.astype(arr["T"].dtype))
-            s = kind == OUTPUT
-            if s.any():
-                _last_set(arr["scale"], sel["index"][s], sel["value"][s])
-                _last_set(arr["bias"], sel["index"][s], sel["value2"][s])
+            _apply_unit_moves(arr, sel, kind)
             s = kind == POOL
             if s.any():
                 _last_set(arr["mask"], sel["index"][s], sel["value"][s] != 0)
@@ -400,19 +406,7 @@ class _ParamWalker:
                     word, bit = self._locate[i](f)
                     np.bitwise_xor.at(p["w"].reshape(-1), word,
                                       np.left_shift(np.uint64(1), bit.astype(np.uint64)))
-            s = kind == THRESHOLD
-            if s.any():
-                np.add.at(p["T"], sel["index"][s], sel["delta"][s])
-            s = kind == THRESHOLD_SET
-            if s.any():
-                vals = sel["value"][s]
-                if p["T"].dtype.kind != "f" and not np.array_equal(vals, np.round(vals)):
-                    p["T"] = p["T"].astype(np.float64)
-                _last_set(p["T"], sel["index"][s], vals.astype(p["T"].dtype))
-            s = kind == OUTPUT
-            if s.any():
-                _last_set(p["scale"], sel["index"][s], sel["value"][s])
-                _last_set(p["bias"], sel["index"][s], sel["value2"][s])
+            _apply_unit_moves(p, sel, kind)
             s = kind == POOL
             if s.any():
                 mask = K.unpack_bits(p["mask"], self.net.layer_input_shape(i)[-1]) < 0
