@@ -6,10 +6,10 @@ leading axis of S networks sharing an architecture (see :mod:`.gemm`).
 """
 import numpy as np
 
-from ._threads import PARALLEL_MIN_WORK, _threads_for
+from ._threads import PARALLEL_MIN_WORK
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
-from .conv import _conv_int, _conv_threshold, _maxpool
-from .gemm import _gemm_int, _gemm_threshold
+from .conv import _conv, _maxpool
+from .gemm import _gemm
 from .real import exact_float_dtype, im2col, real_conv2d, real_dense
 
 __all__ = [
@@ -17,6 +17,13 @@ __all__ = [
     "binary_dense", "binary_conv2d", "binary_maxpool2d", "conv_pads", "real_dense",
     "real_conv2d", "im2col", "exact_float_dtype", "PARALLEL_MIN_WORK",
 ]
+
+
+# Empty placeholders for the output a kernel call does not produce (one compiled body
+# serves the int32 and the packed outputs; an empty array marks the unused one).
+_NO_T = np.empty((0, 0), np.int64)
+_NO_INT3, _NO_BITS3 = np.empty((0, 0, 0), np.int32), np.empty((0, 0, 0), np.uint64)
+_NO_INT5, _NO_BITS5 = np.empty((0,) * 5, np.int32), np.empty((0,) * 5, np.uint64)
 
 
 def _words(name, arr, ndim):
@@ -46,7 +53,8 @@ def _thresholds(name, t, s, m):
     if t.shape != (s, m):
         raise ValueError(f"{name}: thresholds of shape {t.shape} do not match {s} networks "
                          f"× {m} units")
-    return np.ascontiguousarray(t, dtype=np.int64)
+    # always a fresh writable copy: a read-only array would compile a second kernel
+    return np.array(t, dtype=np.int64, order="C")
 
 
 def binary_gemm(a, w, k, threshold=None):
@@ -76,17 +84,16 @@ def binary_gemm(a, w, k, threshold=None):
         raise ValueError(f"binary_gemm: inputs have {A.shape[2]} words per row and weights "
                          f"{W.shape[2]}; K={k} needs at least {n_words(k)}")
     s, n, m = W.shape[0], A.shape[1], W.shape[1]
+    work = s * n * m * W.shape[2]
     if threshold is None:
         out = np.empty((s, n, m), np.int32)
         if out.size:
-            with _threads_for(s * n * m * W.shape[2]):
-                _gemm_int(A, W, k, out)
+            _gemm(work, A, W, k, _NO_T, out, _NO_BITS3)
     else:
         T = _thresholds("binary_gemm", threshold, s, m)
         out = np.empty((s, n, n_words(m)), np.uint64)
         if out.size:
-            with _threads_for(s * n * m * W.shape[2]):
-                _gemm_threshold(A, W, k, T, out)
+            _gemm(work, A, W, k, T, _NO_INT3, out)
     return out[0] if squeeze else out
 
 
@@ -153,14 +160,12 @@ def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshol
     if threshold is None:
         out = np.empty((s, n, ho, wo, f), np.int32)
         if out.size:
-            with _threads_for(work):
-                _conv_int(*args, out)
+            _conv(work, *args, _NO_T, out, _NO_BITS5)
     else:
         T = _thresholds("binary_conv2d", threshold, s, f)
         out = np.empty((s, n, ho, wo, n_words(f)), np.uint64)
         if out.size:
-            with _threads_for(work):
-                _conv_threshold(*args, T, out)
+            _conv(work, *args, T, _NO_INT5, out)
     return out[0] if squeeze else out
 
 
@@ -194,6 +199,5 @@ def binary_maxpool2d(a, size=2, stride=None, min_mask=None):
         mask = np.ascontiguousarray(np.broadcast_to(mask, (s, cw)))
     out = np.empty((s, n, ho, wo, cw), np.uint64)
     if out.size:
-        with _threads_for(out.size * size * size * 16):
-            _maxpool(A, size, stride, mask, out)
+        _maxpool(out.size * size * size * 16, A, size, stride, mask, out)
     return out[0] if squeeze else out

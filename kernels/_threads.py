@@ -1,22 +1,45 @@
-"""When to run a kernel on one thread."""
-from contextlib import contextmanager
+"""When to run a kernel on one thread, without touching Numba's thread count.
+
+A kernel whose loop uses ``prange`` is compiled twice from the same source: once with
+``parallel=True`` and once plain (where ``prange`` is ``range``). Small work calls the
+plain one. The alternative, ``numba.set_num_threads(1)`` around the parallel kernel,
+costs two round trips from Python, ≈ 30 µs per call: a third of a batch-1
+4096 × 4096 product (docs/performance.md, "Batch 1").
+"""
+import types
 
 import numba
+import numba as nb
 
-# Below this many word operations a parallel launch costs more than it saves (on a
-# loaded 2-core machine a 2-thread launch was measured at ~15 ms against 0.1 ms on one
-# thread for a batch-1 4096×4096 product), so small work runs on one thread.
-PARALLEL_MIN_WORK = 1 << 21
+# Below this many word operations a 2-thread launch costs more than it saves. Measured
+# on the quiet machine (batch-1 products, K = 4096, M = 64 … 4096 columns): serial wins
+# up to 16 K words (8.3 against 10.3 µs), parallel from 32 K (11.0 against 14.7 µs; at
+# 262 K, 65 against 101 µs). On a loaded machine a launch can stall while the worker
+# waits for a vCPU; that hits torch's thread pool alike.
+PARALLEL_MIN_WORK = 1 << 15
 
 
-@contextmanager
-def _threads_for(work: int):
-    if work >= PARALLEL_MIN_WORK or numba.get_num_threads() == 1:
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
+class Twin:
+    """A kernel compiled parallel and serial; call it with the work size first."""
+
+    def __init__(self, py_func):
+        self.parallel = nb.njit(parallel=True, cache=True)(py_func)
+        # a distinct qualname gives the serial compilation its own on-disk cache entry
+        clone = types.FunctionType(py_func.__code__, py_func.__globals__,
+                                   py_func.__name__ + "_serial", py_func.__defaults__,
+                                   py_func.__closure__)
+        clone.__qualname__ = py_func.__qualname__ + "_serial"
+        clone.__module__ = py_func.__module__
+        clone.__doc__ = py_func.__doc__
+        self.serial = nb.njit(cache=True)(clone)
+        self.__doc__ = py_func.__doc__
+
+    def __call__(self, work, *args):
+        if work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1:
+            return self.parallel(*args)
+        return self.serial(*args)
+
+
+def twin(py_func) -> Twin:
+    """Decorator: compile ``py_func`` as a :class:`Twin`."""
+    return Twin(py_func)

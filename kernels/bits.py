@@ -9,7 +9,7 @@ Then for two packed vectors of true length ``K``:
 import numba as nb
 import numpy as np
 
-from ._threads import _threads_for
+from ._threads import twin
 
 WORD = 64
 
@@ -19,7 +19,7 @@ def n_words(k: int) -> int:
     return (int(k) + WORD - 1) // WORD
 
 
-@nb.njit(parallel=True, cache=True)
+@twin
 def _pack_rows(x, out):
     rows, k = x.shape
     kw = out.shape[1]
@@ -34,7 +34,7 @@ def _pack_rows(x, out):
             out[r, w] = word
 
 
-@nb.njit(parallel=True, cache=True)
+@twin
 def _unpack_rows(p, k, out):
     rows = p.shape[0]
     for r in nb.prange(rows):
@@ -43,7 +43,7 @@ def _unpack_rows(p, k, out):
             out[r, j] = 1 - 2 * np.int8(bit)
 
 
-@nb.njit(parallel=True, cache=True)
+@twin
 def _threshold_pack(h, t, out):
     # h: (S, R, M) pre-activations, t: (S, M) thresholds -> out (S, R, Mw); bit = h < t.
     s_n, r_n, m = h.shape
@@ -99,8 +99,7 @@ def pack_bits(x, check_binary: bool = False) -> np.ndarray:
     rows = np.ascontiguousarray(_as_rows(x))
     out = np.empty((rows.shape[0], n_words(x.shape[-1])), np.uint64)
     if rows.size:
-        with _threads_for(rows.size):
-            _pack_rows(rows, out)
+        _pack_rows(rows.size, rows, out)
     return out.reshape(x.shape[:-1] + (out.shape[1],))
 
 
@@ -122,8 +121,7 @@ def unpack_bits(packed, k: int) -> np.ndarray:
     rows = np.ascontiguousarray(packed.reshape(-1, packed.shape[-1]))
     out = np.empty((rows.shape[0], k), np.int8)
     if rows.size and k:
-        with _threads_for(out.size):
-            _unpack_rows(rows, k, out)
+        _unpack_rows(out.size, rows, k, out)
     return out.reshape(packed.shape[:-1] + (k,))
 
 
@@ -160,6 +158,5 @@ def threshold_pack(h, threshold) -> np.ndarray:
         h, t = h.astype(np.float64, copy=False), t.astype(np.float64, copy=False)
     out = np.empty(h.shape[:2] + (n_words(h.shape[2]),), np.uint64)
     if out.size:
-        with _threads_for(h.size):
-            _threshold_pack(np.ascontiguousarray(h), np.ascontiguousarray(t), out)
+        _threshold_pack(h.size, np.ascontiguousarray(h), np.ascontiguousarray(t), out)
     return out[0] if squeeze else out

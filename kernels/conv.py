@@ -19,6 +19,7 @@ import numpy as np
 
 from ._intrinsics import popcount
 from ._simd import vload8, vlt_mask, vshl, vsplat8, vsub
+from ._threads import twin
 from .gemm import LANES, hs_rows
 
 
@@ -94,7 +95,7 @@ def _dot_fixed(cnt, r, j, f, s, taps, c_true, pad_one, padded, P):
     return kv - 2 * c
 
 
-@nb.njit(parallel=True, cache=True)
+@twin
 def _conv_hs(A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits):
     """int32 dot products into ``out`` (S, N, Ho, Wo, F), or, when ``bits`` is not empty,
     packed ``[dot < T]`` into ``bits`` (S, N, Ho, Wo, Fw). One compiled body for both.
@@ -166,28 +167,17 @@ def _conv_hs(A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits):
                     out[s, n, oy, ox, f0 + j] = kfull - 2 * np.int64(cnt[r, j])
 
 
-@nb.njit(cache=True)
-def _conv(A, W, c_true, sy, sx, pt, pl, pad_one, T, out, bits):
+def _conv(work, A, W, c_true, sy, sx, pt, pl, pad_one, T, out, bits):
+    """Repack the filters into Harley–Seal tiles, then :func:`_conv_hs` (``work`` word
+    operations decide parallel or serial)."""
     s_n, f_n, kh, kw, cw = W.shape
     Wt = np.empty((s_n, (f_n + LANES - 1) // LANES, kh * kw * cw, LANES), np.uint64)
     P = np.empty((s_n, f_n, kh * kw), np.uint64)
     _repack_filters(W, Wt, P)
-    _conv_hs(A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits)
+    _conv_hs(work, A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits)
 
 
-@nb.njit(cache=True)
-def _conv_int(A, W, c_true, sy, sx, pt, pl, pad_one, out):
-    _conv(A, W, c_true, sy, sx, pt, pl, pad_one, np.empty((0, 0), np.int64), out,
-          np.empty((0, 0, 0, 0, 0), np.uint64))
-
-
-@nb.njit(cache=True)
-def _conv_threshold(A, W, c_true, sy, sx, pt, pl, pad_one, T, out):
-    # out bit = [dot < T[s, f]], packed along filters: (S, N, Ho, Wo, Fw)
-    _conv(A, W, c_true, sy, sx, pt, pl, pad_one, T.copy(), np.empty((0, 0, 0, 0, 0), np.int32), out)
-
-
-@nb.njit(parallel=True, cache=True)
+@twin
 def _maxpool(A, size, stride, min_mask, out):
     # Over ±1 values packed as bits (1 = -1): max is AND of bits, min is OR.
     s_n, n_n, ho, wo, cw = out.shape

@@ -27,14 +27,14 @@ Two algorithms, chosen by the number of rows N (see ``docs/performance.md``):
 The Harley–Seal code is written with the generic LLVM vectors of :mod:`._simd`, so it
 compiles to what the CPU has (AVX2 ymm here, AVX-512, SSE or NEON elsewhere).
 
-Entry points: ``_gemm_int`` / ``_gemm_threshold`` (parallel over tasks) and
-``_gemm_int_serial`` / ``_gemm_threshold_serial`` (the same tasks on the calling thread,
-for small products: no parallel launch and no thread-count switch).
+Entry point: :func:`_gemm`, a :class:`._threads.Twin` (tasks in parallel, or on the
+calling thread for small products).
 """
 import numba as nb
 import numpy as np
 
 from ._intrinsics import popcount
+from ._threads import twin
 from ._simd import (csa, prefetch, vadd, vbcast8, vload8, vlt_mask, vpopcnt, vshl, vsplat8,
                     vstore, vsub, vxor, vzero8)
 
@@ -342,46 +342,12 @@ def _gemm_task(task, A, W, k_true, T, out, bits, hs, rb, cols, nrb, ncb):
         _small_task(A, W, s, sa, i0, nr, j0, nc, K, T, out, bits)
 
 
-@nb.njit(parallel=True, cache=True)
+@twin
 def _gemm(A, W, k_true, T, out, bits):
-    """One compiled body for both outputs: int32 ``out``, or packed ``bits`` when that
-    is not empty (then ``out`` is an empty placeholder, and vice versa)."""
+    """int32 dot products ``out[s, i, j] = K - 2 popcount(A[sa, i] ^ W[s, j])``, or, when
+    ``bits`` is not empty, the next layer's packed activation ``bit (s, i, j) =
+    [dot < T[s, j]]`` (then ``out`` is an empty placeholder, and vice versa): one compiled
+    body serves both outputs."""
     hs, rb, cols, nrb, ncb, ntask = _plan(A, W)
     for task in nb.prange(ntask):
         _gemm_task(task, A, W, k_true, T, out, bits, hs, rb, cols, nrb, ncb)
-
-
-@nb.njit(cache=True)
-def _gemm_serial(A, W, k_true, T, out, bits):
-    hs, rb, cols, nrb, ncb, ntask = _plan(A, W)
-    for task in range(ntask):
-        _gemm_task(task, A, W, k_true, T, out, bits, hs, rb, cols, nrb, ncb)
-
-
-# ---------------------------------------------------------------- entry points
-
-@nb.njit(cache=True)
-def _gemm_int(A, W, k_true, out):
-    """out[s, i, j] = K - 2 popcount(A[sa, i] ^ W[s, j]) as int32."""
-    _gemm(A, W, k_true, np.empty((0, 0), np.int64), out, np.empty((0, 0, 0), np.uint64))
-
-
-@nb.njit(cache=True)
-def _gemm_threshold(A, W, k_true, T, out):
-    """out bit (s, i, j) = [dot(s, i, j) < T[s, j]]: the next layer's packed activation.
-    (T is copied: a read-only T would otherwise compile a second kernel.)"""
-    _gemm(A, W, k_true, T.copy(), np.empty((0, 0, 0), np.int32), out)
-
-
-@nb.njit(cache=True)
-def _gemm_int_serial(A, W, k_true, out):
-    """:func:`_gemm_int` on the calling thread, for small products: no parallel launch
-    and no ``numba.set_num_threads`` round trip (≈ 30 µs from Python, a third of a
-    batch-1 4096 × 4096 product)."""
-    _gemm_serial(A, W, k_true, np.empty((0, 0), np.int64), out, np.empty((0, 0, 0), np.uint64))
-
-
-@nb.njit(cache=True)
-def _gemm_threshold_serial(A, W, k_true, T, out):
-    """:func:`_gemm_threshold` on the calling thread (see :func:`_gemm_int_serial`)."""
-    _gemm_serial(A, W, k_true, T.copy(), np.empty((0, 0, 0), np.int32), out)

@@ -41,7 +41,7 @@ real-valued first layer (float64; exact for integer-valued inputs such as uint8 
 import numba as nb
 import numpy as np
 
-from ._threads import _threads_for
+from ._threads import twin
 
 __all__ = ["evaluate_moves", "commit_moves", "FLIP", "STEP", "SET", "OUTPUT"]
 
@@ -247,7 +247,7 @@ def _move(kind, l, index, delta, value, value2, x0t, h0, h0t, t0, w, wt, h, ht, 
     return dw
 
 
-@nb.njit(parallel=True, cache=True)
+@twin
 def _evaluate(kinds, layers, index, delta, value, value2, x0t, h0, h0t, t0, w, wt, h, ht, t, at,
               units, fanin, woff, hoff, toff, aoff, scale, bias, y, pred, correct, out):
     maxu = units.max()
@@ -302,8 +302,7 @@ def evaluate_moves(moves, state) -> np.ndarray:
     out = np.zeros(len(moves), np.int64)
     if len(moves):
         n = state[18].shape[0]
-        with _threads_for(len(moves) * n * 8):
-            _evaluate(*mv, *state, out)
+        _evaluate(len(moves) * n * 8, *mv, *state, out)
     return out
 
 
