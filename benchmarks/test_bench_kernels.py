@@ -79,7 +79,7 @@ def test_packed_weights_are_small():
     net = BinaryNetwork.from_torch(BinaryMLP([784, 1001, 1001, 1001, 10]).eval(), input_shape=(784,))
     m = bench.packed_sizes(net)
     print(f"\npacked {m}")
-    assert m["binary_layers_ratio"] <= 1 / 30
+    assert m["ratio"] <= 1 / 30
 
 
 def test_startup(benchmark):

@@ -3,11 +3,10 @@
 A binary MLP 784-1001-1001-1001-10, 10,000 samples, 100 perturbed networks
 (``perturbed_stack`` + ``NetworkStack.errors``), against the same computation in torch
 float32 (100 float models, ``matmul``/``bmm`` over stacked ±1 weights): see
-``bench.energy_case``. Target: >= 8x. Also times the user-facing ``local_energy`` and a
-prototype of the proposed shared first layer (``bench_proto_shared_first_layer``), which
-must give identical errors.
+``bench.energy_case``. Target: >= 8x. The stack computes the real-input first layer once
+for its network 0 and adds each network's flips as a sparse correction
+(``network/first.py``). Also times the user-facing ``local_energy``.
 """
-import numpy as np
 import pytest
 
 from bnn_toroid import bench
@@ -37,14 +36,3 @@ def test_local_energy_end_to_end(benchmark, threads, setup):
     benchmark.pedantic(local_energy, args=(net, (x, y)), kwargs=dict(eps=eps, samples=10),
                        rounds=1, iterations=1)
 
-
-def test_proposed_shared_first_layer(benchmark, threads, setup):
-    """Prototype of the proposal in docs/performance.md: x @ W0 computed once, each
-    perturbed network's flips applied as a sparse correction. Same errors, exactly."""
-    net, x, y, stack = setup
-    proto = bench.shared_first_layer_errors(stack, x, y)
-    assert np.array_equal(proto(), stack.errors(x, y))
-    benchmark.pedantic(proto, rounds=3, iterations=1)
-    o, r, ratio = bench.paired(proto, bench.torch_stack_errors(stack, x, y), 3, min_time=0.0, warmup=False)
-    benchmark.extra_info.update({"ours_ms": o * 1e3, "torch_ms": r * 1e3, "ratio": ratio})
-    print(f"\nshared first layer prototype: {o * 1e3:.0f} ms vs torch {r * 1e3:.0f} ms, ratio {ratio:.2f}x")

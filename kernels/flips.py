@@ -13,42 +13,80 @@ any order and equals the direct product bit for bit.
 :func:`flipped_threshold_pack` fuses the correction with the threshold and the packing of
 the next layer's input: bit ``(s, n, j) = [h_s[n, j] < T[s, j]]``.
 
-This module is not wired into :mod:`bnn_toroid.network` yet (see ``docs/performance.md``,
-"proposed change"); the local-energy benchmark runs it as a prototype.
+:class:`bnn_toroid.network.first.RealFirstLayer` uses it for stacks of networks
+(local energy, path points); ``docs/performance.md`` § 3 has the measurements.
 """
 import numba as nb
 import numpy as np
 
+from ._intrinsics import popcount
+from ._threads import twin
+
 NCHUNK = 512   # samples per task: x[chunk] (K × 128) stays in L2 while every task of the chunk reads it
+
+
+@nb.njit(cache=True)
+def _count_flips(Wt, Ws, counts):
+    s_n, m, kw = Ws.shape
+    for s in range(s_n):
+        for j in range(m):
+            c = np.uint64(0)
+            for w in range(kw):
+                c += popcount(Ws[s, j, w] ^ Wt[j, w])
+            counts[s * m + j] = c
+
+
+@nb.njit(cache=True)
+def _list_flips(Wt, Ws, ptr, col, coef):
+    s_n, m, kw = Ws.shape
+    one = np.uint64(1)
+    for s in range(s_n):
+        for j in range(m):
+            q = ptr[s * m + j]
+            for w in range(kw):
+                d = Ws[s, j, w] ^ Wt[j, w]
+                while d:
+                    low = d & (~d + one)           # lowest set bit
+                    b = popcount(low - one)        # its index
+                    col[q] = w * 64 + np.int64(b)
+                    # template bit 1 is -1: the flip adds +2 x_i, else -2 x_i
+                    coef[q] = 2 if Wt[j, w] & low else -2
+                    q += 1
+                    d ^= low
 
 
 def flips_csr(w_template, w_stack):
     """Flip lists of each network against the template, as CSR over (network, unit).
 
     Args:
-        w_template: ±1 int8 (M, K).
-        w_stack: ±1 int8 (S, M, K).
+        w_template: packed ±1 rows, uint64 (M, Kw) (:func:`.bits.pack_bits` layout).
+        w_stack: packed rows of S networks, uint64 (S, M, Kw).
 
     Returns:
         ``(ptr, col, coef)``: for network s and unit j the flips are
-        ``col[ptr[s*M + j] : ptr[s*M + j + 1]]`` (input index i) with coefficient
-        ``coef = -2 w_template[j, i]`` (int32), so ``h_s[:, j] = h0[:, j] + Σ coef x[:, i]``.
+        ``col[ptr[s*M + j] : ptr[s*M + j + 1]]`` (input index i, increasing) with
+        coefficient ``coef = -2 w_template[j, i]`` (int32), so
+        ``h_s[:, j] = h0[:, j] + Σ coef x[:, i]``. ``ptr[-1]`` is the number of flips.
     """
-    w_template = np.asarray(w_template)
-    w_stack = np.asarray(w_stack)
-    s_n, m, k = w_stack.shape
-    if w_template.shape != (m, k):
-        raise ValueError(f"flips_csr: template {w_template.shape} does not match stack {w_stack.shape}")
-    diff = w_stack != w_template[None]
-    s_i, j_i, i_i = np.nonzero(diff)            # sorted by (s, j, i)
-    counts = np.bincount(s_i * m + j_i, minlength=s_n * m)
+    w_template = np.ascontiguousarray(w_template)
+    w_stack = np.ascontiguousarray(w_stack)
+    if w_template.dtype != np.uint64 or w_stack.dtype != np.uint64:
+        raise TypeError(f"flips_csr: expected packed uint64 words, got {w_template.dtype} and {w_stack.dtype}")
+    if w_stack.ndim != 3 or w_template.shape != w_stack.shape[1:]:
+        raise ValueError(f"flips_csr: template {w_template.shape} does not match stack {w_stack.shape}; "
+                         "expected (M, Kw) and (S, M, Kw)")
+    s_n, m, _ = w_stack.shape
+    counts = np.empty(s_n * m, np.int64)
+    _count_flips(w_template, w_stack, counts)
     ptr = np.zeros(s_n * m + 1, np.int64)
     np.cumsum(counts, out=ptr[1:])
-    coef = (-2 * w_template[j_i, i_i]).astype(np.int32)
-    return ptr, i_i.astype(np.int64), coef
+    col = np.empty(ptr[-1], np.int64)
+    coef = np.empty(ptr[-1], np.int32)
+    _list_flips(w_template, w_stack, ptr, col, coef)
+    return ptr, col, coef
 
 
-@nb.njit(parallel=True, cache=True)
+@twin
 def _flipped_threshold_pack(h0, xT, ptr, col, coef, T, out):
     n, m = h0.shape
     s_n, _, mw = out.shape
@@ -115,5 +153,5 @@ def flipped_threshold_pack(h0, x, flips, threshold):
                          f"{T.shape} and {len(ptr) - 1} flip rows do not fit together")
     out = np.empty((s_n, h0.shape[0], (m + 63) // 64), np.uint64)
     if out.size:
-        _flipped_threshold_pack(h0, xT, ptr, col, coef, T, out)
+        _flipped_threshold_pack(len(col) * h0.shape[0] + out.size * 64, h0, xT, ptr, col, coef, T, out)
     return out

@@ -182,8 +182,14 @@ def test_flipped_threshold_pack_matches_direct_products(n, s, m, k, dtype, seed)
     x = (rng.integers(0, 256, (n, k)).astype(np.uint8) if dtype == "uint8"
          else np.round(rng.normal(size=(n, k)) * 8))  # integer-valued floats: exact sums
     t = rng.integers(-300, 300, (s, m)) + 0.5
-    out = flipped_threshold_pack(x.astype(np.float64) @ w.T.astype(np.float64), x,
-                                 flips_csr(w, stack), t)
+    flips = flips_csr(K.pack_bits(w), K.pack_bits(stack))
+    ptr, col, coef = flips
+    for i in range(s):  # the lists name exactly the differing weights, with -2 w_template
+        for j in range(m):
+            q = slice(ptr[i * m + j], ptr[i * m + j + 1])
+            assert np.array_equal(col[q], np.flatnonzero(stack[i, j] != w[j]))
+            assert np.array_equal(coef[q], -2 * w[j, col[q]])
+    out = flipped_threshold_pack(x.astype(np.float64) @ w.T.astype(np.float64), x, flips, t)
     for i in range(s):
         ref = np.where(gemm(x, stack[i]) >= t[i], 1, -1)
         assert np.array_equal(K.unpack_bits(out[i], m), ref)

@@ -32,14 +32,13 @@ def _data(data):
                     f"got {type(data).__name__}")
 
 
-def _layer_geometry(net, i):
-    """(flat index → word, bit) layout of layer i's packed weights: the weights are rows
-    of ``pixels × channels`` values packed per pixel (a dense layer on flat input is one
+def _channels_per_pixel(net, i):
+    """Channels per pixel of layer i's packed weights, which are rows of
+    ``pixels × channels`` values packed per pixel (a dense layer on flat input is one
     pixel of K channels; a conv filter has kh·kw pixels)."""
     layer = net.layers[i]
-    real = i == 0 and not net.binarize_input
-    if real:
-        return None
+    if i == 0 and not net.binarize_input and layer.weights.ndim == 2:
+        return layer.weights.shape[1]  # a dense first layer on real input is packed flat
     if layer.weights.ndim == 4:
         c = layer.weights.shape[3]
     else:
@@ -51,8 +50,7 @@ def _layer_geometry(net, i):
 def flip_masks(net: BinaryNetwork, counts, rng) -> list:
     """Packed XOR masks that flip ``counts[s]`` weights of network ``s``, drawn uniformly
     without replacement from all of ``net``'s weights. Returns per layer an array with a
-    leading axis of len(counts): uint64 words to XOR into packed weights, or int8 ±1
-    factors for a first layer on real input."""
+    leading axis of len(counts): uint64 words to XOR into packed weights."""
     counts = np.asarray(counts, np.int64)
     layers = net.weight_layers()
     sizes = np.array([net.layers[i].weights.size for i in layers])
@@ -60,9 +58,7 @@ def flip_masks(net: BinaryNetwork, counts, rng) -> list:
     params = net.packed_params()
     masks = {}
     for i in layers:
-        w = params[i]["w"][0]
-        masks[i] = (np.ones((len(counts),) + w.shape, np.int8) if w.dtype == np.int8
-                    else np.zeros((len(counts),) + w.shape, np.uint64))
+        masks[i] = np.zeros((len(counts),) + params[i]["w"][0].shape, np.uint64)
     for s, m in enumerate(counts):
         if m == 0:
             continue
@@ -73,10 +69,7 @@ def flip_masks(net: BinaryNetwork, counts, rng) -> list:
             if local.size == 0:
                 continue
             layer = net.layers[i]
-            c = _layer_geometry(net, i)
-            if c is None:
-                masks[i][s].reshape(-1)[local] = -1
-                continue
+            c = _channels_per_pixel(net, i)
             row_len = layer.weights.size // layer.units
             row, col = np.divmod(local, row_len)
             pix, ch = np.divmod(col, c)
@@ -94,7 +87,7 @@ def perturbed_stack(net: BinaryNetwork, counts, rng) -> NetworkStack:
     for p, m in zip(net.packed_params(), masks):
         q = {k: np.repeat(v, len(counts), axis=0) for k, v in p.items()}
         if m is not None:
-            q["w"] = q["w"] * m if m.dtype == np.int8 else q["w"] ^ m
+            q["w"] = q["w"] ^ m
         params.append(q)
     return NetworkStack(net, params)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import kernels as K
+from .first import RealFirstLayer
 from .layers import Conv2d, Dense, MaxPool2d, NetworkError
 
 LAYOUTS = ("flat", "NHWC", "NCHW")
@@ -79,6 +80,7 @@ class BinaryNetwork:
         self.input_scale = None if input_scale is None else np.asarray(input_scale, np.float64)
         self._geoms = self._check()
         self._params = [self._pack(i) for i in range(len(self.layers))]
+        self._stack = None
 
     # ------------------------------------------------------------------ structure
     def _first_geom(self) -> _Geom:
@@ -169,9 +171,10 @@ class BinaryNetwork:
         real = i == 0 and not self.binarize_input
         p = {}
         if isinstance(layer, Dense):
-            p["w"] = layer.weights[None] if real else _pack_dense_weights(layer.weights, geom)[None]
+            # on real input the rows stay flat: BLAS reads them unpacked, in NHWC order
+            p["w"] = (K.pack_bits(layer.weights) if real else _pack_dense_weights(layer.weights, geom))[None]
         elif isinstance(layer, Conv2d):
-            p["w"] = layer.weights[None] if real else K.pack_bits(layer.weights)[None]
+            p["w"] = K.pack_bits(layer.weights)[None]
         else:
             c = geom.shape[2]
             mask = layer.min_channels if layer.min_channels is not None else np.zeros(c, bool)
@@ -248,10 +251,16 @@ class BinaryNetwork:
         reads it: packed words when binarised, otherwise a real array."""
         return _prepare_input(self, x)
 
+    def _as_stack(self) -> "NetworkStack":
+        # kept: the stack caches the unpacked first layer on real input
+        if self._stack is None:
+            self._stack = NetworkStack(self, self._params)
+        return self._stack
+
     def predict(self, x, batch_size: int = 4096) -> np.ndarray:
         """Logits, float64 (N, classes): exact integers when the output layer has no
         affine (``out_scale = 1``, ``out_bias = 0``)."""
-        return NetworkStack(self, self._params).predict(x, batch_size)[0]
+        return self._as_stack().predict(x, batch_size)[0]
 
     def predict_classes(self, x, batch_size: int = 4096) -> np.ndarray:
         """``argmax`` of the logits (first index on ties, as numpy and torch)."""
@@ -259,23 +268,23 @@ class BinaryNetwork:
 
     def error(self, x, y, batch_size: int = 4096) -> float:
         """Fraction of samples whose predicted class differs from ``y``."""
-        return float(NetworkStack(self, self._params).errors(x, y, batch_size)[0])
+        return float(self._as_stack().errors(x, y, batch_size)[0])
 
     def preactivations(self, x) -> list:
         """Per weight layer, the pre-activations ``h`` before threshold or pool: int64
         (N, units) or (N, Ho, Wo, F) NHWC; float64 for a first layer on real input."""
-        return _forward(self, self._params, self.prepare_input(x), collect=True)[1]
+        return self._as_stack()._forward(self.prepare_input(x), collect=True)[1]
 
     def hidden_outputs(self, x) -> list:
         """Per layer except the last, its ±1 output as int8 (flat or NHWC)."""
-        acts = _forward(self, self._params, self.prepare_input(x), collect=True)[2]
+        acts = self._as_stack()._forward(self.prepare_input(x), collect=True)[2]
         return [K.unpack_bits(a[0], g.shape[-1]) for a, g in zip(acts, self._geoms[1:])]
 
     def packed_params(self) -> list:
         """The kernels' view of each layer (leading axis of length 1): ``w`` packed weights
-        (±1 int8 for a first layer on real input), ``T`` thresholds, ``scale``/``bias``
-        of the output, ``mask`` of min-pooled channels. Read-only: build networks with
-        the layer classes."""
+        (a dense first layer on real input packs its rows flat, in NHWC feature order),
+        ``T`` thresholds, ``scale``/``bias`` of the output, ``mask`` of min-pooled
+        channels. Read-only: build networks with the layer classes."""
         return self._params
 
     def with_layers(self, layers) -> "BinaryNetwork":
@@ -335,6 +344,8 @@ class NetworkStack:
         if len(sizes) != 1:
             raise NetworkError(f"NetworkStack: parameters disagree on the number of networks: {sorted(sizes)}")
         self.size = sizes.pop()
+        real = not template.binarize_input
+        self._first = RealFirstLayer(template, params[0]) if real else None
 
     @classmethod
     def from_networks(cls, nets) -> "NetworkStack":
@@ -362,16 +373,14 @@ class NetworkStack:
                 layers.append(MaxPool2d(layer.size, layer.stride, mc))
                 continue
             w = p["w"][s]
-            if w.dtype == np.uint64:
-                if isinstance(layer, Conv2d):
-                    w = K.unpack_bits(w, layer.weights.shape[3])
-                else:
-                    g = t._geoms[i]
-                    if g.spatial:
-                        h, wd, c = g.shape
-                        w = K.unpack_bits(w.reshape(w.shape[0], h, wd, -1), c).reshape(w.shape[0], -1)
-                    else:
-                        w = K.unpack_bits(w, g.features)
+            g = t._geoms[i]
+            if isinstance(layer, Conv2d):
+                w = K.unpack_bits(w, layer.weights.shape[3])
+            elif g.spatial and (i > 0 or t.binarize_input):  # per-pixel words (see _pack)
+                h, wd, c = g.shape
+                w = K.unpack_bits(w.reshape(w.shape[0], h, wd, -1), c).reshape(w.shape[0], -1)
+            else:
+                w = K.unpack_bits(w, g.features)
             kw = {"threshold": p["T"][s]} if "T" in p else {"out_scale": p["scale"][s], "out_bias": p["bias"][s]}
             if isinstance(layer, Dense):
                 layers.append(Dense(w, **kw))
@@ -387,7 +396,7 @@ class NetworkStack:
         out = np.empty((self.size, n, self.template.num_classes))
         step = max(1, int(batch_size))
         for lo in range(0, n, step):
-            out[:, lo:lo + step] = _forward(self.template, self.params, xin[lo:lo + step])[0]
+            out[:, lo:lo + step] = self._forward(xin[lo:lo + step])[0]
         return out
 
     def errors(self, x, y, batch_size: int = 4096) -> np.ndarray:
@@ -400,9 +409,12 @@ class NetworkStack:
         wrong = np.zeros(self.size, np.int64)
         step = max(1, int(batch_size))
         for lo in range(0, n, step):
-            logits = _forward(self.template, self.params, xin[lo:lo + step])[0]
+            logits = self._forward(xin[lo:lo + step])[0]
             wrong += (logits.argmax(axis=2) != y[None, lo:lo + step]).sum(axis=1)
         return wrong / n
+
+    def _forward(self, xin, collect: bool = False):
+        return _forward(self.template, self.params, xin, collect, self._first)
 
 
 def _labels(y, n, num_classes):
@@ -443,18 +455,19 @@ def _prepare_input(net: BinaryNetwork, x):
     if net.input_scale is not None:
         x = x * net.input_scale
     if np.issubdtype(x.dtype, np.integer):
-        lim = max(abs(int(x.min())), abs(int(x.max()))) if x.size else 0
-        return np.ascontiguousarray(x, K.exact_float_dtype(lim, net._geoms[0].features))
+        # integers stay integers: the first layer picks an exact float type for BLAS,
+        # and a stack can then share its product (network/first.py)
+        return np.ascontiguousarray(x)
     return np.ascontiguousarray(x, np.float64)
 
 
-def _forward(net: BinaryNetwork, params, xin, collect: bool = False):
+def _forward(net: BinaryNetwork, params, xin, collect: bool = False, first=None):
     """Run every layer. Returns (logits (S, N, C), pre-activations, hidden activations);
-    the last two only when ``collect`` (one network)."""
+    the last two only when ``collect`` (one network). ``first`` evaluates a first layer
+    on real input (:class:`.first.RealFirstLayer`)."""
     pre, acts = [], []
     act = xin[None] if net.binarize_input else None
     n = xin.shape[0]
-    s_n = len(next(iter(params[0].values())))
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         geom = net._geoms[i]
         real = i == 0 and not net.binarize_input
@@ -462,26 +475,9 @@ def _forward(net: BinaryNetwork, params, xin, collect: bool = False):
         if isinstance(layer, MaxPool2d):
             act = K.binary_maxpool2d(act, layer.size, layer.stride, p["mask"])
         elif real:
-            outs, hs = [], []
-            for s in range(s_n):
-                w = p["w"][s]
-                if isinstance(layer, Dense):
-                    # an image into a dense first layer: features in NHWC order, as its weights
-                    h = K.real_dense(xin.reshape(n, -1), w, dtype=xin.dtype)
-                else:
-                    pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[1], w.shape[2],
-                                          layer.stride, layer.padding)
-                    pv = layer.pad_value  # in raw input units; scaled like the input
-                    if net.input_scale is not None:
-                        pv = np.broadcast_to(pv, (geom.shape[2],)) * net.input_scale
-                    h = _real_conv(xin, w, layer.stride, pads, pv)
-                if collect:
-                    hs.append(h)
-                outs.append(K.threshold_pack(h.reshape(-1, h.shape[-1]), p["T"][s]).reshape(
-                    h.shape[:-1] + (-1,)) if hidden else h)
+            act, hs = first(xin, hidden, collect)
             if collect:
-                pre.append(np.stack(hs).astype(np.float64)[0])
-            act = np.stack(outs)
+                pre.append(np.asarray(hs[0], np.float64))
         else:
             a = act.reshape(act.shape[0], n, -1) if isinstance(layer, Dense) else act
             kk = layer.weights.shape[1] if isinstance(layer, Dense) else geom.shape[2]
@@ -505,13 +501,3 @@ def _forward(net: BinaryNetwork, params, xin, collect: bool = False):
     logits = act.astype(np.float64) * scale[:, None, :] + bias[:, None, :]
     return logits, pre, acts
 
-
-def _real_conv(xin, w, stride, pads, pad_value):
-    if np.ndim(pad_value) == 1:
-        # per-channel padding values (a folded input normalisation): pad each channel
-        pt, pb, pl, pr = pads
-        x = np.empty((xin.shape[0], xin.shape[1] + pt + pb, xin.shape[2] + pl + pr, xin.shape[3]), xin.dtype)
-        x[...] = np.asarray(pad_value, xin.dtype)
-        x[:, pt:pt + xin.shape[1], pl:pl + xin.shape[2]] = xin
-        return K.real_conv2d(x, w, stride, (0, 0, 0, 0), 0.0, dtype=xin.dtype)
-    return K.real_conv2d(xin, w, stride, pads, pad_value, dtype=xin.dtype)

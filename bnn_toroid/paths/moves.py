@@ -370,12 +370,13 @@ class _ParamWalker:
     def _locator(self, i):
         """flat weight index → (flat word index, bit) in the packed weights of layer i."""
         net, layer = self.net, self.net.layers[i]
-        if isinstance(layer, MaxPool2d) or _real_layer(net, i):
-            return None  # masks are handled per channel; real-input weights are int8
+        if isinstance(layer, MaxPool2d):
+            return None  # masks are handled per channel
         if isinstance(layer, Dense):
             geom = net.layer_input_shape(i)
             k = layer.weights.shape[1]
-            c = geom[-1] if len(geom) == 3 else k
+            # a dense first layer on real input is packed flat (network/core.py, _pack)
+            c = geom[-1] if len(geom) == 3 and not _real_layer(net, i) else k
             cw = K.n_words(c)
             row_words = (k // c) * cw
 
@@ -399,13 +400,9 @@ class _ParamWalker:
             kind = sel["kind"]
             f = sel["index"][kind == FLIP]
             if f.size:
-                if self._locate[i] is None:
-                    odd = (np.bincount(f, minlength=p["w"].size) & 1).astype(bool)
-                    p["w"].reshape(-1)[odd] *= -1
-                else:
-                    word, bit = self._locate[i](f)
-                    np.bitwise_xor.at(p["w"].reshape(-1), word,
-                                      np.left_shift(np.uint64(1), bit.astype(np.uint64)))
+                word, bit = self._locate[i](f)
+                np.bitwise_xor.at(p["w"].reshape(-1), word,
+                                  np.left_shift(np.uint64(1), bit.astype(np.uint64)))
             _apply_unit_moves(p, sel, kind)
             s = kind == POOL
             if s.any():

@@ -1,0 +1,126 @@
+"""The first layer on real input, for one network or a stack of S networks.
+
+Its ±1 weights are stored bit-packed like every other layer's (1/32 of float32). The
+product with real samples is done by BLAS on float weights, unpacked once per stack and
+kept (one network's worth). Integer samples (uint8 pixels) stay integers until here and
+are multiplied in the narrowest float type that holds every partial sum exactly
+(:func:`bnn_toroid.kernels.exact_float_dtype`), so the result is exact.
+
+A stack whose networks differ from its network 0 in a few first-layer weights (the
+perturbations of local energy, points of a path) does the float product once, for
+network 0, and gives every network its flips as a sparse correction fused with the
+threshold (:mod:`bnn_toroid.kernels.flips`):
+``h_s = x W_s^T = h_0 + x (W_s - W_0)^T``. That needs integer samples (exact in any
+order) and few flips: a flip costs N integer additions, against N·K multiply-adds per
+unit for a product of its own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels as K
+from ..kernels.flips import flipped_threshold_pack, flips_csr
+from .layers import Conv2d, Dense
+
+# Use the shared product while the flips number at most this fraction of a network's
+# first-layer weights. A flip costs N int32 additions (8 per AVX2 op); BLAS spends N·K
+# float32 FMAs per unit (16 per cycle per core): the correction wins well past 1/8, and
+# this keeps a margin for its irregular memory access (measured in docs/performance.md).
+SHARED_MAX_FLIPS = 1 / 8
+
+
+def float_input(xin, k):
+    """The samples as BLAS wants them: integers go to the narrowest exact float type for
+    ``k``-term sums (bounded by the dtype for 1- and 2-byte integers, by the values
+    otherwise); real samples are already float64."""
+    if xin.dtype.kind not in "iu":
+        return xin
+    if xin.dtype.itemsize <= 2:
+        info = np.iinfo(xin.dtype)
+        bound = max(abs(int(info.min)), int(info.max))
+    else:
+        bound = max(abs(int(xin.min())), abs(int(xin.max()))) if xin.size else 0
+    return xin.astype(K.exact_float_dtype(bound, k))
+
+
+class RealFirstLayer:
+    """Evaluates layer 0 of ``net`` on real input for the S networks of ``params``
+    (the stack's packed parameters of that layer: ``w`` uint64, ``T`` or the output
+    affine)."""
+
+    def __init__(self, net, params):
+        self.net = net
+        self.layer = net.layers[0]
+        self.params = params
+        self.size = params["w"].shape[0]
+        self._w0 = {}         # float dtype -> network 0's unpacked weights
+        self._flips = None    # CSR flip lists against network 0; False: not worth it
+
+    def _unpack(self, s):
+        layer, w = self.layer, self.params["w"][s]
+        if isinstance(layer, Dense):
+            return K.unpack_bits(w, layer.weights.shape[1])
+        return K.unpack_bits(w, layer.weights.shape[3])
+
+    def weights(self, s, dtype):
+        """Network ``s``'s ±1 weights in ``dtype``: (M, K) or (F, kh, kw, C)."""
+        if s != 0:
+            return self._unpack(s).astype(dtype)
+        if dtype not in self._w0:
+            self._w0[dtype] = self._unpack(0).astype(dtype)
+        return self._w0[dtype]
+
+    def shared_flips(self):
+        """Flip lists of every network against network 0, or None when the stack is a
+        single network, the layer is a convolution, or the flips are too many."""
+        if self._flips is None:
+            self._flips = False
+            if self.size > 1 and isinstance(self.layer, Dense):
+                w = self.params["w"]
+                flips = flips_csr(w[0], w)
+                if flips[0][-1] <= SHARED_MAX_FLIPS * self.size * self.layer.weights.size:
+                    self._flips = flips
+        return self._flips or None
+
+    def __call__(self, xin, hidden: bool, collect: bool):
+        """Returns (outputs (S, N, …) — packed next-layer input when ``hidden``, else
+        pre-activations —, per-network pre-activations when ``collect``)."""
+        net, layer, p = self.net, self.layer, self.params
+        n = xin.shape[0]
+        geom = net._geoms[0]
+        k = layer.weights[0].size
+        x = float_input(xin.reshape(n, -1) if isinstance(layer, Dense) else xin, k)
+        flips = (self.shared_flips() if hidden and not collect and xin.dtype.kind in "iu"
+                 else None)
+        if flips is not None:
+            h0 = K.real_dense(x, self.weights(0, x.dtype), dtype=x.dtype)
+            return flipped_threshold_pack(h0, xin.reshape(n, -1), flips, p["T"]), []
+        outs, hs = [], []
+        for s in range(self.size):
+            w = self.weights(s, x.dtype)
+            if isinstance(layer, Dense):
+                # an image into a dense first layer: features in NHWC order, as its weights
+                h = K.real_dense(x, w, dtype=x.dtype)
+            else:
+                h = _real_conv(net, layer, geom, x, w)
+            if collect:
+                hs.append(h)
+            outs.append(K.threshold_pack(h.reshape(-1, h.shape[-1]), p["T"][s]).reshape(
+                h.shape[:-1] + (-1,)) if hidden else h)
+        return np.stack(outs), hs
+
+
+def _real_conv(net, layer: Conv2d, geom, x, w):
+    pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[1], w.shape[2],
+                          layer.stride, layer.padding)
+    pv = layer.pad_value  # in raw input units; scaled like the input
+    if net.input_scale is not None:
+        pv = np.broadcast_to(pv, (geom.shape[2],)) * net.input_scale
+    if np.ndim(pv) == 1:
+        # per-channel padding values (a folded input normalisation): pad each channel
+        pt, pb, pl, pr = pads
+        xp = np.empty((x.shape[0], x.shape[1] + pt + pb, x.shape[2] + pl + pr, x.shape[3]), x.dtype)
+        xp[...] = np.asarray(pv, x.dtype)
+        xp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]] = x
+        return K.real_conv2d(xp, w, layer.stride, (0, 0, 0, 0), 0.0, dtype=x.dtype)
+    return K.real_conv2d(x, w, layer.stride, pads, pv, dtype=x.dtype)
