@@ -254,3 +254,32 @@ def test_n_weights_and_summary():
     assert net.n_weights == 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10
     text = net.summary()
     assert "conv" in text and "maxpool" in text and "logits" in text
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 90), st.integers(1, 70), st.integers(2, 5),
+       st.sampled_from(["uint8", "int16", "float64"]), st.integers(0, 2**32 - 1))
+def test_stack_sharing_the_first_layer_equals_each_network(n, k, m, s, dtype, seed):
+    """A stack whose networks differ from network 0 in a few first-layer weights (and in
+    every threshold) shares the product x W0 and adds the flips: same logits as each
+    network alone, bit for bit; float input takes the per-network product."""
+    rng = np.random.default_rng(seed)
+    pm1 = lambda *shape: np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8)  # noqa: E731
+    w0, w1, w2 = pm1(m, k), pm1(9, m), pm1(3, 9)
+    nets = []
+    for i in range(s):
+        w = w0.copy()
+        w[rng.random(w.shape) < (0.05 if i else 0)] *= -1
+        t0 = rng.integers(-40 * k, 40 * k, m) + (0.5 if dtype == "float64" else 0)
+        nets.append(BinaryNetwork([Dense(w, t0), Dense(w1, rng.integers(-m, m + 1, 9)),
+                                   Dense(w2, out_scale=rng.random(3))], (k,)))
+    stack = NetworkStack.from_networks(nets)
+    lo, hi = {"uint8": (0, 256), "int16": (-300, 300), "float64": (-50, 50)}[dtype]
+    x = rng.integers(lo, hi, (n, k)).astype(dtype) + (rng.random((n, k)) if dtype == "float64" else 0)
+    out = stack.predict(x, batch_size=max(1, n // 2))
+    assert (stack._first.shared_flips() is not None) == (sum(
+        int((a.layers[0].weights != w0).sum()) for a in nets) <= m * k * s / 8)
+    for i, net in enumerate(nets):
+        assert np.array_equal(out[i], net.predict(x))
+        assert np.array_equal(net.hidden_outputs(x)[0], np.where(
+            x.astype(np.float64) @ net.layers[0].weights.T.astype(np.float64) >= net.layers[0].threshold, 1, -1))
