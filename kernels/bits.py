@@ -152,7 +152,7 @@ def threshold_pack(h, threshold) -> np.ndarray:
     if t.shape != (h.shape[0], h.shape[2]):
         raise ValueError(f"threshold_pack: thresholds of shape {t.shape} do not match "
                          f"h of shape {h.shape}; expected ({h.shape[0]}, {h.shape[2]})")
-    if np.issubdtype(h.dtype, np.integer) and np.issubdtype(t.dtype, np.integer):
+    if h.dtype.kind in "iu" and t.dtype.kind in "iu":
         h, t = h.astype(np.int64, copy=False), t.astype(np.int64, copy=False)
     else:
         h, t = h.astype(np.float64, copy=False), t.astype(np.float64, copy=False)

@@ -36,8 +36,7 @@ def float_input(xin, k):
     if xin.dtype.kind not in "iu":
         return xin
     if xin.dtype.itemsize <= 2:
-        info = np.iinfo(xin.dtype)
-        bound = max(abs(int(info.min)), int(info.max))
+        bound = 1 << (8 * xin.dtype.itemsize - (xin.dtype.kind == "i"))
     else:
         bound = max(abs(int(xin.min())), abs(int(xin.max()))) if xin.size else 0
     return xin.astype(K.exact_float_dtype(bound, k))
@@ -95,6 +94,13 @@ class RealFirstLayer:
         if flips is not None:
             h0 = K.real_dense(x, self.weights(0, x.dtype), dtype=x.dtype)
             return flipped_threshold_pack(h0, xin.reshape(n, -1), flips, p["T"]), []
+        if self.size == 1:  # one network (predict): no stacking copies
+            w = self.weights(0, x.dtype)
+            h = (K.real_dense(x, w, dtype=x.dtype) if isinstance(layer, Dense)
+                 else _real_conv(net, layer, geom, x, w))[None]
+            out = K.threshold_pack(h.reshape(1, -1, h.shape[-1]), p["T"]).reshape(
+                h.shape[:-1] + (-1,)) if hidden else h
+            return out, [h[0]] if collect else []
         outs, hs = [], []
         for s in range(self.size):
             w = self.weights(s, x.dtype)
@@ -105,7 +111,7 @@ class RealFirstLayer:
                 h = _real_conv(net, layer, geom, x, w)
             if collect:
                 hs.append(h)
-            outs.append(K.threshold_pack(h.reshape(-1, h.shape[-1]), p["T"][s]).reshape(
+            outs.append(K.threshold_pack(h.reshape(-1, h.shape[-1]), p["T"][s:s + 1]).reshape(
                 h.shape[:-1] + (-1,)) if hidden else h)
         return np.stack(outs), hs
 
