@@ -207,7 +207,10 @@ def main(argv=None):
                 print(json.dumps(check), flush=True)
                 macs = batch * _binary_macs(net)
                 for peer, fn in peers.items():
-                    o, r, ratio = bench.paired(lambda: net.predict(x8), fn, args.repeats)
+                    # settle: every engine here keeps worker threads spinning after a
+                    # run (onnxruntime, TFLite's ruy, OpenMP); each block starts quiet
+                    o, r, ratio = bench.paired(lambda: net.predict(x8), fn, args.repeats,
+                                               settle=0.05)
                     row = bench.Row(f"predict {name}", f"batch {batch}", threads, o * 1e3, r * 1e3,
                                     ratio, macs / o / 1e9, peer)
                     rows.append(row.as_dict())

@@ -6,13 +6,15 @@ kept (one network's worth). Integer samples (uint8 pixels) stay integers until h
 are multiplied in the narrowest float type that holds every partial sum exactly
 (:func:`bnn_toroid.kernels.exact_float_dtype`), so the result is exact.
 
-A stack whose networks differ from its network 0 in a few first-layer weights (the
-perturbations of local energy, points of a path) does the float product once, for
-network 0, and gives every network its flips as a sparse correction fused with the
-threshold (:mod:`bnn_toroid.kernels.flips`):
-``h_s = x W_s^T = h_0 + x (W_s - W_0)^T``. That needs integer samples (exact in any
-order) and few flips: a flip costs N integer additions, against N·K multiply-adds per
-unit for a product of its own.
+A stack whose networks differ in a few first-layer weights (the perturbations of local
+energy, points of a path) does the float product once, for a template ``W_0``, and
+gives every network its flips as a sparse correction fused with the threshold
+(:mod:`bnn_toroid.kernels.flips`): ``h_s = x W_s^T = h_0 + x (W_s - W_0)^T``. The
+template is the bitwise majority of the stack, which minimises the total number of
+flips (for the points of a path between two networks, about half of what the first
+point would need). That needs integer samples (exact in any order) and few flips: a
+flip costs N integer additions, against N·K multiply-adds per unit for a product of
+its own.
 """
 from __future__ import annotations
 
@@ -52,11 +54,11 @@ class RealFirstLayer:
         self.layer = net.layers[0]
         self.params = params
         self.size = params["w"].shape[0]
-        self._w0 = {}         # float dtype -> network 0's unpacked weights
-        self._flips = None    # CSR flip lists against network 0; False: not worth it
+        self._float = {}      # (which, float dtype) -> unpacked weights
+        self._flips = None    # (template, CSR flip lists); False: not worth it
 
-    def _unpack(self, s):
-        layer, w = self.layer, self.params["w"][s]
+    def _unpack(self, w):
+        layer = self.layer
         if isinstance(layer, Dense):
             return K.unpack_bits(w, layer.weights.shape[1])
         return K.unpack_bits(w, layer.weights.shape[3])
@@ -64,21 +66,30 @@ class RealFirstLayer:
     def weights(self, s, dtype):
         """Network ``s``'s ±1 weights in ``dtype``: (M, K) or (F, kh, kw, C)."""
         if s != 0:
-            return self._unpack(s).astype(dtype)
-        if dtype not in self._w0:
-            self._w0[dtype] = self._unpack(0).astype(dtype)
-        return self._w0[dtype]
+            return self._unpack(self.params["w"][s]).astype(dtype)
+        return self._cached(0, dtype)
+
+    def _cached(self, which, dtype):
+        # network 0 (single networks) or the shared template: one float copy per stack
+        key = (which, np.dtype(dtype))
+        if key not in self._float:
+            w = self.params["w"][0] if which == 0 else self.shared_flips()[0]
+            self._float[key] = self._unpack(w).astype(dtype)
+        return self._float[key]
 
     def shared_flips(self):
-        """Flip lists of every network against network 0, or None when the stack is a
-        single network, the layer is a convolution, or the flips are too many."""
+        """``(template, flips)``: the packed bitwise-majority template and every
+        network's flip lists against it (:func:`bnn_toroid.kernels.flips.flips_csr`), or
+        None when the stack is a single network, the layer is a convolution, or the flips
+        are too many."""
         if self._flips is None:
             self._flips = False
             if self.size > 1 and isinstance(self.layer, Dense):
                 w = self.params["w"]
-                flips = flips_csr(w[0], w)
+                template = _majority(w)
+                flips = flips_csr(template, w)
                 if flips[0][-1] <= SHARED_MAX_FLIPS * self.size * self.layer.weights.size:
-                    self._flips = flips
+                    self._flips = (template, flips)
         return self._flips or None
 
     def __call__(self, xin, hidden: bool, collect: bool):
@@ -89,11 +100,11 @@ class RealFirstLayer:
         geom = net._geoms[0]
         k = layer.weights[0].size
         x = float_input(xin.reshape(n, -1) if isinstance(layer, Dense) else xin, k)
-        flips = (self.shared_flips() if hidden and not collect and xin.dtype.kind in "iu"
-                 else None)
-        if flips is not None:
-            h0 = K.real_dense(x, self.weights(0, x.dtype), dtype=x.dtype)
-            return flipped_threshold_pack(h0, xin.reshape(n, -1), flips, p["T"]), []
+        shared = (self.shared_flips() if hidden and not collect and xin.dtype.kind in "iu"
+                  else None)
+        if shared is not None:
+            h0 = K.real_dense(x, self._cached("template", x.dtype), dtype=x.dtype)
+            return flipped_threshold_pack(h0, xin.reshape(n, -1), shared[1], p["T"]), []
         if self.size == 1:  # one network (predict): no stacking copies
             w = self.weights(0, x.dtype)
             h = (K.real_dense(x, w, dtype=x.dtype) if isinstance(layer, Dense)
@@ -114,6 +125,13 @@ class RealFirstLayer:
             outs.append(K.threshold_pack(h.reshape(-1, h.shape[-1]), p["T"][s:s + 1]).reshape(
                 h.shape[:-1] + (-1,)) if hidden else h)
         return np.stack(outs), hs
+
+
+def _majority(w):
+    """Bitwise majority of packed rows (S, M, Kw) → (M, Kw); ties give +1 (bit 0)."""
+    bits = np.unpackbits(w.view(np.uint8), axis=-1, bitorder="little")
+    votes = bits.sum(axis=0, dtype=np.int64)
+    return np.packbits(votes * 2 > w.shape[0], axis=-1, bitorder="little").view(np.uint64)
 
 
 def _real_conv(net, layer: Conv2d, geom, x, w):
