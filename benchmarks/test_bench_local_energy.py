@@ -4,7 +4,8 @@ A binary MLP 784-1001-1001-1001-10, 10,000 samples, 100 perturbed networks
 (``perturbed_stack`` + ``NetworkStack.errors``), against the same computation in torch
 float32 (100 float models, ``matmul``/``bmm`` over stacked ±1 weights): see
 ``bench.energy_case``. Target: >= 8x. The stack computes the real-input first layer once
-for its network 0 and adds each network's flips as a sparse correction
+for a template (the networks' bitwise majority) and adds each network's flips as a
+sparse correction
 (``network/first.py``). Also times the user-facing ``local_energy``.
 """
 import pytest

@@ -155,7 +155,9 @@ def threshold_pack(h, threshold) -> np.ndarray:
     if h.dtype.kind in "iu" and t.dtype.kind in "iu":
         h, t = h.astype(np.int64, copy=False), t.astype(np.int64, copy=False)
     else:
-        h, t = h.astype(np.float64, copy=False), t.astype(np.float64, copy=False)
+        # float32 h compares exactly with float64 T (promoted per element): no copy of h
+        h = h if h.dtype in (np.float32, np.float64) else h.astype(np.float64)
+        t = t.astype(np.float64, copy=False)
     out = np.empty(h.shape[:2] + (n_words(h.shape[2]),), np.uint64)
     if out.size:
         _threshold_pack(h.size, np.ascontiguousarray(h), np.ascontiguousarray(t), out)

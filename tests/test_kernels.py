@@ -114,15 +114,23 @@ def test_binary_maxpool_matches_reference(n, h, w, c, size, stride, seed):
 
 
 @SETTINGS
-@given(st.integers(1, 5), st.integers(3, 8), st.sampled_from([1, 3]), st.integers(1, 6),
-       st.sampled_from(["valid", "same"]), st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
-def test_real_input_conv_is_exact_on_uint8(n, h, c, f, padding, stride, seed):
+@given(st.integers(1, 5), st.integers(3, 8), st.sampled_from([1, 3, 5]), st.integers(1, 70),
+       st.sampled_from([1, 3]), st.sampled_from(["valid", "same"]), st.sampled_from([1, 2]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_real_input_conv_is_exact_on_uint8(n, h, c, f, ksz, padding, stride, per_channel, seed):
+    """Direct first-layer convolution: integer sums, scalar or per-channel pad values
+    (a folded input normalisation), and the fused threshold-and-pack."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(n, h, h, c)).astype(np.uint8)
-    wt = pm1(rng, (f, 3, 3, c))
-    pads, _ = K.conv_pads(h, h, 3, 3, (stride, stride), padding)
-    out = K.real_conv2d(x, wt, (stride, stride), pads, 1.0, dtype=np.float32)
-    assert np.array_equal(out, conv2d(x, wt, (stride, stride), padding, 1.0))
+    wt = pm1(rng, (f, ksz, ksz, c))
+    pv = rng.integers(0, 256, c).astype(np.float64) if per_channel else 1.0
+    pads, _ = K.conv_pads(h, h, ksz, ksz, (stride, stride), padding)
+    ref = conv2d(x, wt, (stride, stride), padding, pv)
+    out = K.real_conv2d(x, wt, (stride, stride), pads, pv, dtype=np.float32)
+    assert out.dtype == np.float32 and np.array_equal(out, ref)
+    t = rng.integers(-200 * ksz * ksz * c, 200 * ksz * ksz * c, f) + 0.5
+    bits = K.real_conv2d(x, wt, (stride, stride), pads, pv, dtype=np.float32, threshold=t)
+    assert np.array_equal(K.unpack_bits(bits, f), np.where(ref >= t, 1, -1))
 
 
 def test_real_dense_uint8_is_exact_integer():

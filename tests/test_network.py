@@ -288,3 +288,43 @@ def test_stack_sharing_the_first_layer_equals_each_network(n, k, m, s, dtype, se
         assert np.array_equal(out[i], net.predict(x))
         assert np.array_equal(net.hidden_outputs(x)[0], np.where(
             x.astype(np.float64) @ net.layers[0].weights.T.astype(np.float64) >= net.layers[0].threshold, 1, -1))
+
+
+def test_stack_checks_its_parameters_once():
+    """Wrong shapes, dtypes or set padding bits are named when the stack is built (the
+    kernels do not check per call); thresholds given as floats become ceil(T) in int64."""
+    rng = np.random.default_rng(5)
+    pm1 = lambda *s: np.where(rng.random(s) < 0.5, -1, 1).astype(np.int8)  # noqa: E731
+    net = BinaryNetwork([Dense(pm1(100, 20), rng.integers(-5, 5, 100)),
+                         Dense(pm1(70, 100), rng.integers(-5, 5, 70)),
+                         Dense(pm1(3, 70), out_scale=np.ones(3))], (20,))
+    x = rng.integers(0, 256, (10, 20)).astype(np.uint8)
+    good = net.packed_params()
+
+    def edited(i, key, value):
+        p = [dict(q) for q in good]
+        p[i][key] = value
+        return p
+    with pytest.raises(NetworkError, match="layer 1 'T' must be int64 of shape"):
+        NetworkStack(net, edited(1, "T", good[1]["T"][:, :50]))
+    with pytest.raises(NetworkError, match="layer 1 'w' must be uint64"):
+        NetworkStack(net, edited(1, "w", good[1]["w"][:, :, :1].copy()))
+    with pytest.raises(NetworkError, match="layer 0 has packed weights with padding bits"):
+        NetworkStack(net, edited(0, "w", good[0]["w"] | np.uint64(1 << 63)))
+    with pytest.raises(NetworkError, match="needs parameters"):
+        NetworkStack(net, edited(2, "T", good[1]["T"]))
+    t = good[1]["T"] - 0.5  # h >= T - 0.5 iff h >= T for integer h
+    stack = NetworkStack(net, edited(1, "T", t))
+    assert stack.params[1]["T"].dtype == np.int64 and np.array_equal(stack.params[1]["T"], good[1]["T"])
+    assert np.array_equal(stack.predict(x)[0], net.predict(x))
+
+
+def test_pickled_network_drops_its_evaluation_cache():
+    import pickle
+    rng = np.random.default_rng(6)
+    net = BinaryNetwork([Dense(np.where(rng.random((30, 40)) < 0.5, -1, 1), rng.integers(-9, 9, 30)),
+                         Dense(np.ones((4, 30)))], (40,))
+    x = rng.integers(0, 256, (5, 40)).astype(np.uint8)
+    out = net.predict(x)
+    back = pickle.loads(pickle.dumps(net))
+    assert back._stack is None and np.array_equal(back.predict(x), out)

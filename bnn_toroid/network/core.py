@@ -187,6 +187,20 @@ class BinaryNetwork:
             p["scale"], p["bias"] = layer.out_scale[None], layer.out_bias[None]
         return p
 
+    def _valid_bits(self, i):
+        """Layer i's packed weight words with every real (non-padding) bit set."""
+        layer = self.layers[i]
+        ones = -np.ones((1,) + layer.weights.shape[1:], np.int8)
+        if isinstance(layer, Dense) and (i > 0 or self.binarize_input):
+            return _pack_dense_weights(ones, self._geoms[i])
+        return K.pack_bits(ones)
+
+    def __getstate__(self):
+        # the cached stack holds float copies of the first layer: rebuilt on demand
+        state = self.__dict__.copy()
+        state["_stack"] = None
+        return state
+
     # ------------------------------------------------------------------ properties
     @property
     def n_weights(self) -> int:
@@ -336,15 +350,17 @@ class NetworkStack:
 
     Build it with :meth:`from_networks` or from packed parameters with a leading axis of
     S (e.g. a network's :meth:`BinaryNetwork.packed_params` with bits flipped by XOR).
+    The parameters are checked once, here, and must not be changed in place afterwards:
+    the stack keeps data derived from them (the first layer's float weights and flips).
     """
 
     def __init__(self, template: BinaryNetwork, params):
         self.template = template
-        self.params = params
         sizes = {v.shape[0] for p in params for v in p.values()}
         if len(sizes) != 1:
             raise NetworkError(f"NetworkStack: parameters disagree on the number of networks: {sorted(sizes)}")
         self.size = sizes.pop()
+        self.params = _checked_params(template, params)
         real = not template.binarize_input
         self._first = RealFirstLayer(template, params[0]) if real else None
 
@@ -416,6 +432,40 @@ class NetworkStack:
 
     def _forward(self, xin, collect: bool = False):
         return _forward(self.template, self.params, xin, collect, self._first)
+
+
+def _checked_params(net: BinaryNetwork, params):
+    """Each layer's arrays have the template's shapes and dtypes, and packed weights have
+    zero padding bits (the kernels rely on both and do not check per call). Thresholds of
+    binary layers given as other numbers become int64: ``h >= T`` iff ``h >= ceil(T)``
+    for integer ``h``. Returns the parameters (new dicts, arrays shared where unchanged)."""
+    params = [dict(p) for p in params]
+    if len(params) != len(net.layers):
+        raise NetworkError(f"NetworkStack: {len(params)} parameter sets for {len(net.layers)} layers")
+    for i, (p, want) in enumerate(zip(params, net.packed_params())):
+        if set(p) != set(want):
+            raise NetworkError(f"NetworkStack: layer {i} needs parameters {sorted(want)}, got {sorted(p)}")
+        for key, v in want.items():
+            got = p[key]
+            if not isinstance(got, np.ndarray) or got.shape[1:] != v.shape[1:] or (
+                    got.dtype != v.dtype and (key != "T" or got.dtype.kind not in "iuf")):
+                raise NetworkError(f"NetworkStack: layer {i} '{key}' must be {v.dtype} of shape "
+                                   f"(S,) + {v.shape[1:]}, got {getattr(got, 'dtype', type(got))} "
+                                   f"{getattr(got, 'shape', '')}")
+        if "w" in p:
+            valid = net._valid_bits(i)
+            if (p["w"] & ~valid).any():
+                raise NetworkError(f"NetworkStack: layer {i} has packed weights with padding bits "
+                                   "set; they must be 0")
+        if "T" in p and not (i == 0 and not net.binarize_input) and p["T"].dtype != np.int64:
+            t = p["T"]
+            if t.dtype.kind == "f":
+                if np.isnan(t).any():
+                    raise NetworkError(f"NetworkStack: layer {i} thresholds contain NaN")
+                k = net.layers[i].weights[0].size  # |h| <= K: clipping keeps every comparison
+                t = np.clip(np.ceil(t), -(k + 1), k + 1)
+            p["T"] = np.ascontiguousarray(t, np.int64)
+    return params
 
 
 def _labels(y, n, num_classes):

@@ -32,16 +32,17 @@ SHARED_MAX_FLIPS = 1 / 8
 
 
 def float_input(xin, k):
-    """The samples as BLAS wants them: integers go to the narrowest exact float type for
-    ``k``-term sums (bounded by the dtype for 1- and 2-byte integers, by the values
-    otherwise); real samples are already float64."""
+    """``(x, exact)``: the samples as BLAS wants them, and whether every ``k``-term sum
+    is exact. Integers go to the narrowest exact float type (bounded by the dtype for 1-
+    and 2-byte integers, by the values otherwise); past 2**53 not even float64 is exact.
+    Real samples are already float64."""
     if xin.dtype.kind not in "iu":
-        return xin
+        return xin, False
     if xin.dtype.itemsize <= 2:
         bound = 1 << (8 * xin.dtype.itemsize - (xin.dtype.kind == "i"))
     else:
         bound = max(abs(int(xin.min())), abs(int(xin.max()))) if xin.size else 0
-    return xin.astype(K.exact_float_dtype(bound, k))
+    return xin.astype(K.exact_float_dtype(bound, k)), bound * k < 2 ** 53
 
 
 class RealFirstLayer:
@@ -99,32 +100,30 @@ class RealFirstLayer:
         n = xin.shape[0]
         geom = net._geoms[0]
         k = layer.weights[0].size
-        x = float_input(xin.reshape(n, -1) if isinstance(layer, Dense) else xin, k)
-        shared = (self.shared_flips() if hidden and not collect and xin.dtype.kind in "iu"
-                  else None)
+        x, exact = float_input(xin.reshape(n, -1) if isinstance(layer, Dense) else xin, k)
+        # sharing sums in another order: only where every order gives the same result
+        shared = self.shared_flips() if hidden and not collect and exact else None
         if shared is not None:
             h0 = K.real_dense(x, self._cached("template", x.dtype), dtype=x.dtype)
             return flipped_threshold_pack(h0, xin.reshape(n, -1), shared[1], p["T"]), []
-        if self.size == 1:  # one network (predict): no stacking copies
-            w = self.weights(0, x.dtype)
-            h = (K.real_dense(x, w, dtype=x.dtype) if isinstance(layer, Dense)
-                 else _real_conv(net, layer, geom, x, w))[None]
-            out = K.threshold_pack(h.reshape(1, -1, h.shape[-1]), p["T"]).reshape(
-                h.shape[:-1] + (-1,)) if hidden else h
-            return out, [h[0]] if collect else []
         outs, hs = [], []
         for s in range(self.size):
             w = self.weights(s, x.dtype)
-            if isinstance(layer, Dense):
+            if isinstance(layer, Conv2d):
+                # direct, fused with the threshold: no float feature map unless collected
+                t = p["T"][s] if hidden and not collect else None
+                h = _real_conv(net, layer, geom, x, w, t)
+                if t is not None:
+                    outs.append(h)
+                    continue
+            else:
                 # an image into a dense first layer: features in NHWC order, as its weights
                 h = K.real_dense(x, w, dtype=x.dtype)
-            else:
-                h = _real_conv(net, layer, geom, x, w)
             if collect:
                 hs.append(h)
-            outs.append(K.threshold_pack(h.reshape(-1, h.shape[-1]), p["T"][s:s + 1]).reshape(
+            outs.append(K.threshold_pack(h.reshape(1, -1, h.shape[-1]), p["T"][s:s + 1]).reshape(
                 h.shape[:-1] + (-1,)) if hidden else h)
-        return np.stack(outs), hs
+        return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
 
 def _majority(w):
@@ -134,17 +133,10 @@ def _majority(w):
     return np.packbits(votes * 2 > w.shape[0], axis=-1, bitorder="little").view(np.uint64)
 
 
-def _real_conv(net, layer: Conv2d, geom, x, w):
+def _real_conv(net, layer: Conv2d, geom, x, w, threshold):
     pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[1], w.shape[2],
                           layer.stride, layer.padding)
-    pv = layer.pad_value  # in raw input units; scaled like the input
+    pv = layer.pad_value  # in raw input units (scalar or per channel); scaled like the input
     if net.input_scale is not None:
         pv = np.broadcast_to(pv, (geom.shape[2],)) * net.input_scale
-    if np.ndim(pv) == 1:
-        # per-channel padding values (a folded input normalisation): pad each channel
-        pt, pb, pl, pr = pads
-        xp = np.empty((x.shape[0], x.shape[1] + pt + pb, x.shape[2] + pl + pr, x.shape[3]), x.dtype)
-        xp[...] = np.asarray(pv, x.dtype)
-        xp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]] = x
-        return K.real_conv2d(xp, w, layer.stride, (0, 0, 0, 0), 0.0, dtype=x.dtype)
-    return K.real_conv2d(x, w, layer.stride, pads, pv, dtype=x.dtype)
+    return K.real_conv2d(x, w, layer.stride, pads, pv, dtype=x.dtype, threshold=threshold)
