@@ -45,16 +45,17 @@ def set_threads(n: int) -> int:
 
 
 def paired(ours, ref, repeats: int = 15, min_time: float = 0.2, warmup: bool = True,
-           settle: float = 0.0):
+           settle: float = 0.02):
     """Alternate ``ours()`` and ``ref()``; return (median ours s, median ref s, median ratio).
 
     Each side is first called once (warm-up, compilation; skipped with ``warmup=False``
     when the caller has just run both). A round repeats a call until it has run for
     ``min_time / repeats``, so short kernels are timed over many calls; ``min_time=0``
     times single calls (long workloads). ``settle`` seconds of sleep (not timed) before
-    each block let the other engine's worker threads stop spin-waiting: onnxruntime's
-    spin after a run and, on a 2-vCPU machine, took a vCPU from the next contender
-    (measured: our batch-1 MLP 0.095 → 0.145 ms).
+    each block let the other engine's worker threads stop spin-waiting: torch's and
+    Numba's OpenMP workers and onnxruntime's spin after a run and, on a 2-vCPU machine,
+    take a vCPU from the next contender (measured: our batch-1 MLP 0.095 → 0.145 ms
+    right after onnxruntime).
     """
     if warmup:
         ours(), ref()

@@ -6,10 +6,20 @@ plain one. The alternative, ``numba.set_num_threads(1)`` around the parallel ker
 costs two round trips from Python, ≈ 30 µs per call: a third of a batch-1
 4096 × 4096 product (docs/performance.md, "Batch 1").
 """
+import os
 import types
 
-import numba
-import numba as nb
+# Numba's OpenMP workers (GNU libgomp) spin after each parallel kernel; by default long
+# enough to take the second vCPU from the BLAS product or threshold kernel that runs
+# next. Measured on this 2-vCPU machine (MLP 784-1024-1024-10 predict, batch 64):
+# 8.1 ms with the default spin, 1.3 ms with GOMP_SPINCOUNT=3000, while a batch-1
+# 4096² product keeps its speed (87 µs; it needs the workers awake: 0.32 ms with
+# OMP_WAIT_POLICY=passive, 0.25 ms with a spin of 300). libgomp reads this when it is
+# loaded, i.e. at Numba's first parallel launch; a value set by the user wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+
+import numba  # noqa: E402
+import numba as nb  # noqa: E402
 
 # Below this many word operations a 2-thread launch costs more than it saves. Measured
 # on the quiet machine (batch-1 products, K = 4096, M = 64 … 4096 columns): serial wins
