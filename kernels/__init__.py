@@ -10,13 +10,15 @@ from ._threads import PARALLEL_MIN_WORK
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv, _maxpool
 from .gemm import _gemm
-from .real import exact_float_dtype, real_conv2d, real_dense
+from .real import (conv_weights, dense_weights, exact_float_dtype, real_conv2d, real_conv2d_t,
+                   real_dense, real_dense_t)
 
 __all__ = [
     "WORD", "n_words", "pack_bits", "unpack_bits", "threshold_pack", "binary_gemm",
     "binary_gemm_trusted",
     "binary_dense", "binary_conv2d", "binary_maxpool2d", "conv_pads", "real_dense",
-    "real_conv2d", "exact_float_dtype", "PARALLEL_MIN_WORK",
+    "real_conv2d", "real_dense_t", "real_conv2d_t", "dense_weights", "conv_weights",
+    "exact_float_dtype", "PARALLEL_MIN_WORK",
 ]
 
 

@@ -55,6 +55,36 @@ def _list_flips(Wt, Ws, ptr, col, coef):
                     d ^= low
 
 
+@nb.njit(cache=True)
+def _majority(Ws, out):
+    s_n, m, kw = Ws.shape
+    votes = np.empty(64, np.int64)
+    for j in range(m):
+        for w in range(kw):
+            votes[:] = 0
+            for s in range(s_n):
+                v = Ws[s, j, w]
+                for b in range(64):
+                    votes[b] += np.int64((v >> np.uint64(b)) & np.uint64(1))
+            word = np.uint64(0)
+            for b in range(64):
+                if 2 * votes[b] > s_n:
+                    word |= np.uint64(1) << np.uint64(b)
+            out[j, w] = word
+
+
+def majority(w_stack):
+    """Bitwise majority of S packed weight arrays (S, M, Kw) → (M, Kw): bit 1 (-1) where
+    more than half of the networks have it; ties give +1. The template that minimises the
+    total number of flips of the stack (the coordinate-wise median in Hamming space)."""
+    w_stack = np.ascontiguousarray(w_stack)
+    if w_stack.dtype != np.uint64 or w_stack.ndim != 3:
+        raise ValueError(f"majority: expected packed uint64 words (S, M, Kw), got {w_stack.dtype} {w_stack.shape}")
+    out = np.empty(w_stack.shape[1:], np.uint64)
+    _majority(w_stack, out)
+    return out
+
+
 def flips_csr(w_template, w_stack):
     """Flip lists of each network against the template, as CSR over (network, unit).
 

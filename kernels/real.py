@@ -1,17 +1,20 @@
 """First layer on real-valued inputs: ±1 weights times real (or uint8) inputs.
 
-The products are done by BLAS in floating point. For integer-valued inputs the result is
-exact: every partial sum is an integer of magnitude below ``max|x| * K``, and float64
-represents integers exactly up to 2**53 (float32 up to 2**24), so no rounding happens.
+The products are done in floating point. For integer-valued inputs the result is exact:
+every partial sum is an integer of magnitude below ``max|x| * K``, and float64
+represents integers exactly up to 2**53 (float32 up to 2**24), so no rounding happens,
+in any order of summation.
+
+The dense product is BLAS's (a Numba kernel blocked for L1 measured 3–4× slower, at
+batch 1 and 64). The convolution is a direct Numba kernel: a first conv has a tiny
+K (27 for 3×3 on RGB), a poor shape for BLAS after im2col, and the kernel fuses the
+threshold and the packing, so no float feature map is made. Zero inputs are skipped.
 """
 import numba as nb
 import numpy as np
 
 from ._threads import twin
-
-# BLAS keeps its own thread count for every size. Limiting small products to one
-# thread (threadpoolctl) was measured slower even at batch 1: 72 against 41 µs for
-# (1, 784) × (784, 1024) float32, plus ≈ 100 µs for the limit context itself.
+from .bits import threshold_pack
 
 
 def exact_float_dtype(x_max: float, k: int):
@@ -19,10 +22,37 @@ def exact_float_dtype(x_max: float, k: int):
     return np.float32 if float(x_max) * k < 2 ** 24 else np.float64
 
 
-def real_dense(x, w_pm1, dtype=np.float64):
-    """``h = x W^T`` for real ``x`` (N, K) and ±1 ``W`` (M, K), in ``dtype``."""
-    x = np.asarray(x, dtype)
-    return x @ np.asarray(w_pm1, dtype).T
+def dense_weights(w_pm1, dtype):
+    """±1 weights (M, K) in the layout :func:`real_dense_t` reads: (K, M) in ``dtype``
+    (``x @ W^T`` with W^T contiguous, BLAS's fastest case here)."""
+    return np.ascontiguousarray(np.asarray(w_pm1, dtype).T)
+
+
+def real_dense_t(x, wt, threshold=None):
+    """:func:`real_dense` on weights already in kernel layout (:func:`dense_weights`);
+    ``x`` must have ``wt``'s dtype."""
+    h = x @ wt
+    if threshold is None:
+        return h
+    T = np.asarray(threshold, np.float64)
+    if T.shape != (wt.shape[1],):
+        raise ValueError(f"real_dense: expected {wt.shape[1]} thresholds, got shape {T.shape}")
+    return threshold_pack(h, T)
+
+
+def real_dense(x, w_pm1, dtype=np.float64, threshold=None):
+    r"""Dense layer on real input: ``h = x W^T``, i.e. :math:`h_{nj} = \sum_i x_{ni} w_{ji}`,
+    for real ``x`` (N, K) and ±1 ``W`` (M, K), computed in ``dtype``; with ``threshold``
+    (M,) the result is ``[h < T]`` packed along units, the next binary layer's input.
+
+    Returns:
+        (N, M) in ``dtype``, or uint64 (N, ceil(M/64)).
+    """
+    x = np.ascontiguousarray(x, dtype)
+    w_pm1 = np.asarray(w_pm1)
+    if x.ndim != 2 or w_pm1.ndim != 2 or x.shape[1] != w_pm1.shape[1]:
+        raise ValueError(f"real_dense: expected x (N, K) and weights (M, K), got {x.shape} and {w_pm1.shape}")
+    return real_dense_t(x, dense_weights(w_pm1, dtype), threshold)
 
 
 @twin
@@ -50,8 +80,9 @@ def _real_conv(x, wt, sy, sx, pt, pl, padv, T, h, bits):
                     inside = 0 <= iy < hh and 0 <= ix < ww
                     for ch in range(c):
                         v = x[n, iy, ix, ch] if inside else padv[ch]
-                        for f in range(f_n):
-                            acc[f] += v * wt[dy, dx, ch, f]
+                        if v != 0:
+                            for f in range(f_n):
+                                acc[f] += v * wt[dy, dx, ch, f]
             if thresholded:
                 for q in range(fw):
                     b = np.uint64(0)
@@ -79,9 +110,23 @@ def real_conv2d(x, w_pm1, stride, pads, pad_value, dtype=np.float64, threshold=N
         (N, Ho, Wo, F) in ``dtype``, or uint64 (N, Ho, Wo, ceil(F/64)).
     """
     x = np.ascontiguousarray(x, dtype)
-    f, kh, kw, c = w_pm1.shape
-    if x.ndim != 4 or x.shape[3] != c:
-        raise ValueError(f"real_conv2d: expected NHWC input with {c} channels, got shape {x.shape}")
+    w_pm1 = np.asarray(w_pm1)
+    if x.ndim != 4 or w_pm1.ndim != 4 or x.shape[3] != w_pm1.shape[3]:
+        raise ValueError(f"real_conv2d: expected NHWC input and filters (F, kh, kw, C) with the "
+                         f"same C, got {x.shape} and {w_pm1.shape}")
+    return real_conv2d_t(x, conv_weights(w_pm1, dtype), stride, pads, pad_value, threshold)
+
+
+def conv_weights(w_pm1, dtype):
+    """±1 filters (F, kh, kw, C) in the layout :func:`real_conv2d_t` reads: (kh, kw, C, F)."""
+    return np.ascontiguousarray(np.asarray(w_pm1, dtype).transpose(1, 2, 3, 0))
+
+
+def real_conv2d_t(x, wt, stride, pads, pad_value, threshold=None):
+    """:func:`real_conv2d` on filters already in kernel layout (:func:`conv_weights`);
+    ``x`` must be C-contiguous NHWC with ``wt``'s dtype."""
+    kh, kw, c, f = wt.shape
+    dtype = wt.dtype
     pt, pb, pl, pr = (int(v) for v in pads)
     sy, sx = (int(v) for v in stride)
     n, hh, ww, _ = x.shape
@@ -89,7 +134,6 @@ def real_conv2d(x, w_pm1, stride, pads, pad_value, dtype=np.float64, threshold=N
     if ho < 1 or wo < 1:
         raise ValueError(f"real_conv2d: a {kh}×{kw} kernel does not fit {hh}×{ww} with pads {pads}")
     padv = np.ascontiguousarray(np.broadcast_to(np.asarray(pad_value, dtype), (c,)))
-    wt = np.ascontiguousarray(np.asarray(w_pm1, dtype).transpose(1, 2, 3, 0))
     work = n * ho * wo * kh * kw * c * f // 8
     if threshold is None:
         out = np.empty((n, ho, wo, f), dtype)

@@ -201,3 +201,13 @@ def test_flipped_threshold_pack_matches_direct_products(n, s, m, k, dtype, seed)
     for i in range(s):
         ref = np.where(gemm(x, stack[i]) >= t[i], 1, -1)
         assert np.array_equal(K.unpack_bits(out[i], m), ref)
+
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(1, 5), st.sampled_from([1, 63, 64, 65, 200]), st.integers(0, 2**32 - 1))
+def test_majority_matches_vote_count(s, m, k, seed):
+    from bnn_toroid.kernels.flips import majority
+    rng = np.random.default_rng(seed)
+    w = pm1(rng, (s, m, k))
+    ref = np.where(2 * (w < 0).sum(axis=0) > s, -1, 1)
+    assert np.array_equal(K.unpack_bits(majority(K.pack_bits(w)), k), ref)

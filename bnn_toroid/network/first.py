@@ -1,8 +1,9 @@
 """The first layer on real input, for one network or a stack of S networks.
 
 Its ±1 weights are stored bit-packed like every other layer's (1/32 of float32). The
-product with real samples is done by BLAS on float weights, unpacked once per stack and
-kept (one network's worth). Integer samples (uint8 pixels) stay integers until here and
+product with real samples is done in floating point by the kernels of
+:mod:`bnn_toroid.kernels.real` (fused with the threshold and packing), on float weights
+unpacked once per stack and kept (one network's worth). Integer samples (uint8 pixels) stay integers until here and
 are multiplied in the narrowest float type that holds every partial sum exactly
 (:func:`bnn_toroid.kernels.exact_float_dtype`), so the result is exact.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels as K
-from ..kernels.flips import flipped_threshold_pack, flips_csr
+from ..kernels.flips import flipped_threshold_pack, flips_csr, majority
 from .layers import Conv2d, Dense
 
 # Use the shared product while the flips number at most this fraction of a network's
@@ -58,24 +59,25 @@ class RealFirstLayer:
         self._float = {}      # (which, float dtype) -> unpacked weights
         self._flips = None    # (template, CSR flip lists); False: not worth it
 
-    def _unpack(self, w):
+    def _kernel_layout(self, w, dtype):
+        """Packed weights → the float layout the first-layer kernels read."""
         layer = self.layer
         if isinstance(layer, Dense):
-            return K.unpack_bits(w, layer.weights.shape[1])
-        return K.unpack_bits(w, layer.weights.shape[3])
+            return K.dense_weights(K.unpack_bits(w, layer.weights.shape[1]), dtype)
+        return K.conv_weights(K.unpack_bits(w, layer.weights.shape[3]), dtype)
 
     def weights(self, s, dtype):
-        """Network ``s``'s ±1 weights in ``dtype``: (M, K) or (F, kh, kw, C)."""
+        """Network ``s``'s ±1 weights in ``dtype`` and kernel layout: (K, M) or
+        (kh, kw, C, F). Network 0's are kept (one copy per stack)."""
         if s != 0:
-            return self._unpack(self.params["w"][s]).astype(dtype)
+            return self._kernel_layout(self.params["w"][s], dtype)
         return self._cached(0, dtype)
 
     def _cached(self, which, dtype):
-        # network 0 (single networks) or the shared template: one float copy per stack
         key = (which, np.dtype(dtype))
         if key not in self._float:
             w = self.params["w"][0] if which == 0 else self.shared_flips()[0]
-            self._float[key] = self._unpack(w).astype(dtype)
+            self._float[key] = self._kernel_layout(w, dtype)
         return self._float[key]
 
     def shared_flips(self):
@@ -87,7 +89,7 @@ class RealFirstLayer:
             self._flips = False
             if self.size > 1 and isinstance(self.layer, Dense):
                 w = self.params["w"]
-                template = _majority(w)
+                template = majority(w)
                 flips = flips_csr(template, w)
                 if flips[0][-1] <= SHARED_MAX_FLIPS * self.size * self.layer.weights.size:
                     self._flips = (template, flips)
@@ -104,39 +106,32 @@ class RealFirstLayer:
         # sharing sums in another order: only where every order gives the same result
         shared = self.shared_flips() if hidden and not collect and exact else None
         if shared is not None:
-            h0 = K.real_dense(x, self._cached("template", x.dtype), dtype=x.dtype)
+            h0 = K.real_dense_t(x, self._cached("template", x.dtype))
             return flipped_threshold_pack(h0, xin.reshape(n, -1), shared[1], p["T"]), []
         outs, hs = [], []
         for s in range(self.size):
             w = self.weights(s, x.dtype)
-            if isinstance(layer, Conv2d):
-                # direct, fused with the threshold: no float feature map unless collected
-                t = p["T"][s] if hidden and not collect else None
-                h = _real_conv(net, layer, geom, x, w, t)
-                if t is not None:
-                    outs.append(h)
-                    continue
-            else:
+            # fused with the threshold: no float output unless it is collected
+            t = p["T"][s] if hidden and not collect else None
+            if isinstance(layer, Dense):
                 # an image into a dense first layer: features in NHWC order, as its weights
-                h = K.real_dense(x, w, dtype=x.dtype)
-            if collect:
-                hs.append(h)
-            outs.append(K.threshold_pack(h.reshape(1, -1, h.shape[-1]), p["T"][s:s + 1]).reshape(
-                h.shape[:-1] + (-1,)) if hidden else h)
+                h = K.real_dense_t(x, w, t)
+            else:
+                h = _real_conv(net, layer, geom, x, w, t)
+            if t is None:
+                if collect:
+                    hs.append(h)
+                if hidden:
+                    h = K.threshold_pack(h.reshape(1, -1, h.shape[-1]), p["T"][s:s + 1]).reshape(
+                        h.shape[:-1] + (-1,))
+            outs.append(h)
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
 
-def _majority(w):
-    """Bitwise majority of packed rows (S, M, Kw) → (M, Kw); ties give +1 (bit 0)."""
-    bits = np.unpackbits(w.view(np.uint8), axis=-1, bitorder="little")
-    votes = bits.sum(axis=0, dtype=np.int64)
-    return np.packbits(votes * 2 > w.shape[0], axis=-1, bitorder="little").view(np.uint64)
-
-
 def _real_conv(net, layer: Conv2d, geom, x, w, threshold):
-    pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[1], w.shape[2],
+    pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[0], w.shape[1],
                           layer.stride, layer.padding)
     pv = layer.pad_value  # in raw input units (scalar or per channel); scaled like the input
     if net.input_scale is not None:
         pv = np.broadcast_to(pv, (geom.shape[2],)) * net.input_scale
-    return K.real_conv2d(x, w, layer.stride, pads, pv, dtype=x.dtype, threshold=threshold)
+    return K.real_conv2d_t(x, w, layer.stride, pads, pv, threshold)
