@@ -11,12 +11,13 @@ import types
 
 # Numba's OpenMP workers (GNU libgomp) spin after each parallel kernel; by default long
 # enough to take the second vCPU from the BLAS product or threshold kernel that runs
-# next. Measured on this 2-vCPU machine (MLP 784-1024-1024-10 predict, batch 64):
-# 8.1 ms with the default spin, 1.3 ms with GOMP_SPINCOUNT=3000, while a batch-1
-# 4096² product keeps its speed (87 µs; it needs the workers awake: 0.32 ms with
-# OMP_WAIT_POLICY=passive, 0.25 ms with a spin of 300). libgomp reads this when it is
-# loaded, i.e. at Numba's first parallel launch; a value set by the user wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+# next. Measured on this 2-vCPU machine, GOMP_SPINCOUNT default (300000) / 10000 / 3000:
+# MLP 784-1024-1024-10 predict at batch 64 8.0 / 1.4–1.5 / 1.2–1.6 ms; VGG predict at
+# batch 1 3.0–3.1 / 2.7 / 2.7–3.0 ms; a batch-1 4096² product 85–99 / 86–93 / 87–93 µs
+# (it needs the workers awake: 0.32 ms with OMP_WAIT_POLICY=passive). libgomp reads
+# this when it is loaded, i.e. at Numba's first parallel launch; a value set by the
+# user wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numba  # noqa: E402
 import numba as nb  # noqa: E402
