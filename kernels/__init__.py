@@ -8,14 +8,14 @@ import numpy as np
 
 from ._threads import PARALLEL_MIN_WORK
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
-from .conv import _conv, _maxpool
+from .conv import _conv_hs, _maxpool, conv_tiles
 from .gemm import _gemm
 from .real import (conv_weights, dense_weights, exact_float_dtype, real_conv2d, real_conv2d_t,
                    real_dense, real_dense_t)
 
 __all__ = [
     "WORD", "n_words", "pack_bits", "unpack_bits", "threshold_pack", "binary_gemm",
-    "binary_gemm_trusted",
+    "binary_gemm_trusted", "binary_conv2d_trusted", "binary_maxpool2d_trusted", "conv_tiles",
     "binary_dense", "binary_conv2d", "binary_maxpool2d", "conv_pads", "real_dense",
     "real_conv2d", "real_dense_t", "real_conv2d_t", "dense_weights", "conv_weights",
     "exact_float_dtype", "PARALLEL_MIN_WORK",
@@ -164,21 +164,34 @@ def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshol
     stride = tuple(int(v) for v in np.broadcast_to(np.asarray(stride), (2,)))
     if min(stride) < 1:
         raise ValueError(f"binary_conv2d: stride must be >= 1, got {stride}")
-    s, n = W.shape[0], A.shape[1]
-    f = W.shape[1]
-    pads, (ho, wo) = conv_pads(A.shape[2], A.shape[3], W.shape[2], W.shape[3], stride, padding)
-    args = (A, W, c, stride[0], stride[1], pads[0], pads[2], bool(pad_value))
-    work = s * n * ho * wo * f * W.shape[2] * W.shape[3] * W.shape[4]
-    if threshold is None:
+    pads, _ = conv_pads(A.shape[2], A.shape[3], W.shape[2], W.shape[3], stride, padding)
+    T = None if threshold is None else _thresholds("binary_conv2d", threshold, W.shape[0], W.shape[1])
+    out = binary_conv2d_trusted(A, conv_tiles(W), c, W.shape[2:4], stride, pads, pad_value, T)
+    return out[0] if squeeze else out
+
+
+def binary_conv2d_trusted(A, tiles, c, ksize, stride, pads, pad_value, T=None):
+    """:func:`binary_conv2d` without the checks, on filters already repacked
+    (:func:`conv_tiles`), for callers that validated their arrays once and convolve many
+    batches with the same filters (a frozen network). ``A`` (SA, N, H, W, Cw) C-contiguous;
+    ``ksize`` (kh, kw); ``pads`` (top, bottom, left, right); ``T`` None or int64 (S, F)."""
+    Wt, P = tiles
+    s, f = P.shape[0], P.shape[1]
+    kh, kw = ksize
+    n, h, w = A.shape[1], A.shape[2], A.shape[3]
+    ho = (h + pads[0] + pads[1] - kh) // stride[0] + 1
+    wo = (w + pads[2] + pads[3] - kw) // stride[1] + 1
+    args = (A, Wt, P, c, kh, kw, stride[0], stride[1], pads[0], pads[2], bool(pad_value))
+    work = s * n * ho * wo * f * kh * kw * A.shape[4]
+    if T is None:
         out = np.empty((s, n, ho, wo, f), np.int32)
         if out.size:
-            _conv(work, *args, _NO_T, out, _NO_BITS5)
+            _conv_hs(work, *args, _NO_T, out, _NO_BITS5)
     else:
-        T = _thresholds("binary_conv2d", threshold, s, f)
-        out = np.empty((s, n, ho, wo, n_words(f)), np.uint64)
+        out = np.empty((s, n, ho, wo, (f + WORD - 1) // WORD), np.uint64)
         if out.size:
-            _conv(work, *args, T, _NO_INT5, out)
-    return out[0] if squeeze else out
+            _conv_hs(work, *args, T, _NO_INT5, out)
+    return out
 
 
 def binary_maxpool2d(a, size=2, stride=None, min_mask=None):
@@ -209,7 +222,15 @@ def binary_maxpool2d(a, size=2, stride=None, min_mask=None):
         if mask.dtype != np.uint64:
             raise TypeError(f"binary_maxpool2d: min_mask must be packed uint64, got {mask.dtype}")
         mask = np.ascontiguousarray(np.broadcast_to(mask, (s, cw)))
-    out = np.empty((s, n, ho, wo, cw), np.uint64)
+    out = binary_maxpool2d_trusted(A, size, stride, mask)
+    return out[0] if squeeze else out
+
+
+def binary_maxpool2d_trusted(A, size, stride, mask):
+    """:func:`binary_maxpool2d` without the checks: ``A`` (S, N, H, W, Cw) and ``mask``
+    uint64 (S, Cw), both C-contiguous."""
+    s_n, n, h, w, cw = A.shape
+    out = np.empty((s_n, n, (h - size) // stride + 1, (w - size) // stride + 1, cw), np.uint64)
     if out.size:
         _maxpool(out.size * size * size * 16, A, size, stride, mask, out)
-    return out[0] if squeeze else out
+    return out

@@ -167,14 +167,15 @@ def _conv_hs(A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits):
                     out[s, n, oy, ox, f0 + j] = kfull - 2 * np.int64(cnt[r, j])
 
 
-def _conv(work, A, W, c_true, sy, sx, pt, pl, pad_one, T, out, bits):
-    """Repack the filters into Harley–Seal tiles, then :func:`_conv_hs` (``work`` word
-    operations decide parallel or serial)."""
+def conv_tiles(W):
+    """Filters (S, F, kh, kw, Cw) → ``(Wt, P)``: the Harley–Seal tiles of
+    :func:`_repack_filters` and the per-tap popcounts. Constant for a network, so a
+    caller that convolves many batches can keep them."""
     s_n, f_n, kh, kw, cw = W.shape
     Wt = np.empty((s_n, (f_n + LANES - 1) // LANES, kh * kw * cw, LANES), np.uint64)
     P = np.empty((s_n, f_n, kh * kw), np.uint64)
     _repack_filters(W, Wt, P)
-    _conv_hs(work, A, Wt, P, c_true, kh, kw, sy, sx, pt, pl, pad_one, T, out, bits)
+    return Wt, P
 
 
 @twin

@@ -362,7 +362,8 @@ class NetworkStack:
         self.size = sizes.pop()
         self.params = _checked_params(template, params)
         real = not template.binarize_input
-        self._first = RealFirstLayer(template, params[0]) if real else None
+        self._first = RealFirstLayer(template, self.params[0]) if real else None
+        self._tiles = {}  # conv layer -> Harley–Seal filter tiles, repacked once per stack
 
     @classmethod
     def from_networks(cls, nets) -> "NetworkStack":
@@ -431,7 +432,12 @@ class NetworkStack:
         return wrong / n
 
     def _forward(self, xin, collect: bool = False):
-        return _forward(self.template, self.params, xin, collect, self._first)
+        return _forward(self.template, self.params, xin, collect, self._first, self._conv_tiles)
+
+    def _conv_tiles(self, i):
+        if i not in self._tiles:
+            self._tiles[i] = K.conv_tiles(self.params[i]["w"])
+        return self._tiles[i]
 
 
 def _checked_params(net: BinaryNetwork, params):
@@ -452,6 +458,7 @@ def _checked_params(net: BinaryNetwork, params):
                 raise NetworkError(f"NetworkStack: layer {i} '{key}' must be {v.dtype} of shape "
                                    f"(S,) + {v.shape[1:]}, got {getattr(got, 'dtype', type(got))} "
                                    f"{getattr(got, 'shape', '')}")
+            p[key] = np.ascontiguousarray(got)  # the kernels index raw memory
         if "w" in p:
             valid = net._valid_bits(i)
             if (p["w"] & ~valid).any():
@@ -513,10 +520,12 @@ def _prepare_input(net: BinaryNetwork, x):
     return np.ascontiguousarray(x, np.float64)
 
 
-def _forward(net: BinaryNetwork, params, xin, collect: bool = False, first=None):
+def _forward(net: BinaryNetwork, params, xin, collect: bool = False, first=None, tiles=None):
     """Run every layer. Returns (logits (S, N, C), pre-activations, hidden activations);
     the last two only when ``collect`` (one network). ``first`` evaluates a first layer
-    on real input (:class:`.first.RealFirstLayer`)."""
+    on real input (:class:`.first.RealFirstLayer`); ``tiles(i)`` gives conv layer i's
+    repacked filters. Parameters were checked when the stack was built, so the kernels'
+    unchecked entry points are used."""
     pre, acts = [], []
     act = xin[None] if net.binarize_input else None
     n = xin.shape[0]
@@ -525,7 +534,7 @@ def _forward(net: BinaryNetwork, params, xin, collect: bool = False, first=None)
         real = i == 0 and not net.binarize_input
         hidden = isinstance(layer, MaxPool2d) or layer.threshold is not None
         if isinstance(layer, MaxPool2d):
-            act = K.binary_maxpool2d(act, layer.size, layer.stride, p["mask"])
+            act = K.binary_maxpool2d_trusted(act, layer.size, layer.stride, p["mask"])
         elif real:
             act, hs = first(xin, hidden, collect)
             if collect:
@@ -535,11 +544,12 @@ def _forward(net: BinaryNetwork, params, xin, collect: bool = False, first=None)
             kk = layer.weights.shape[1] if isinstance(layer, Dense) else geom.shape[2]
             T = p.get("T") if hidden else None
             if isinstance(layer, Dense):
-                # parameters were validated when the network was built
                 run = lambda t: K.binary_gemm_trusted(a, p["w"], kk, t)  # noqa: E731
             else:
-                run = lambda t: K.binary_conv2d(a, p["w"], kk, layer.stride, layer.padding,  # noqa: E731
-                                                int(layer.pad_value), threshold=t)
+                kh, kw = layer.weights.shape[1:3]
+                pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], kh, kw, layer.stride, layer.padding)
+                run = lambda t: K.binary_conv2d_trusted(  # noqa: E731
+                    a, tiles(i), kk, (kh, kw), layer.stride, pads, int(layer.pad_value), t)
             if collect or not hidden:
                 h = run(None)
                 if collect:
