@@ -5,8 +5,8 @@ every partial sum is an integer of magnitude below ``max|x| * K``, and float64
 represents integers exactly up to 2**53 (float32 up to 2**24), so no rounding happens,
 in any order of summation.
 
-The dense product is BLAS's (a Numba kernel blocked for L1 measured 3–4× slower, at
-batch 1 and 64). The convolution is a direct Numba kernel: a first conv has a tiny
+The dense product is BLAS's (a Numba kernel blocked for L1 measured 3.0× slower at
+batch 1 and 3.8–4.4× at batch 64). The convolution is a direct Numba kernel: a first conv has a tiny
 K (27 for 3×3 on RGB), a poor shape for BLAS after im2col, and the kernel fuses the
 threshold and the packing, so no float feature map is made. Zero inputs are skipped.
 """

@@ -319,12 +319,14 @@ def test_stack_checks_its_parameters_once():
     assert np.array_equal(stack.predict(x)[0], net.predict(x))
 
 
-def test_pickled_network_drops_its_evaluation_cache():
-    import pickle
+def test_copied_network_drops_its_evaluation_cache():
+    """``__getstate__`` (used by copy and by pickling to worker processes) leaves out the
+    float copies kept for evaluation."""
+    import copy
     rng = np.random.default_rng(6)
     net = BinaryNetwork([Dense(np.where(rng.random((30, 40)) < 0.5, -1, 1), rng.integers(-9, 9, 30)),
                          Dense(np.ones((4, 30)))], (40,))
     x = rng.integers(0, 256, (5, 40)).astype(np.uint8)
     out = net.predict(x)
-    back = pickle.loads(pickle.dumps(net))
+    back = copy.deepcopy(net)
     assert back._stack is None and np.array_equal(back.predict(x), out)

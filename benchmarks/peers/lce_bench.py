@@ -140,6 +140,16 @@ def export_onnx(model, shape, path):
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=path)
 
 
+def ort_session(ort, path, threads: int, spin: bool):
+    """An onnxruntime session on ``threads`` intra-op threads, run sequentially."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="mlp,vgg")
@@ -159,10 +169,6 @@ def main(argv=None):
     from bnn_toroid import onnx as bonnx
 
     threads = bench.set_threads(args.threads)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     rng = np.random.default_rng(1)
     rows, checks, ops = [], [], {}
     load0 = os.getloadavg()
@@ -175,14 +181,10 @@ def main(argv=None):
             path = os.path.join(args.save_dir or tmp, f"{name}.onnx")
             export_onnx(ref_model, shape, path)
             net = bonnx.load(path)
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
             # onnxruntime's workers spin-wait after a run (its default); on 2 vCPUs that
             # takes a core from whoever runs next, so it is also timed with spinning off
-            so_quiet = ort.SessionOptions()
-            so_quiet.intra_op_num_threads, so_quiet.inter_op_num_threads = threads, 1
-            so_quiet.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so_quiet.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sess_quiet = ort.InferenceSession(path, so_quiet, providers=["CPUExecutionProvider"])
+            sess = ort_session(ort, path, threads, spin=True)
+            sess_quiet = ort_session(ort, path, threads, spin=False)
             for batch in (int(b) for b in args.batches.split(",")):
                 x8 = rng.integers(0, 256, (batch,) + shape).astype(np.uint8)
                 xf = x8.astype(np.float32)

@@ -26,9 +26,10 @@ from ..kernels.flips import flipped_threshold_pack, flips_csr, majority
 from .layers import Conv2d, Dense
 
 # Use the shared product while the flips number at most this fraction of a network's
-# first-layer weights. A flip costs N int32 additions (8 per AVX2 op); BLAS spends N·K
-# float32 FMAs per unit (16 per cycle per core): the correction wins well past 1/8, and
-# this keeps a margin for its irregular memory access (measured in docs/performance.md).
+# first-layer weights. By operation count (not measured) a flip costs N int32 additions
+# (8 per AVX2 op) and a product of its own N·K float32 FMAs per unit (16 per cycle per
+# core), so the correction should win well past 1/8; the margin is for its irregular
+# memory access. Measured: local energy with ε up to 0.1, 8.5–9.3× torch (docs/performance.md § 3).
 SHARED_MAX_FLIPS = 1 / 8
 
 
