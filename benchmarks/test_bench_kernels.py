@@ -49,6 +49,19 @@ def test_binary_gemm_local_energy_layer(benchmark, threads):
     benchmark.extra_info["gmacs"] = 32 * 4096 * 1001 * 1001 / benchmark.stats.stats.median / 1e9
 
 
+@pytest.mark.parametrize("n", [1, 64, 256], ids=["batch1", "batch64", "batch256"])
+def test_pixel_dense_784x1024(benchmark, threads, n):
+    """The MLP's real-input first layer: uint8 pixels × ±1 weights, threshold fused."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 784)).astype(np.uint8)
+    xp = K.pixel_pairs(x)
+    panels = K.pixel_weights(rng.choice(np.array([-1, 1], np.int8), (1024, 784)))
+    benchmark(K.pixel_dense_t, xp, panels, 1024, np.zeros(1024))
+    row = bench.pixel_case(n=n, threads=threads)
+    benchmark.extra_info.update(row.as_dict())
+    report(row)
+
+
 @pytest.mark.parametrize("batch", [1, 256])
 def test_mlp_predict(benchmark, threads, batch):
     torch.manual_seed(0)

@@ -292,3 +292,86 @@ def vlt_mask(typingctx, a, b):
         bits = builder.bitcast(m, ir.IntType(n))
         return builder.zext(bits, _I64)
     return types.uint64(a, b), codegen
+
+
+# --- 8- and 16-bit lanes, for the pixel kernel (:mod:`.pixels`) ---------------------
+# A u64x4 doubles as 32 bytes or 16 int16 lanes (a bitcast, free in LLVM). The product
+# below is spelt as plain IR (extend, multiply, add pairs, clamp to int16), which LLVM's
+# x86 back end recognises as one ``vpmaddubsw`` (32 multiply-adds); elsewhere it compiles
+# to the equivalent generic code.
+
+_I16 = ir.IntType(16)
+
+
+def _vec(t, n):
+    return ir.VectorType(t, n)
+
+
+@intrinsic
+def vmaddubs(typingctx, a, b):
+    """Pairwise products of *unsigned* bytes of ``a`` and *signed* bytes of ``b``, summed
+    in pairs into 16 int16 lanes: ``lane l = a[2l] b[2l] + a[2l+1] b[2l+1]``, clamped to
+    the int16 range (the clamp is what makes LLVM emit ``vpmaddubsw``; callers keep
+    ``|lane| <= 32767`` so it never acts)."""
+    if not (a == u64x4 and b == u64x4):
+        return None
+
+    def codegen(context, builder, sig, args):
+        und = ir.Constant(_vec(_I8, 32), ir.Undefined)
+        even = ir.Constant(_vec(_I32, 16), list(range(0, 32, 2)))
+        odd = ir.Constant(_vec(_I32, 16), list(range(1, 32, 2)))
+        av, bv = (builder.bitcast(v, _vec(_I8, 32)) for v in args)
+
+        def ext(v, idx, signed):
+            part = builder.shuffle_vector(v, und, idx)
+            return (builder.sext if signed else builder.zext)(part, _vec(_I32, 16))
+        s = builder.add(builder.mul(ext(av, even, False), ext(bv, even, True)),
+                        builder.mul(ext(av, odd, False), ext(bv, odd, True)))
+        lo = ir.Constant(_vec(_I32, 16), [-32768] * 16)
+        hi = ir.Constant(_vec(_I32, 16), [32767] * 16)
+        s = builder.select(builder.icmp_signed(">", s, lo), s, lo)
+        s = builder.select(builder.icmp_signed("<", s, hi), s, hi)
+        return builder.bitcast(builder.trunc(s, _vec(_I16, 16)), _vt(4))
+    return u64x4(a, b), codegen
+
+
+@intrinsic
+def vadd16(typingctx, a, b):
+    """Lane-wise addition of 16 int16 lanes (wraps at 2**16)."""
+    if not (a == u64x4 and b == u64x4):
+        return None
+
+    def codegen(context, builder, sig, args):
+        s = builder.add(*(builder.bitcast(v, _vec(_I16, 16)) for v in args))
+        return builder.bitcast(s, _vt(4))
+    return u64x4(a, b), codegen
+
+
+@intrinsic
+def vsplat4(typingctx, x):
+    """``x`` (an integer, zero-extended to uint64) in all 4 lanes."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if v.type.width < 64:
+            v = builder.zext(v, _I64)
+        return _splat(builder, v, 4)
+    return u64x4(x), codegen
+
+
+@intrinsic
+def vaddto_i32(typingctx, arr, idx, v):
+    """Add the 16 int16 lanes of ``v`` (sign-extended) to the 16 int32 values stored in
+    words ``arr.flat[idx : idx + 8]`` (two per word, in memory order; no bounds check)."""
+    if not (_flat_u64(arr, idx) and v == u64x4):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.bitcast(_elem_ptr(context, builder, sig.args[0], args[0], args[1]),
+                              _vec(_I32, 16).as_pointer())
+        wide = builder.sext(builder.bitcast(args[2], _vec(_I16, 16)), _vec(_I32, 16))
+        builder.store(builder.add(builder.load(ptr, align=8), wide), ptr, align=8)
+        return context.get_dummy_value()
+    return types.none(arr, idx, v), codegen

@@ -190,8 +190,10 @@ def test_bench_small(monkeypatch, tmp_path):
 def _check_bench(r, threads):
     assert r["threads"] == threads and isinstance(r["cpu"], str)
     names = [row["name"] for row in r["rows"]]
-    # the required rows: GEMM at batch 256 and 1, predict at batch 1 and 256
+    # the required rows: GEMM at batch 256 and 1, predict at batch 1 and 256; and
+    # the pixel first layer at batch 1 and 64
     assert names.count("binary_gemm") == 2 and names.count("BinaryNetwork.predict") == 2, names
+    assert names.count("pixel_dense") == 2, names
     for row in r["rows"]:
         assert row["ours_ms"] > 0 and row["ref_ms"] > 0 and row["ratio"] > 0 and row["gmacs"] > 0
         assert row["threads"] == threads

@@ -142,6 +142,44 @@ def test_real_dense_uint8_is_exact_integer():
     assert np.array_equal(K.real_dense(x, w, dtype=dt), gemm(x, w))
 
 
+@SETTINGS
+@given(st.integers(0, 40), st.sampled_from([1, 63, 64, 65, 200]) | st.integers(1, 150),
+       st.sampled_from([1, 2, 127, 128, 129, 257, 784]) | st.integers(1, 300),
+       st.sampled_from(["random", "max", "zero"]), st.integers(0, 2**32 - 1))
+def test_pixel_dense_matches_reference(n, m, k, fill, seed):
+    # "max": every pixel 255 with runs of equal weights, the largest int16 lane sums
+    rng = np.random.default_rng(seed)
+    x = {"random": lambda: rng.integers(0, 256, (n, k)),
+         "max": lambda: np.full((n, k), 255),
+         "zero": lambda: np.zeros((n, k))}[fill]().astype(np.uint8)
+    w = pm1(rng, (m, k))
+    if fill == "max":
+        w[: m // 2] = 1
+        w[m // 2:] = -1
+    ref = gemm(x, w)
+    h = K.pixel_dense(x, w)
+    assert h.dtype == np.int32 and np.array_equal(h, ref)
+    t = rng.integers(-255 * k, 255 * k + 1, m) + rng.choice([0.0, 0.5], m)
+    assert np.array_equal(K.pixel_dense(x, w, t), K.threshold_pack(ref.astype(np.float64), t))
+    # the strided (non-contiguous) and bool cases take the copying paths
+    assert np.array_equal(K.pixel_dense(np.asfortranarray(x), w), ref)
+    xb = x > 127
+    assert np.array_equal(K.pixel_dense(xb, w), gemm(xb.astype(np.uint8), w))
+
+
+def test_pixel_dense_serial_and_parallel_agree():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (37, 300)).astype(np.uint8)
+    w = pm1(rng, (130, 300))
+    xp, panels = K.pixel_pairs(x), K.pixel_weights(w)
+    outs = []
+    for run in (K.pixels._pixel_dense.serial, K.pixels._pixel_dense.parallel):
+        h = np.empty((37, 130), np.int32)
+        run(xp, panels, K.pixels._NO_T, h, K.pixels._NO_BITS)
+        outs.append(h)
+    assert np.array_equal(outs[0], gemm(x, w)) and np.array_equal(outs[1], outs[0])
+
+
 def test_batch_one_and_empty_batches():
     rng = np.random.default_rng(1)
     x, w = pm1(rng, (1, 4096)), pm1(rng, (300, 4096))
@@ -167,6 +205,11 @@ def test_batch_one_and_empty_batches():
     (lambda: K.binary_conv2d(np.zeros((1, 2, 2, 1), np.uint64), np.zeros((2, 3, 3, 1), np.uint64), 3),
      "does not fit"),
     (lambda: K.unpack_bits(np.zeros((2, 1), np.uint64), 65), "k=65"),
+    (lambda: K.pixel_dense(np.zeros((2, 3), np.float32), np.ones((4, 3))), "uint8"),
+    (lambda: K.pixel_dense(np.zeros((2, 3), np.uint8), np.ones((4, 5))), r"\(M, 3\)"),
+    (lambda: K.pixel_dense(np.zeros((2, 3), np.uint8), np.zeros((4, 3))), "±1"),
+    (lambda: K.pixel_dense(np.zeros((2, 3), np.uint8), np.ones((4, 3)), threshold=np.zeros(3)),
+     "4 real thresholds"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -211,3 +254,20 @@ def test_majority_matches_vote_count(s, m, k, seed):
     w = pm1(rng, (s, m, k))
     ref = np.where(2 * (w < 0).sum(axis=0) > s, -1, 1)
     assert np.array_equal(K.unpack_bits(majority(K.pack_bits(w)), k), ref)
+
+
+def test_pixel_kernel_compiles_to_byte_multiply_adds():
+    """A code-generation guard, not a timing: the pixel kernel's speed rests on LLVM
+    recognising its byte products as ``vpmaddubsw`` (32 multiply-adds per instruction).
+    A Numba or LLVM upgrade that loses the pattern would still be exact but several
+    times slower; this catches it on x86 hosts with AVX2."""
+    import llvmlite.binding as llvm
+    import numba
+    if "+avx2" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the pattern is x86 AVX2's; other targets get the generic code")
+    fresh = numba.njit(K.pixels._pixel_dense.serial.py_func)  # uncached, so it can be inspected
+    x = np.zeros((3, 10), np.uint8)
+    fresh(K.pixel_pairs(x), K.pixel_weights(np.ones((5, 10))), K.pixels._NO_T,
+          np.empty((3, 5), np.int32), K.pixels._NO_BITS)
+    asm = fresh.inspect_asm(fresh.signatures[0])
+    assert asm.count("vpmaddubsw") >= 12  # 8 in the two-sample loop, 4 in the one-sample loop

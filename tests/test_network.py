@@ -330,3 +330,33 @@ def test_copied_network_drops_its_evaluation_cache():
     out = net.predict(x)
     back = copy.deepcopy(net)
     assert back._stack is None and np.array_equal(back.predict(x), out)
+
+
+@pytest.mark.parametrize("layers", ["one", "three"])
+def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
+    """uint8 (and in-range integer) samples take the 8-bit pixel kernel; the same values
+    as float64 take BLAS. Logits, pre-activations and hidden outputs agree exactly, for a
+    first layer that is hidden and one that is the output layer."""
+    rng = np.random.default_rng(4)
+    k, m = 131, 70
+    w0 = np.where(rng.random((m, k)) < 0.5, -1, 1).astype(np.int8)
+    if layers == "one":
+        net = BinaryNetwork([Dense(w0, out_scale=rng.random(m))], (k,))
+    else:
+        net = BinaryNetwork([Dense(w0, rng.integers(-2000, 2000, m) + 0.5),
+                             Dense(np.where(rng.random((9, m)) < 0.5, -1, 1), rng.integers(-m, m + 1, 9)),
+                             Dense(np.where(rng.random((3, 9)) < 0.5, -1, 1), out_scale=rng.random(3))], (k,))
+    x = rng.integers(0, 256, (23, k)).astype(np.uint8)
+    calls = []
+    real = K.pixel_dense_t
+    monkeypatch.setattr(K, "pixel_dense_t", lambda *a: calls.append(1) or real(*a))
+    for xs in (x, x.astype(np.int64)):
+        assert np.array_equal(net.predict(xs), net.predict(x.astype(np.float64)))
+        for a, b in zip(net.preactivations(xs), net.preactivations(x.astype(np.float64))):
+            assert np.array_equal(a, b)
+        for a, b in zip(net.hidden_outputs(xs), net.hidden_outputs(x.astype(np.float64))):
+            assert np.array_equal(a, b)
+    assert calls, "uint8 input did not reach the pixel kernel"
+    n_pixel = len(calls)
+    net.predict(x.astype(np.int64) + 1)  # 256 is out of range: BLAS
+    assert len(calls) == n_pixel

@@ -1,15 +1,19 @@
 """The first layer on real input, for one network or a stack of S networks.
 
-Its ±1 weights are stored bit-packed like every other layer's (1/32 of float32). The
-product with real samples is done in floating point by the kernels of
-:mod:`bnn_toroid.kernels.real` (fused with the threshold and packing), on float weights
-unpacked once per stack and kept (one network's worth). Integer samples (uint8 pixels) stay integers until here and
-are multiplied in the narrowest float type that holds every partial sum exactly
-(:func:`bnn_toroid.kernels.exact_float_dtype`), so the result is exact.
+Its ±1 weights are stored bit-packed like every other layer's (1/32 of float32) and
+unpacked once per stack into the layout the kernels read (one network's worth is kept).
+
+* **Pixels** (uint8 input, or any integers in [0, 255]) into a dense layer are multiplied
+  in 8-bit integer arithmetic by :func:`bnn_toroid.kernels.pixel_dense` (exact, fused
+  with the threshold, no BLAS call).
+* Other integer samples stay integers until here and are multiplied by BLAS in the
+  narrowest float type that holds every partial sum exactly
+  (:func:`bnn_toroid.kernels.exact_float_dtype`), so the result is exact; real samples
+  in float64. Convolutions use :func:`bnn_toroid.kernels.real_conv2d_t`.
 
 A stack whose networks differ in a few first-layer weights (the perturbations of local
-energy, points of a path) does the float product once, for a template ``W_0``, and
-gives every network its flips as a sparse correction fused with the threshold
+energy, points of a path) does the product once, for a template ``W_0``, and gives every
+network its flips as a sparse correction fused with the threshold
 (:mod:`bnn_toroid.kernels.flips`): ``h_s = x W_s^T = h_0 + x (W_s - W_0)^T``. The
 template is the bitwise majority of the stack, which minimises the total number of
 flips (for the points of a path between two networks, about half of what the first
@@ -31,6 +35,18 @@ from .layers import Conv2d, Dense
 # core), so the correction should win well past 1/8; the margin is for its irregular
 # memory access. Measured: local energy with ε up to 0.1, 8.5–9.3× torch (docs/performance.md § 3).
 SHARED_MAX_FLIPS = 1 / 8
+
+
+def pixels(xin):
+    """The samples as uint8 when every value is an integer in [0, 255] (uint8 and bool
+    arrays, or integer arrays whose values fit), else None."""
+    if xin.dtype == np.uint8:
+        return xin
+    if xin.dtype == np.bool_:
+        return xin.view(np.uint8)
+    if xin.dtype.kind in "iu" and xin.size and 0 <= xin.min() and xin.max() <= 255:
+        return xin.astype(np.uint8)
+    return None
 
 
 def float_input(xin, k):
@@ -61,8 +77,11 @@ class RealFirstLayer:
         self._flips = None    # (template, CSR flip lists); False: not worth it
 
     def _kernel_layout(self, w, dtype):
-        """Packed weights → the float layout the first-layer kernels read."""
+        """Packed weights → the layout the first-layer kernels read: float (``dtype``), or
+        the int8 panels of :func:`bnn_toroid.kernels.pixel_dense_t` (``dtype`` "pixels")."""
         layer = self.layer
+        if dtype == "pixels":
+            return K.pixel_weights(K.unpack_bits(w, layer.weights.shape[1]))
         if isinstance(layer, Dense):
             return K.dense_weights(K.unpack_bits(w, layer.weights.shape[1]), dtype)
         return K.conv_weights(K.unpack_bits(w, layer.weights.shape[3]), dtype)
@@ -75,7 +94,7 @@ class RealFirstLayer:
         return self._cached(0, dtype)
 
     def _cached(self, which, dtype):
-        key = (which, np.dtype(dtype))
+        key = (which, dtype if dtype == "pixels" else np.dtype(dtype))
         if key not in self._float:
             w = self.params["w"][0] if which == 0 else self.shared_flips()[0]
             self._float[key] = self._kernel_layout(w, dtype)
@@ -101,6 +120,10 @@ class RealFirstLayer:
         pre-activations —, per-network pre-activations when ``collect``)."""
         net, layer, p = self.net, self.layer, self.params
         n = xin.shape[0]
+        if isinstance(layer, Dense):
+            px = pixels(xin.reshape(n, -1))
+            if px is not None:
+                return self._pixels(px, hidden, collect)
         geom = net._geoms[0]
         k = layer.weights[0].size
         x, exact = float_input(xin.reshape(n, -1) if isinstance(layer, Dense) else xin, k)
@@ -125,6 +148,29 @@ class RealFirstLayer:
                 if hidden:
                     h = K.threshold_pack(h.reshape(1, -1, h.shape[-1]), p["T"][s:s + 1]).reshape(
                         h.shape[:-1] + (-1,))
+            outs.append(h)
+        return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
+
+
+    def _pixels(self, x, hidden: bool, collect: bool):
+        """:meth:`__call__` for uint8 samples (N, K) into a dense layer."""
+        p, m = self.params, self.layer.weights.shape[0]
+        xp = K.pixel_pairs(x)
+        shared = self.shared_flips() if hidden and not collect else None
+        if shared is not None:  # integer sums: exact in any order
+            h0 = K.pixel_dense_t(xp, self._cached("template", "pixels"), m)
+            return flipped_threshold_pack(h0, x, shared[1], p["T"]), []
+        outs, hs = [], []
+        for s in range(self.size):
+            panels = self.weights(s, "pixels")
+            if hidden and not collect:
+                outs.append(K.pixel_dense_t(xp, panels, m, np.ascontiguousarray(p["T"][s], np.float64)))
+                continue
+            h = K.pixel_dense_t(xp, panels, m)
+            if collect:
+                hs.append(h)
+            if hidden:
+                h = K.threshold_pack(h[None], p["T"][s:s + 1])[0]
             outs.append(h)
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
