@@ -55,8 +55,20 @@ def paired(ours, ref, repeats: int = 15, min_time: float = 0.2, warmup: bool = T
     each block let the other engine's worker threads stop spin-waiting: torch's and
     Numba's OpenMP workers and onnxruntime's spin after a run and, on a 2-vCPU machine,
     take a vCPU from the next contender (measured: our batch-1 MLP 0.095 → 0.145 ms
-    right after onnxruntime).
+    right after onnxruntime). A block's time is the mean of its calls; see
+    :func:`paired_stats` for per-call medians too.
     """
+    st = paired_stats(ours, ref, repeats, min_time, warmup, settle)
+    return st["ours_s"], st["ref_s"], st["ratio"]
+
+
+def paired_stats(ours, ref, repeats: int = 15, min_time: float = 0.2, warmup: bool = True,
+                 settle: float = 0.02) -> dict:
+    """:func:`paired`, with two statistics per block: the mean of its calls (``ours_s``,
+    ``ref_s``, ``ratio``: what a caller waits for on average, stalls included) and the
+    median of its calls (``*_call_median*``: the typical call, without the calls that
+    waited for a vCPU held by another process or a spinning thread pool). Both are
+    medians over the rounds, and the ratios are medians of per-round ratios."""
     if warmup:
         ours(), ref()
     inner = 1
@@ -67,17 +79,27 @@ def paired(ours, ref, repeats: int = 15, min_time: float = 0.2, warmup: bool = T
             f()
             reps.append(max(1, int((min_time / repeats) / max(time.perf_counter() - t0, 1e-7))))
         inner = max(reps)
-    to, tr = [], []
+    means = {"ours": [], "ref": []}
+    medians = {"ours": [], "ref": []}
+    calls = np.empty(inner + 1)
+    clock = time.perf_counter
     for _ in range(repeats):
-        for f, acc in ((ours, to), (ref, tr)):
+        for side, f in (("ours", ours), ("ref", ref)):
             if settle:
                 time.sleep(settle)
-            t0 = time.perf_counter()
-            for _ in range(inner):
+            calls[0] = clock()
+            for i in range(1, inner + 1):
                 f()
-            acc.append((time.perf_counter() - t0) / inner)
-    to, tr = np.array(to), np.array(tr)
-    return float(np.median(to)), float(np.median(tr)), float(np.median(tr / to))
+                calls[i] = clock()
+            d = np.diff(calls)
+            means[side].append(float(d.mean()))
+            medians[side].append(float(np.median(d)))
+    mo, mr = np.array(means["ours"]), np.array(means["ref"])
+    do, dr = np.array(medians["ours"]), np.array(medians["ref"])
+    return {"ours_s": float(np.median(mo)), "ref_s": float(np.median(mr)),
+            "ratio": float(np.median(mr / mo)),
+            "ours_call_median_s": float(np.median(do)), "ref_call_median_s": float(np.median(dr)),
+            "call_median_ratio": float(np.median(dr / do)), "calls_per_block": inner}
 
 
 def gemm_case(n=256, k=4096, m=4096, threads=2, repeats=15, seed=0):
