@@ -56,7 +56,7 @@ def test_pixel_dense_784x1024(benchmark, threads, n):
     x = rng.integers(0, 256, (n, 784)).astype(np.uint8)
     xp = K.pixel_pairs(x)
     panels = K.pixel_weights(rng.choice(np.array([-1, 1], np.int8), (1024, 784)))
-    benchmark(K.pixel_dense_t, xp, panels, 1024, np.zeros(1024))
+    benchmark(K.pixel_dense_t, xp, panels, 1024, K.pixel_thresholds(np.zeros(1024), 1024))
     row = bench.pixel_case(n=n, threads=threads)
     benchmark.extra_info.update(row.as_dict())
     report(row)

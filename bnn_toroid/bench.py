@@ -142,7 +142,7 @@ def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n, k)).astype(np.uint8)
     w = rng.choice(np.array([-1, 1], np.int8), (m, k))
-    t = rng.normal(0, 128 * np.sqrt(k), m)
+    t = K.pixel_thresholds(rng.normal(0, 128 * np.sqrt(k), m), m)
     xp, panels = K.pixel_pairs(x), K.pixel_weights(w)
     tx, tw = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(w.T, dtype=torch.float32)
     with torch.inference_mode():
@@ -250,16 +250,16 @@ def packed_sizes(net) -> dict:
     """Bytes of the packed network's weights (what is stored and what the binary kernels
     read) against float32 weights of the same shapes. A first layer on real input is
     stored packed too, but evaluated on an unpacked copy kept while the network is in
-    use: ``first_layer_pixel_bytes`` (int8 panels, for uint8 input into a dense layer)
-    and ``first_layer_float_bytes`` (float32, for BLAS on other input)."""
+    use: ``first_layer_pixel_bytes`` (int8 panels, for uint8 input) and
+    ``first_layer_float_bytes`` (float32, for other input)."""
     params = net.packed_params()
     packed = sum(p["w"].nbytes for p in params if "w" in p)
     f32 = 4 * net.n_weights
     first = 0 if net.binarize_input else 4 * net.layers[0].weights.size
     pixel = 0
-    if first and net.layers[0].weights.ndim == 2:
-        m, k = net.layers[0].weights.shape
-        pixel = -(-m // 64) * 64 * 2 * (-(-k // 2))
+    if first:  # int8 panels: units rounded to 64, inputs (a filter's kh·kw·C) to pairs
+        w = net.layers[0].weights
+        pixel = -(-w.shape[0] // 64) * 64 * 2 * (-(-(w.size // w.shape[0]) // 2))
     return {"float32_bytes": f32, "packed_bytes": packed, "ratio": packed / f32,
             "first_layer_float_bytes": first, "first_layer_pixel_bytes": pixel}
 

@@ -375,3 +375,20 @@ def vaddto_i32(typingctx, arr, idx, v):
         builder.store(builder.add(builder.load(ptr, align=8), wide), ptr, align=8)
         return context.get_dummy_value()
     return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def vlt_i32_mask(typingctx, a, ai, b, bi):
+    """Bit l set where int32 value l of ``a`` < int32 value l of ``b``, for the 16 int32
+    values stored in words ``a.flat[ai : ai + 8]`` and ``b.flat[bi : bi + 8]`` (signed
+    compare; no bounds check). Returns the 16-bit mask as a uint64."""
+    if not (_flat_u64(a, ai) and _flat_u64(b, bi)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = _vec(_I32, 16).as_pointer()
+        va = builder.load(builder.bitcast(_elem_ptr(context, builder, sig.args[0], args[0], args[1]), vt), align=8)
+        vb = builder.load(builder.bitcast(_elem_ptr(context, builder, sig.args[2], args[2], args[3]), vt), align=8)
+        m = builder.bitcast(builder.icmp_signed("<", va, vb), ir.IntType(16))
+        return builder.zext(m, _I64)
+    return types.uint64(a, ai, b, bi), codegen

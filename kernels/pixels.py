@@ -12,8 +12,8 @@ the float product on the same integers, and needs no BLAS call.
 Measured against BLAS float32 on the MLP's first layer (784 → 1024) with the threshold
 fused: see ``docs/performance.md`` ("First layer on pixels").
 
-Layout. The inputs are read as uint16 *pairs* of pixels ``(x_{2p}, x_{2p+1})`` (a
-zero-copy view for even K). The weights are repacked once into panels of 64 units
+Layout. The inputs are read as *pairs* of pixels ``(x_{2p}, x_{2p+1})``, each spread
+over a 64-bit word (:func:`pixel_pairs`) that one load broadcasts to a whole vector. The weights are repacked once into panels of 64 units
 (one packed output word): ``panel[b, p]`` holds, for units ``64b … 64b + 63``, the two
 weights of pair ``p`` side by side (128 bytes, four 32-byte vectors), so that one
 broadcast pair times one vector gives 16 units' partial sums.
@@ -21,7 +21,7 @@ broadcast pair times one vector gives 16 units' partial sums.
 import numba as nb
 import numpy as np
 
-from ._simd import vaddto_i32, vadd16, vbcast4, vload4, vmaddubs, vzero4
+from ._simd import vaddto_i32, vadd16, vbcast4, vload4, vlt_i32_mask, vmaddubs, vzero4
 from ._threads import twin
 
 UNITS = 64        # units per panel: one packed output word
@@ -46,14 +46,68 @@ def pixel_weights(w_pm1) -> np.ndarray:
 
 
 def pixel_pairs(x) -> np.ndarray:
-    """uint8 samples (N, K) → uint16 (N, ceil(K/2)), pixel ``2p`` in the low byte
-    (little-endian memory order; a view when K is even and rows are contiguous)."""
+    """uint8 samples (N, K) → uint64 (N, ceil(K/2)): pixel pair ``(x_{2p}, x_{2p+1})`` as
+    a 16-bit value (``x_{2p}`` in the low byte; 0 past the end) repeated in the word's
+    four 16-bit lanes, so that the kernel broadcasts it to a whole vector with one load
+    (4 bytes per pixel, made once per call instead of once per panel)."""
+    x = np.ascontiguousarray(x)
+    out = np.empty((x.shape[0], -(-x.shape[1] // 2)), np.uint64)
+    _spread_pairs(x, out)
+    return out
+
+
+@nb.njit(cache=True)
+def _spread_pairs(x, out):
     n, k = x.shape
-    if k % 2 == 0 and x.flags.c_contiguous:
-        return x.view(np.uint16)
-    xp = np.zeros((n, k + 1), np.uint8)
-    xp[:, :k] = x
-    return xp.view(np.uint16)
+    for s in range(n):
+        for p in range(k // 2):
+            out[s, p] = (np.uint64(x[s, 2 * p]) | (np.uint64(x[s, 2 * p + 1]) << np.uint64(8))) * _SPLAT16
+        if k % 2:
+            out[s, k // 2] = np.uint64(x[s, k - 1]) * _SPLAT16
+
+
+def pixel_patches(x, ksize, stride, pads, pad_value) -> np.ndarray:
+    """uint8 images NHWC → the pixel pairs (:func:`pixel_pairs` layout) of every output
+    pixel's patch, for a convolution as a dense product: rows ``(n, y, x)`` in order,
+    patch entries ``(dy, dx, c)`` in order (the filters' own order, flattened), pixels
+    outside the image read as ``pad_value`` (uint8 per channel). Returns uint64
+    (N·Ho·Wo, ceil(kh·kw·C/2))."""
+    kh, kw = (int(v) for v in ksize)
+    sy, sx = (int(v) for v in stride)
+    pt, pb, pl, pr = (int(v) for v in pads)
+    n, hh, ww, c = x.shape
+    ho, wo = (hh + pt + pb - kh) // sy + 1, (ww + pl + pr - kw) // sx + 1
+    out = np.empty((n * ho * wo, -(-(kh * kw * c) // 2)), np.uint64)
+    if out.size:
+        _patch_pairs(out.size, np.ascontiguousarray(x), kh, kw, sy, sx, pt, pl,
+                     np.ascontiguousarray(pad_value, np.uint8), ho, wo, out)
+    return out
+
+
+@twin
+def _patch_pairs(x, kh, kw, sy, sx, pt, pl, padv, ho, wo, out):
+    n_n, hh, ww, c = x.shape
+    pairs = out.shape[1]
+    for task in nb.prange(n_n * ho):
+        n = task // ho
+        oy = task - n * ho
+        patch = np.zeros(2 * pairs, np.uint8)  # the odd K's last byte stays 0
+        for ox in range(wo):
+            e = 0
+            for dy in range(kh):
+                iy = oy * sy - pt + dy
+                for dx in range(kw):
+                    ix = ox * sx - pl + dx
+                    if 0 <= iy < hh and 0 <= ix < ww:
+                        for ch in range(c):
+                            patch[e + ch] = x[n, iy, ix, ch]
+                    else:
+                        for ch in range(c):
+                            patch[e + ch] = padv[ch]
+                    e += c
+            row = task * wo + ox
+            for q in range(pairs):
+                out[row, q] = (np.uint64(patch[2 * q]) | (np.uint64(patch[2 * q + 1]) << np.uint64(8))) * _SPLAT16
 
 
 @nb.njit(inline="always")
@@ -79,7 +133,7 @@ def _pixel_dense(xp, panels, T, h, bits):
     blocks = panels.shape[0]
     pf = panels.reshape(-1)
     thresholded = bits.size > 0
-    m = T.shape[0] if thresholded else h.shape[1]
+    m = h.shape[1]
     groups = (n + GROUP - 1) // GROUP
     for task in nb.prange(blocks * groups):
         b = task // groups
@@ -89,17 +143,12 @@ def _pixel_dense(xp, panels, T, h, bits):
         for s in range(g1 - g0):
             _zero(tot, s)
         tf = tot.reshape(-1)
-        # each pixel pair spread over a word's four 16-bit lanes, so the inner loop
-        # broadcasts it straight from memory (a load, no ALU op)
-        xq = np.empty(GROUP * CHUNK, np.uint64)
+        xf = xp.reshape(-1)
         for c0 in range(0, pairs, CHUNK):
             c1 = min(c0 + CHUNK, pairs)
-            for s in range(g0, g1):
-                for p in range(c0, c1):
-                    xq[(s - g0) * CHUNK + p - c0] = np.uint64(xp[s, p]) * _SPLAT16
             s = g0
             while s < g1:
-                xi = (s - g0) * CHUNK - c0
+                xi = s * pairs
                 base = (b * pairs + c0) * 16
                 if s + 1 < g1:
                     a0 = vzero4()
@@ -116,8 +165,8 @@ def _pixel_dense(xp, panels, T, h, bits):
                         w2 = vload4(pf, base + 8)
                         w3 = vload4(pf, base + 12)
                         base += 16
-                        xa = vbcast4(xq, xi + p)
-                        xb = vbcast4(xq, xi + CHUNK + p)
+                        xa = vbcast4(xf, xi + p)
+                        xb = vbcast4(xf, xi + pairs + p)
                         a0 = vadd16(a0, vmaddubs(xa, w0))
                         a1 = vadd16(a1, vmaddubs(xa, w1))
                         a2 = vadd16(a2, vmaddubs(xa, w2))
@@ -138,7 +187,7 @@ def _pixel_dense(xp, panels, T, h, bits):
                     a2 = vzero4()
                     a3 = vzero4()
                     for p in range(c0, c1):
-                        xa = vbcast4(xq, xi + p)
+                        xa = vbcast4(xf, xi + p)
                         a0 = vadd16(a0, vmaddubs(xa, vload4(pf, base)))
                         a1 = vadd16(a1, vmaddubs(xa, vload4(pf, base + 4)))
                         a2 = vadd16(a2, vmaddubs(xa, vload4(pf, base + 8)))
@@ -151,27 +200,42 @@ def _pixel_dense(xp, panels, T, h, bits):
                 vaddto_i32(tf, r + 16, a2)
                 vaddto_i32(tf, r + 24, a3)
                 s += step
-        units = min(UNITS, m - b * UNITS)
-        for s in range(g0, g1):
-            if thresholded:
-                word = np.uint64(0)
-                for j in range(units):
-                    if _unit(tot, s - g0, j) < T[b * UNITS + j]:
-                        word |= np.uint64(1) << np.uint64(j)
-                bits[s, b] = word
-            else:
-                for j in range(units):
+        if thresholded:
+            # 16 units per vector compare against the int32 thresholds of pixel_thresholds
+            t0 = b * (UNITS // 2)
+            for s in range(g1 - g0):
+                r = s * (UNITS // 2)
+                bits[g0 + s, b] = (vlt_i32_mask(tf, r, T, t0)
+                                   | (vlt_i32_mask(tf, r + 8, T, t0 + 8) << np.uint64(16))
+                                   | (vlt_i32_mask(tf, r + 16, T, t0 + 16) << np.uint64(32))
+                                   | (vlt_i32_mask(tf, r + 24, T, t0 + 24) << np.uint64(48)))
+        else:
+            for s in range(g0, g1):
+                for j in range(min(UNITS, m - b * UNITS)):
                     h[s, b * UNITS + j] = _unit(tot, s - g0, j)
 
 
-_NO_T = np.empty(0, np.float64)
+def pixel_thresholds(threshold, m: int) -> np.ndarray:
+    """Real thresholds (m,) → the kernel's int32 thresholds, two per uint64 word, one
+    word row per 64 units: ``ceil(T)`` (for an integer ``h``, ``h < T`` iff
+    ``h < ceil(T)``), clipped to the int32 range (``|h| <= 255 K`` lies inside it, so
+    no comparison changes); padding units get the minimum, so their bits stay 0."""
+    t = np.asarray(threshold, np.float64)
+    blocks = -(-m // UNITS)
+    out = np.full(blocks * UNITS, np.iinfo(np.int32).min, np.int32)
+    out[:m] = np.clip(np.ceil(t), -(2 ** 31 - 1), 2 ** 31 - 1)
+    return out.view(np.uint64)
+
+
+_NO_T = np.empty(0, np.uint64)
 _NO_H = np.empty((0, 0), np.int32)
 _NO_BITS = np.empty((0, 0), np.uint64)
 
 
 def pixel_dense_t(xp, panels, m: int, threshold=None):
     """:func:`pixel_dense` on pixel pairs (:func:`pixel_pairs`) and panels
-    (:func:`pixel_weights`) of ``m`` units, unchecked; ``threshold`` float64 (m,) or None."""
+    (:func:`pixel_weights`) of ``m`` units, unchecked; ``threshold`` None or the words of
+    :func:`pixel_thresholds`."""
     n = xp.shape[0]
     # ≈ word operations, the unit of _threads.PARALLEL_MIN_WORK: 4 vectors per pair and panel
     work = n * panels.shape[0] * panels.shape[1] * 16
@@ -214,4 +278,6 @@ def pixel_dense(x, w_pm1, threshold=None):
         if t.shape != (w.shape[0],) or np.isnan(t).any():
             raise ValueError(f"pixel_dense: expected {w.shape[0]} real thresholds, got shape {t.shape}"
                              + (" with NaN" if t.shape == (w.shape[0],) else ""))
-    return pixel_dense_t(pixel_pairs(np.ascontiguousarray(x)), pixel_weights(w), w.shape[0], t)
+    if t is not None:
+        t = pixel_thresholds(t, w.shape[0])
+    return pixel_dense_t(pixel_pairs(x), pixel_weights(w), w.shape[0], t)

@@ -133,6 +133,28 @@ def test_real_input_conv_is_exact_on_uint8(n, h, c, f, ksz, padding, stride, per
     assert np.array_equal(K.unpack_bits(bits, f), np.where(ref >= t, 1, -1))
 
 
+@SETTINGS
+@given(st.integers(1, 5), st.integers(3, 8), st.sampled_from([1, 3, 4]), st.integers(1, 70),
+       st.sampled_from([1, 3]), st.sampled_from(["valid", "same"]), st.sampled_from([1, 2]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_pixel_conv_as_patches_matches_reference(n, h, c, f, ksz, padding, stride, per_channel, seed):
+    """A first-layer convolution on uint8 images as the pixel product over its patches
+    (odd and even patch lengths, scalar or per-channel uint8 pad values)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, h, h, c)).astype(np.uint8)
+    wt = pm1(rng, (f, ksz, ksz, c))
+    pv = rng.integers(0, 256, c) if per_channel else np.ones(c)
+    pads, _ = K.conv_pads(h, h, ksz, ksz, (stride, stride), padding)
+    ref = conv2d(x, wt, (stride, stride), padding, pv)
+    rows = K.pixel_patches(x, (ksz, ksz), (stride, stride), pads, pv.astype(np.uint8))
+    panels = K.pixel_weights(wt.reshape(f, -1))
+    h_ = K.pixel_dense_t(rows, panels, f)
+    assert np.array_equal(h_.reshape(ref.shape), ref)
+    t = rng.integers(-200 * ksz * ksz * c, 200 * ksz * ksz * c, f) + 0.5
+    bits = K.pixel_dense_t(rows, panels, f, K.pixel_thresholds(t, f)).reshape(ref.shape[:3] + (-1,))
+    assert np.array_equal(K.unpack_bits(bits, f), np.where(ref >= t, 1, -1))
+
+
 def test_real_dense_uint8_is_exact_integer():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(50, 1000)).astype(np.uint8)

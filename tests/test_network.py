@@ -11,7 +11,7 @@ from torch import nn
 import bnn_toroid as bt
 import bnn_toroid.nn as bnn
 from bnn_toroid import kernels as K
-from bnn_toroid.network import (BinaryNetwork, Dense, NetworkError, NetworkFileError, NetworkStack,
+from bnn_toroid.network import (BinaryNetwork, Conv2d, Dense, NetworkError, NetworkFileError, NetworkStack,
                                 load)
 
 
@@ -332,7 +332,7 @@ def test_copied_network_drops_its_evaluation_cache():
     assert back._stack is None and np.array_equal(back.predict(x), out)
 
 
-@pytest.mark.parametrize("layers", ["one", "three"])
+@pytest.mark.parametrize("layers", ["one", "three", "conv", "conv-channel-pads", "conv-real-pad"])
 def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
     """uint8 (and in-range integer) samples take the 8-bit pixel kernel; the same values
     as float64 take BLAS. Logits, pre-activations and hidden outputs agree exactly, for a
@@ -340,13 +340,23 @@ def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
     rng = np.random.default_rng(4)
     k, m = 131, 70
     w0 = np.where(rng.random((m, k)) < 0.5, -1, 1).astype(np.int8)
-    if layers == "one":
+    shape = (k,)
+    if layers.startswith("conv"):
+        # a first conv's pad value is a pixel too, unless it is not an integer in [0, 255]
+        pad = {"conv": 1.0, "conv-channel-pads": np.array([0.0, 7.0, 255.0]),
+               "conv-real-pad": np.array([0.5, 1.0, 2.0])}[layers]
+        shape = (9, 9, 3)
+        wc = np.where(rng.random((70, 3, 3, 3)) < 0.5, -1, 1).astype(np.int8)
+        net = BinaryNetwork([Conv2d(wc, rng.integers(-500, 500, 70) + 0.5, padding="same", pad_value=pad),
+                             Dense(np.where(rng.random((5, 81 * 70)) < 0.5, -1, 1), out_scale=rng.random(5))],
+                            shape, input_layout="NHWC")
+    elif layers == "one":
         net = BinaryNetwork([Dense(w0, out_scale=rng.random(m))], (k,))
     else:
         net = BinaryNetwork([Dense(w0, rng.integers(-2000, 2000, m) + 0.5),
                              Dense(np.where(rng.random((9, m)) < 0.5, -1, 1), rng.integers(-m, m + 1, 9)),
                              Dense(np.where(rng.random((3, 9)) < 0.5, -1, 1), out_scale=rng.random(3))], (k,))
-    x = rng.integers(0, 256, (23, k)).astype(np.uint8)
+    x = rng.integers(0, 256, (23,) + shape).astype(np.uint8)
     calls = []
     real = K.pixel_dense_t
     monkeypatch.setattr(K, "pixel_dense_t", lambda *a: calls.append(1) or real(*a))
@@ -356,6 +366,9 @@ def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
             assert np.array_equal(a, b)
         for a, b in zip(net.hidden_outputs(xs), net.hidden_outputs(x.astype(np.float64))):
             assert np.array_equal(a, b)
+    if layers == "conv-real-pad":
+        assert not calls, "a real pad value must keep the float convolution"
+        return
     assert calls, "uint8 input did not reach the pixel kernel"
     n_pixel = len(calls)
     net.predict(x.astype(np.int64) + 1)  # 256 is out of range: BLAS

@@ -36,6 +36,10 @@ from .layers import Conv2d, Dense
 # memory access. Measured: local energy with ε up to 0.1, 8.5–9.3× torch (docs/performance.md § 3).
 SHARED_MAX_FLIPS = 1 / 8
 
+# A convolution on pixels is a dense product over its patches, made this many output
+# pixels at a time (8 bytes per patch pair: ≈ 7 MB for a 3×3×3 filter)
+PATCH_ROWS = 1 << 16
+
 
 def pixels(xin):
     """The samples as uint8 when every value is an integer in [0, 255] (uint8 and bool
@@ -75,13 +79,16 @@ class RealFirstLayer:
         self.size = params["w"].shape[0]
         self._float = {}      # (which, float dtype) -> unpacked weights
         self._flips = None    # (template, CSR flip lists); False: not worth it
+        self._pixel_t = {}    # s -> int32 thresholds of the pixel kernel
+        self._pad = None      # (uint8 pad values of a convolution, or None)
 
     def _kernel_layout(self, w, dtype):
         """Packed weights → the layout the first-layer kernels read: float (``dtype``), or
         the int8 panels of :func:`bnn_toroid.kernels.pixel_dense_t` (``dtype`` "pixels")."""
         layer = self.layer
-        if dtype == "pixels":
-            return K.pixel_weights(K.unpack_bits(w, layer.weights.shape[1]))
+        if dtype == "pixels":  # filters (F, kh, kw, C) flatten in their patches' order
+            w = K.unpack_bits(w, layer.weights.shape[-1])
+            return K.pixel_weights(w.reshape(w.shape[0], -1))
         if isinstance(layer, Dense):
             return K.dense_weights(K.unpack_bits(w, layer.weights.shape[1]), dtype)
         return K.conv_weights(K.unpack_bits(w, layer.weights.shape[3]), dtype)
@@ -120,10 +127,9 @@ class RealFirstLayer:
         pre-activations —, per-network pre-activations when ``collect``)."""
         net, layer, p = self.net, self.layer, self.params
         n = xin.shape[0]
-        if isinstance(layer, Dense):
-            px = pixels(xin.reshape(n, -1))
-            if px is not None:
-                return self._pixels(px, hidden, collect)
+        px = pixels(xin.reshape(n, -1) if isinstance(layer, Dense) else xin)
+        if px is not None and (isinstance(layer, Dense) or self._pixel_pad() is not None):
+            return self._pixels(px, hidden, collect)
         geom = net._geoms[0]
         k = layer.weights[0].size
         x, exact = float_input(xin.reshape(n, -1) if isinstance(layer, Dense) else xin, k)
@@ -152,26 +158,61 @@ class RealFirstLayer:
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
 
+    def _pixel_thresholds(self, s):
+        if s not in self._pixel_t:
+            self._pixel_t[s] = K.pixel_thresholds(self.params["T"][s], self.params["T"].shape[1])
+        return self._pixel_t[s]
+
+    def _pixel_pad(self):
+        """A convolution's pad values as uint8 per channel, or None when some is not an
+        integer in [0, 255] (a folded input normalisation): then it is not a pixel."""
+        if self._pad is None:
+            layer, c = self.layer, self.net._geoms[0].shape[2]
+            pv = np.broadcast_to(np.asarray(layer.pad_value, np.float64), (c,))
+            fits = self.net.input_scale is None and ((pv == np.round(pv)) & (pv >= 0) & (pv <= 255)).all()
+            self._pad = (pv.astype(np.uint8),) if fits else (None,)
+        return self._pad[0]
+
     def _pixels(self, x, hidden: bool, collect: bool):
-        """:meth:`__call__` for uint8 samples (N, K) into a dense layer."""
-        p, m = self.params, self.layer.weights.shape[0]
-        xp = K.pixel_pairs(x)
+        """:meth:`__call__` for uint8 samples: (N, K) into a dense layer, or NHWC images
+        into a convolution, whose patches (``PATCH_ROWS`` output pixels at a time) are
+        the rows of the same dense product."""
+        p, layer = self.params, self.layer
+        m = layer.weights.shape[0]
+        if isinstance(layer, Dense):
+            rows, shape, chunks = K.pixel_pairs(x), (x.shape[0],), None
+        else:
+            g = self.net._geoms[0]
+            kh, kw = layer.weights.shape[1:3]
+            pads, _ = K.conv_pads(g.shape[0], g.shape[1], kh, kw, layer.stride, layer.padding)
+            ho = (g.shape[0] + pads[0] + pads[1] - kh) // layer.stride[0] + 1
+            wo = (g.shape[1] + pads[2] + pads[3] - kw) // layer.stride[1] + 1
+            per = max(1, PATCH_ROWS // (ho * wo))
+            chunks = [K.pixel_patches(x[i:i + per], (kh, kw), layer.stride, pads, self._pixel_pad())
+                      for i in range(0, x.shape[0], per)]
+            shape = (x.shape[0], ho, wo)
+
+        def product(panels, t=None):
+            if chunks is None or len(chunks) == 1:
+                return K.pixel_dense_t(rows if chunks is None else chunks[0], panels, m, t)
+            return np.concatenate([K.pixel_dense_t(r, panels, m, t) for r in chunks])
+
         shared = self.shared_flips() if hidden and not collect else None
-        if shared is not None:  # integer sums: exact in any order
-            h0 = K.pixel_dense_t(xp, self._cached("template", "pixels"), m)
+        if shared is not None:  # integer sums: exact in any order (dense layers only)
+            h0 = product(self._cached("template", "pixels"))
             return flipped_threshold_pack(h0, x, shared[1], p["T"]), []
         outs, hs = [], []
         for s in range(self.size):
             panels = self.weights(s, "pixels")
             if hidden and not collect:
-                outs.append(K.pixel_dense_t(xp, panels, m, np.ascontiguousarray(p["T"][s], np.float64)))
+                outs.append(product(panels, self._pixel_thresholds(s)).reshape(shape + (-1,)))
                 continue
-            h = K.pixel_dense_t(xp, panels, m)
+            h = product(panels)
             if collect:
-                hs.append(h)
+                hs.append(h.reshape(shape + (-1,)))
             if hidden:
                 h = K.threshold_pack(h[None], p["T"][s:s + 1])[0]
-            outs.append(h)
+            outs.append(h.reshape(shape + (-1,)))
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
 
