@@ -237,8 +237,11 @@ def pixel_dense_t(xp, panels, m: int, threshold=None):
     (:func:`pixel_weights`) of ``m`` units, unchecked; ``threshold`` None or the words of
     :func:`pixel_thresholds`."""
     n = xp.shape[0]
-    # ≈ word operations, the unit of _threads.PARALLEL_MIN_WORK: 4 vectors per pair and panel
-    work = n * panels.shape[0] * panels.shape[1] * 16
+    # Counted in vector operations (4 per pixel pair and panel), so that one MNIST-sized
+    # sample (784 → 1024: 25 K) runs on the calling thread. Measured there: 20 µs serial
+    # against 13 µs on two threads while the machine is quiet, but 22 against 600 µs in
+    # the spells when waking the second thread takes half a millisecond (docs/performance.md § 7).
+    work = n * panels.shape[0] * panels.shape[1] * 4
     if threshold is None:
         h = np.empty((n, m), np.int32)
         if h.size:
