@@ -348,20 +348,6 @@ def vadd16(typingctx, a, b):
 
 
 @intrinsic
-def vsplat4(typingctx, x):
-    """``x`` (an integer, zero-extended to uint64) in all 4 lanes."""
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        if v.type.width < 64:
-            v = builder.zext(v, _I64)
-        return _splat(builder, v, 4)
-    return u64x4(x), codegen
-
-
-@intrinsic
 def vaddto_i32(typingctx, arr, idx, v):
     """Add the 16 int16 lanes of ``v`` (sign-extended) to the 16 int32 values stored in
     words ``arr.flat[idx : idx + 8]`` (two per word, in memory order; no bounds check)."""

@@ -31,12 +31,11 @@ _SPLAT16 = np.uint64(0x0001000100010001)
 MAX_K = (2 ** 31 - 1) // 255  # |h| <= 255 K must fit int32
 
 
-def pixel_weights(w_pm1) -> np.ndarray:
+def pixel_weights(w_pm1, check: bool = True) -> np.ndarray:
     """±1 weights (M, K) → the panels :func:`pixel_dense_t` reads: uint64
-    (ceil(M/64), ceil(K/2), 16), i.e. 128 bytes per unit block and pixel pair."""
-    w = np.asarray(w_pm1)
-    if w.ndim != 2:
-        raise ValueError(f"pixel_weights: expected ±1 weights (M, K), got shape {w.shape}")
+    (ceil(M/64), ceil(K/2), 16), i.e. 128 bytes per unit block and pixel pair.
+    ``check=False`` skips the ±1 check, for weights just unpacked from bits."""
+    w = _pm1("pixel_weights", w_pm1) if check else np.asarray(w_pm1)
     m, k = w.shape
     blocks, pairs = -(-m // UNITS), -(-k // 2)
     w8 = np.zeros((blocks * UNITS, 2 * pairs), np.int8)  # padding units and pixels weigh 0
@@ -50,10 +49,29 @@ def pixel_pairs(x) -> np.ndarray:
     a 16-bit value (``x_{2p}`` in the low byte; 0 past the end) repeated in the word's
     four 16-bit lanes, so that the kernel broadcasts it to a whole vector with one load
     (4 bytes per pixel, made once per call instead of once per panel)."""
-    x = np.ascontiguousarray(x)
+    x = _pixels("pixel_pairs", x, 2, "(N, K)")
     out = np.empty((x.shape[0], -(-x.shape[1] // 2)), np.uint64)
     _spread_pairs(x, out)
     return out
+
+
+def _pixels(name, x, ndim, what):
+    """uint8 (bool viewed as uint8) C-contiguous, of ``ndim`` dimensions."""
+    x = np.asarray(x)
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    if x.dtype != np.uint8 or x.ndim != ndim:
+        raise TypeError(f"{name}: expected uint8 pixels {what}, got {x.dtype} of shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _pm1(name, w):
+    w = np.asarray(w)
+    if w.ndim != 2 or w.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: expected ±1 weights (M, K), got {w.dtype} of shape {w.shape}")
+    if not np.isin(w, (-1, 1)).all():
+        raise ValueError(f"{name}: weights must be ±1")
+    return w
 
 
 @nb.njit(cache=True)
@@ -72,15 +90,26 @@ def pixel_patches(x, ksize, stride, pads, pad_value) -> np.ndarray:
     patch entries ``(dy, dx, c)`` in order (the filters' own order, flattened), pixels
     outside the image read as ``pad_value`` (uint8 per channel). Returns uint64
     (N·Ho·Wo, ceil(kh·kw·C/2))."""
+    x = _pixels("pixel_patches", x, 4, "NHWC (N, H, W, C)")
     kh, kw = (int(v) for v in ksize)
     sy, sx = (int(v) for v in stride)
     pt, pb, pl, pr = (int(v) for v in pads)
     n, hh, ww, c = x.shape
+    if min(kh, kw, sy, sx) < 1 or min(pt, pb, pl, pr) < 0:
+        raise ValueError(f"pixel_patches: kernel {ksize} and stride {stride} must be >= 1 and "
+                         f"pads {pads} >= 0")
     ho, wo = (hh + pt + pb - kh) // sy + 1, (ww + pl + pr - kw) // sx + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"pixel_patches: a {kh}×{kw} kernel does not fit {hh}×{ww} with pads {pads}")
+    pv = np.asarray(pad_value)
+    if pv.ndim > 1 or pv.size not in (1, c) or pv.dtype.kind not in "iuf" or not (
+            (pv == np.round(pv)) & (pv >= 0) & (pv <= 255)).all():
+        raise ValueError(f"pixel_patches: pad_value must be a pixel (an integer in [0, 255]), "
+                         f"one or one per channel ({c}); got {pad_value!r}")
+    pv = np.ascontiguousarray(np.broadcast_to(pv, (c,)), np.uint8)
     out = np.empty((n * ho * wo, -(-(kh * kw * c) // 2)), np.uint64)
     if out.size:
-        _patch_pairs(out.size, np.ascontiguousarray(x), kh, kw, sy, sx, pt, pl,
-                     np.ascontiguousarray(pad_value, np.uint8), ho, wo, out)
+        _patch_pairs(out.size, x, kh, kw, sy, sx, pt, pl, pv, ho, wo, out)
     return out
 
 
@@ -220,7 +249,10 @@ def pixel_thresholds(threshold, m: int) -> np.ndarray:
     word row per 64 units: ``ceil(T)`` (for an integer ``h``, ``h < T`` iff
     ``h < ceil(T)``), clipped to the int32 range (``|h| <= 255 K`` lies inside it, so
     no comparison changes); padding units get the minimum, so their bits stay 0."""
-    t = np.asarray(threshold, np.float64)
+    t = np.asarray(threshold)
+    if t.shape != (m,) or t.dtype.kind not in "iuf" or np.isnan(t).any():
+        raise ValueError(f"pixel_thresholds: expected {m} real thresholds, not NaN; got "
+                         f"{t.dtype} of shape {t.shape}")
     blocks = -(-m // UNITS)
     out = np.full(blocks * UNITS, np.iinfo(np.int32).min, np.int32)
     out[:m] = np.clip(np.ceil(t), -(2 ** 31 - 1), 2 ** 31 - 1)
@@ -263,24 +295,11 @@ def pixel_dense(x, w_pm1, threshold=None):
     Returns:
         int32 (N, M), or uint64 (N, ceil(M/64)).
     """
-    x = np.asarray(x)
-    if x.dtype == np.bool_:
-        x = x.view(np.uint8)
-    if x.dtype != np.uint8 or x.ndim != 2:
-        raise TypeError(f"pixel_dense: expected uint8 pixels (N, K), got {x.dtype} of shape {x.shape}")
-    w = np.asarray(w_pm1)
-    if w.ndim != 2 or w.shape[1] != x.shape[1]:
+    x = _pixels("pixel_dense", x, 2, "(N, K)")
+    w = _pm1("pixel_dense", w_pm1)
+    if w.shape[1] != x.shape[1]:
         raise ValueError(f"pixel_dense: expected ±1 weights (M, {x.shape[1]}), got shape {w.shape}")
-    if not np.isin(w, (-1, 1)).all():
-        raise ValueError("pixel_dense: weights must be ±1")
     if x.shape[1] > MAX_K:
         raise ValueError(f"pixel_dense: K = {x.shape[1]} inputs; sums must fit int32 (K <= {MAX_K})")
-    t = None
-    if threshold is not None:
-        t = np.ascontiguousarray(threshold, np.float64)
-        if t.shape != (w.shape[0],) or np.isnan(t).any():
-            raise ValueError(f"pixel_dense: expected {w.shape[0]} real thresholds, got shape {t.shape}"
-                             + (" with NaN" if t.shape == (w.shape[0],) else ""))
-    if t is not None:
-        t = pixel_thresholds(t, w.shape[0])
+    t = None if threshold is None else pixel_thresholds(threshold, w.shape[0])
     return pixel_dense_t(pixel_pairs(x), pixel_weights(w), w.shape[0], t)

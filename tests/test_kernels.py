@@ -232,6 +232,19 @@ def test_batch_one_and_empty_batches():
     (lambda: K.pixel_dense(np.zeros((2, 3), np.uint8), np.zeros((4, 3))), "±1"),
     (lambda: K.pixel_dense(np.zeros((2, 3), np.uint8), np.ones((4, 3)), threshold=np.zeros(3)),
      "4 real thresholds"),
+    (lambda: K.pixel_thresholds(np.array([0.0, np.nan]), 2), "not NaN"),
+    (lambda: K.pixel_pairs(np.zeros((2, 3))), "uint8 pixels"),
+    (lambda: K.pixel_pairs(np.zeros(3, np.uint8)), r"\(N, K\)"),
+    (lambda: K.pixel_weights(np.full((2, 3), 300)), "±1"),
+    (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3)), (3, 3), (1, 1), (1, 1, 1, 1), 1), "uint8"),
+    (lambda: K.pixel_patches(np.zeros((1, 4, 4), np.uint8), (3, 3), (1, 1), (1, 1, 1, 1), 1), "NHWC"),
+    (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3), np.uint8), (3, 3), (0, 1), (1, 1, 1, 1), 1), "stride"),
+    (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3), np.uint8), (3, 3), (1, 1), (1, 1, 1, 1), [1, 2]),
+     "one per channel"),
+    (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3), np.uint8), (3, 3), (1, 1), (1, 1, 1, 1), 300),
+     "a pixel"),
+    (lambda: K.pixel_patches(np.zeros((1, 2, 2, 3), np.uint8), (3, 3), (1, 1), (0, 0, 0, 0), 0),
+     "does not fit"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):

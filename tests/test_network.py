@@ -373,3 +373,58 @@ def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
     n_pixel = len(calls)
     net.predict(x.astype(np.int64) + 1)  # 256 is out of range: BLAS
     assert len(calls) == n_pixel
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(1, 130), min_size=1, max_size=3), st.integers(1, 300), st.integers(1, 3),
+       st.integers(0, 2**32 - 1))
+def test_small_batches_of_an_mlp_take_one_compiled_call(hidden, k, n, seed):
+    """A single MLP on pixels, at a batch small enough for every kernel to run on the
+    calling thread, runs as one compiled chain (kernels/chain.py): the same logits, bit
+    for bit, as the layer-by-layer path."""
+    from bnn_toroid.network.core import _forward
+    rng = np.random.default_rng(seed)
+    sizes = [k, *hidden, 7]
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = np.where(rng.random((b, a)) < 0.5, -1, 1).astype(np.int8)
+        if i == len(sizes) - 2:
+            layers.append(Dense(w, out_scale=rng.normal(size=b), out_bias=rng.normal(size=b)))
+        else:
+            t = rng.integers(-128 * a, 128 * a, b) + (0.5 if i == 0 else 0)
+            layers.append(Dense(w, t))
+    net = BinaryNetwork(layers, (k,))
+    x = rng.integers(0, 256, (n, k)).astype(np.uint8)
+    stack = net._as_stack()
+    out = net.predict(x)
+    assert stack._chain is not None and stack._chain.ok and n <= stack._chain.rows
+    ref = _forward(stack.template, stack.params, x, False, stack._first, stack._conv_tiles)[0][0]
+    assert np.array_equal(out, ref)
+    assert np.array_equal(out, net.predict(x.astype(np.float64)))  # the BLAS path
+
+
+def test_pixel_conv_chunks_and_empty_batches(monkeypatch):
+    """A first conv on pixels builds its patches a chunk at a time (any chunk size gives
+    the same bits), serves a stack of networks from each chunk, and takes empty batches."""
+    from bnn_toroid.network import first
+    rng = np.random.default_rng(6)
+    nets = [BinaryNetwork([Conv2d(np.where(rng.random((5, 3, 3, 2)) < 0.5, -1, 1), rng.integers(-300, 300, 5) + 0.5,
+                                  stride=2, padding="same", pad_value=np.array([0.0, 9.0])),
+                           Dense(np.where(rng.random((4, 5 * 25)) < 0.5, -1, 1), out_scale=rng.random(4))],
+                          (9, 9, 2), input_layout="NHWC") for _ in range(3)]
+    stack = NetworkStack.from_networks(nets)
+    x = rng.integers(0, 256, (7, 9, 9, 2)).astype(np.uint8)
+    want = stack.predict(x.astype(np.float64))
+    for rows in (1, 30, 1 << 16):
+        monkeypatch.setattr(first, "PATCH_ROWS", rows)
+        assert np.array_equal(stack.predict(x), want)
+    out, _ = stack._first(x[:0], True, False)
+    assert out.shape == (3, 0, 5, 5, 1)
+
+
+def test_nan_first_layer_thresholds_are_refused():
+    net = BinaryNetwork([Dense(np.ones((3, 4)), np.zeros(3)), Dense(np.ones((2, 3)))], (4,))
+    params = net.packed_params()
+    params[0]["T"] = np.array([[0.0, np.nan, 1.0]])
+    with pytest.raises(NetworkError, match="NaN"):
+        NetworkStack(net, params)

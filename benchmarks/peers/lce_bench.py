@@ -20,9 +20,9 @@ this file). For each network it
    batch 1 and 64, every engine on the same number of threads.
 
 Inputs are random integer "pixels" in [0, 255]: the peers get them as float32 (their input
-type), ours as uint8 (the same values; the MLP's first layer is then the exact 8-bit
-product of ``bnn_toroid.kernels.pixels``, the VGG's first conv an exact float32 direct
-convolution, see ``bnn_toroid.kernels.real``).
+type), ours as uint8 (the same values; the first layer of both networks is then the
+exact 8-bit product of ``bnn_toroid.kernels.pixels``, over the patches for the VGG's
+first conv, whose pad value 1 is a pixel too).
 
 Prints a table and writes JSON (``--out``).
 """

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import kernels as K
+from .chain import DenseChain
 from .first import RealFirstLayer
 from .layers import Conv2d, Dense, MaxPool2d, NetworkError
 
@@ -364,6 +365,7 @@ class NetworkStack:
         real = not template.binarize_input
         self._first = RealFirstLayer(template, self.params[0]) if real else None
         self._tiles = {}  # conv layer -> Harley–Seal filter tiles, repacked once per stack
+        self._chain = None  # DenseChain, built on the first small batch
 
     @classmethod
     def from_networks(cls, nets) -> "NetworkStack":
@@ -411,8 +413,10 @@ class NetworkStack:
         """Logits of every network, float64 (S, N, classes)."""
         xin = self.template.prepare_input(x)
         n = xin.shape[0]
-        out = np.empty((self.size, n, self.template.num_classes))
         step = max(1, int(batch_size))
+        if 0 < n <= step:  # one batch: the logits are a fresh array already
+            return self._forward(xin)[0]
+        out = np.empty((self.size, n, self.template.num_classes))
         for lo in range(0, n, step):
             out[:, lo:lo + step] = self._forward(xin[lo:lo + step])[0]
         return out
@@ -432,6 +436,12 @@ class NetworkStack:
         return wrong / n
 
     def _forward(self, xin, collect: bool = False):
+        if not collect and xin.shape[0] <= 64:
+            if self._chain is None:
+                self._chain = DenseChain(self.template, self.params, self._first)
+            logits = self._chain(xin)
+            if logits is not None:
+                return logits, [], []
         return _forward(self.template, self.params, xin, collect, self._first, self._conv_tiles)
 
     def _conv_tiles(self, i):
@@ -464,11 +474,11 @@ def _checked_params(net: BinaryNetwork, params):
             if (p["w"] & ~valid).any():
                 raise NetworkError(f"NetworkStack: layer {i} has packed weights with padding bits "
                                    "set; they must be 0")
+        if "T" in p and p["T"].dtype.kind == "f" and np.isnan(p["T"]).any():
+            raise NetworkError(f"NetworkStack: layer {i} thresholds contain NaN")
         if "T" in p and not (i == 0 and not net.binarize_input) and p["T"].dtype != np.int64:
             t = p["T"]
             if t.dtype.kind == "f":
-                if np.isnan(t).any():
-                    raise NetworkError(f"NetworkStack: layer {i} thresholds contain NaN")
                 k = net.layers[i].weights[0].size  # |h| <= K: clipping keeps every comparison
                 t = np.clip(np.ceil(t), -(k + 1), k + 1)
             p["T"] = np.ascontiguousarray(t, np.int64)

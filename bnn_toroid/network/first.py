@@ -3,13 +3,14 @@
 Its ±1 weights are stored bit-packed like every other layer's (1/32 of float32) and
 unpacked once per stack into the layout the kernels read (one network's worth is kept).
 
-* **Pixels** (uint8 input, or any integers in [0, 255]) into a dense layer are multiplied
-  in 8-bit integer arithmetic by :func:`bnn_toroid.kernels.pixel_dense` (exact, fused
-  with the threshold, no BLAS call).
-* Other integer samples stay integers until here and are multiplied by BLAS in the
-  narrowest float type that holds every partial sum exactly
-  (:func:`bnn_toroid.kernels.exact_float_dtype`), so the result is exact; real samples
-  in float64. Convolutions use :func:`bnn_toroid.kernels.real_conv2d_t`.
+* **Pixels** (uint8 input, or any integers in [0, 255]) are multiplied in 8-bit integer
+  arithmetic by :func:`bnn_toroid.kernels.pixel_dense_t` (exact, fused with the
+  threshold, no BLAS call): a dense layer directly, a convolution over its patches
+  (:func:`bnn_toroid.kernels.pixel_patches`) when its pad value is a pixel too.
+* Other integer samples stay integers until here and are multiplied by BLAS (dense) or
+  :func:`bnn_toroid.kernels.real_conv2d_t` (conv) in the narrowest float type that
+  holds every partial sum exactly (:func:`bnn_toroid.kernels.exact_float_dtype`), so
+  the result is exact; real samples in float64.
 
 A stack whose networks differ in a few first-layer weights (the perturbations of local
 energy, points of a path) does the product once, for a template ``W_0``, and gives every
@@ -88,7 +89,7 @@ class RealFirstLayer:
         layer = self.layer
         if dtype == "pixels":  # filters (F, kh, kw, C) flatten in their patches' order
             w = K.unpack_bits(w, layer.weights.shape[-1])
-            return K.pixel_weights(w.reshape(w.shape[0], -1))
+            return K.pixel_weights(w.reshape(w.shape[0], -1), check=False)
         if isinstance(layer, Dense):
             return K.dense_weights(K.unpack_bits(w, layer.weights.shape[1]), dtype)
         return K.conv_weights(K.unpack_bits(w, layer.weights.shape[3]), dtype)
@@ -163,56 +164,67 @@ class RealFirstLayer:
             self._pixel_t[s] = K.pixel_thresholds(self.params["T"][s], self.params["T"].shape[1])
         return self._pixel_t[s]
 
+    def _conv_geometry(self):
+        """(pads, Ho, Wo) of a first convolution."""
+        layer, g = self.layer, self.net._geoms[0]
+        kh, kw = layer.weights.shape[1:3]
+        pads, _ = K.conv_pads(g.shape[0], g.shape[1], kh, kw, layer.stride, layer.padding)
+        ho = (g.shape[0] + pads[0] + pads[1] - kh) // layer.stride[0] + 1
+        wo = (g.shape[1] + pads[2] + pads[3] - kw) // layer.stride[1] + 1
+        return pads, ho, wo
+
     def _pixel_pad(self):
         """A convolution's pad values as uint8 per channel, or None when some is not an
-        integer in [0, 255] (a folded input normalisation): then it is not a pixel."""
+        integer in [0, 255] (a folded input normalisation) and is read: then the padded
+        image is not pixels."""
         if self._pad is None:
-            layer, c = self.layer, self.net._geoms[0].shape[2]
-            pv = np.broadcast_to(np.asarray(layer.pad_value, np.float64), (c,))
+            c = self.net._geoms[0].shape[2]
+            pv = np.broadcast_to(np.asarray(self.layer.pad_value, np.float64), (c,))
+            if not any(self._conv_geometry()[0]):
+                pv = np.zeros(c)  # never read
             fits = self.net.input_scale is None and ((pv == np.round(pv)) & (pv >= 0) & (pv <= 255)).all()
             self._pad = (pv.astype(np.uint8),) if fits else (None,)
         return self._pad[0]
 
     def _pixels(self, x, hidden: bool, collect: bool):
         """:meth:`__call__` for uint8 samples: (N, K) into a dense layer, or NHWC images
-        into a convolution, whose patches (``PATCH_ROWS`` output pixels at a time) are
-        the rows of the same dense product."""
-        p, layer = self.params, self.layer
+        into a convolution, whose patches are the rows of the same dense product, made
+        ``PATCH_ROWS`` output pixels at a time (each chunk serves every network and is
+        dropped before the next is made)."""
+        p, layer, n = self.params, self.layer, x.shape[0]
         m = layer.weights.shape[0]
         if isinstance(layer, Dense):
-            rows, shape, chunks = K.pixel_pairs(x), (x.shape[0],), None
+            chunks, shape = [K.pixel_pairs(x)], (n,)
+            panels = lambda s: self.weights(s, "pixels")  # noqa: E731
         else:
-            g = self.net._geoms[0]
-            kh, kw = layer.weights.shape[1:3]
-            pads, _ = K.conv_pads(g.shape[0], g.shape[1], kh, kw, layer.stride, layer.padding)
-            ho = (g.shape[0] + pads[0] + pads[1] - kh) // layer.stride[0] + 1
-            wo = (g.shape[1] + pads[2] + pads[3] - kw) // layer.stride[1] + 1
+            pads, ho, wo = self._conv_geometry()
             per = max(1, PATCH_ROWS // (ho * wo))
-            chunks = [K.pixel_patches(x[i:i + per], (kh, kw), layer.stride, pads, self._pixel_pad())
-                      for i in range(0, x.shape[0], per)]
-            shape = (x.shape[0], ho, wo)
-
-        def product(panels, t=None):
-            if chunks is None or len(chunks) == 1:
-                return K.pixel_dense_t(rows if chunks is None else chunks[0], panels, m, t)
-            return np.concatenate([K.pixel_dense_t(r, panels, m, t) for r in chunks])
+            pad = self._pixel_pad()
+            chunks = (K.pixel_patches(x[i:i + per], layer.weights.shape[1:3], layer.stride, pads, pad)
+                      for i in range(0, max(n, 1), per))
+            shape = (n, ho, wo)
+            bank = [self.weights(s, "pixels") for s in range(self.size)]  # kh·kw·C bytes a filter
+            panels = bank.__getitem__
 
         shared = self.shared_flips() if hidden and not collect else None
         if shared is not None:  # integer sums: exact in any order (dense layers only)
-            h0 = product(self._cached("template", "pixels"))
+            h0 = K.pixel_dense_t(chunks[0], self._cached("template", "pixels"), m)
             return flipped_threshold_pack(h0, x, shared[1], p["T"]), []
+        fused = hidden and not collect  # threshold inside the kernel: no int32 output
+        parts = [[] for _ in range(self.size)]
+        for rows in chunks:
+            for s in range(self.size):
+                t = self._pixel_thresholds(s) if fused else None
+                parts[s].append(K.pixel_dense_t(rows, panels(s), m, t))
         outs, hs = [], []
         for s in range(self.size):
-            panels = self.weights(s, "pixels")
-            if hidden and not collect:
-                outs.append(product(panels, self._pixel_thresholds(s)).reshape(shape + (-1,)))
-                continue
-            h = product(panels)
-            if collect:
-                hs.append(h.reshape(shape + (-1,)))
-            if hidden:
-                h = K.threshold_pack(h[None], p["T"][s:s + 1])[0]
-            outs.append(h.reshape(shape + (-1,)))
+            h = parts[s][0] if len(parts[s]) == 1 else np.concatenate(parts[s])
+            if not fused:
+                if collect:
+                    hs.append(h.reshape(shape + h.shape[-1:]))
+                if hidden:
+                    h = K.threshold_pack(h[None], p["T"][s:s + 1])[0]
+            outs.append(h.reshape(shape + h.shape[-1:]))
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
 
