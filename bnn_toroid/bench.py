@@ -257,9 +257,9 @@ def packed_sizes(net) -> dict:
     f32 = 4 * net.n_weights
     first = 0 if net.binarize_input else 4 * net.layers[0].weights.size
     pixel = 0
-    if first:  # int8 panels: units rounded to 64, inputs (a filter's kh·kw·C) to pairs
+    if first:  # the pixel kernel's int8 panels of the weights (a filter flattened)
         w = net.layers[0].weights
-        pixel = -(-w.shape[0] // 64) * 64 * 2 * (-(-(w.size // w.shape[0]) // 2))
+        pixel = K.pixel_weights(w.reshape(w.shape[0], -1), check=False).nbytes
     return {"float32_bytes": f32, "packed_bytes": packed, "ratio": packed / f32,
             "first_layer_float_bytes": first, "first_layer_pixel_bytes": pixel}
 

@@ -264,16 +264,21 @@ _NO_H = np.empty((0, 0), np.int32)
 _NO_BITS = np.empty((0, 0), np.uint64)
 
 
+def pixel_work(n: int, panels) -> int:
+    """The work :func:`pixel_dense_t` weighs against ``_threads.PARALLEL_MIN_WORK``:
+    vector operations, 4 per pixel pair and panel, so that one MNIST-sized sample
+    (784 → 1024: 25 K) runs on the calling thread. Measured there: 20 µs serial against
+    13 µs on two threads while the machine is quiet, but 22 against 600 µs in the spells
+    when waking the second thread takes half a millisecond (docs/performance.md § 7)."""
+    return n * panels.shape[0] * panels.shape[1] * 4
+
+
 def pixel_dense_t(xp, panels, m: int, threshold=None):
     """:func:`pixel_dense` on pixel pairs (:func:`pixel_pairs`) and panels
     (:func:`pixel_weights`) of ``m`` units, unchecked; ``threshold`` None or the words of
     :func:`pixel_thresholds`."""
     n = xp.shape[0]
-    # Counted in vector operations (4 per pixel pair and panel), so that one MNIST-sized
-    # sample (784 → 1024: 25 K) runs on the calling thread. Measured there: 20 µs serial
-    # against 13 µs on two threads while the machine is quiet, but 22 against 600 µs in
-    # the spells when waking the second thread takes half a millisecond (docs/performance.md § 7).
-    work = n * panels.shape[0] * panels.shape[1] * 4
+    work = pixel_work(n, panels)
     if threshold is None:
         h = np.empty((n, m), np.int32)
         if h.size:

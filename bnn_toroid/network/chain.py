@@ -25,19 +25,14 @@ class DenseChain:
                    and all(isinstance(layer, Dense) for layer in layers) and len(layers) >= 2)
         if not self.ok:
             return
-        dims, ws, ts, work = [], [], [], []
-        for p in params[1:]:
+        dims, ws, ts = [], [], []
+        for layer, p in zip(layers[1:], params[1:]):
             w = p["w"][0]
-            dims.append((w.shape[0], w.shape[1], 0))
+            dims.append((w.shape[0], w.shape[1], layer.weights.shape[1]))  # (M, Kw, K)
             ws.append(w.reshape(-1))
             if "T" in p:
                 ts.append(p["T"][0])
-            work.append(w.shape[0] * w.shape[1])  # per sample, as binary_gemm counts it
-        for i, layer in enumerate(layers[1:]):
-            dims[i] = (dims[i][0], dims[i][1], layer.weights.shape[1])
-        m0, k0 = layers[0].weights.shape
-        work.append(-(-m0 // 64) * -(-k0 // 2) * 4)  # as pixel_dense_t counts it
-        self.rows = PARALLEL_MIN_WORK // max(work) if max(work) else 0  # largest serial batch
+        self.rows = None  # the largest batch run serially, known once the panels are made
         self.dims = np.array(dims, np.int64)
         self.wbuf = np.ascontiguousarray(np.concatenate(ws))
         self.woff = np.concatenate([[0], np.cumsum([len(w) for w in ws])]).astype(np.int64)
@@ -48,13 +43,21 @@ class DenseChain:
 
     def __call__(self, xin):
         """Logits (1, N, classes), or None when the chain does not apply to ``xin``."""
-        if not self.ok or not 0 < xin.shape[0] <= self.rows:
+        n = xin.shape[0]
+        if not self.ok or n == 0 or (self.rows is not None and n > self.rows):
             return None
-        px = pixels(xin.reshape(xin.shape[0], -1))
+        px = pixels(xin.reshape(n, -1))
         if px is None:
             return None
         f = self.first
-        out = pixel_dense_chain(K.pixel_pairs(px), f.weights(0, "pixels"), f._pixel_thresholds(0),
+        panels = f.weights(0, "pixels")
+        if self.rows is None:
+            # per sample, as the kernels count it (binary_gemm_trusted: M·Kw words)
+            work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, panels)]
+            self.rows = PARALLEL_MIN_WORK // max(work)
+            if n > self.rows:
+                return None
+        out = pixel_dense_chain(K.pixel_pairs(px), panels, f._pixel_thresholds(0),
                                 self.wbuf, self.woff, self.tbuf, self.toff, self.dims,
                                 self.scale, self.bias)
         return out[None]

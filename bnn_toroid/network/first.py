@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import kernels as K
 from ..kernels.flips import flipped_threshold_pack, flips_csr, majority
-from .layers import Conv2d, Dense
+from .layers import Dense
 
 # Use the shared product while the flips number at most this fraction of a network's
 # first-layer weights. By operation count (not measured) a flip costs N int32 additions
@@ -148,7 +148,10 @@ class RealFirstLayer:
                 # an image into a dense first layer: features in NHWC order, as its weights
                 h = K.real_dense_t(x, w, t)
             else:
-                h = _real_conv(net, layer, geom, x, w, t)
+                pv = layer.pad_value  # in raw input units (scalar or per channel), scaled like x
+                if net.input_scale is not None:
+                    pv = np.broadcast_to(pv, (geom.shape[2],)) * net.input_scale
+                h = K.real_conv2d_t(x, w, layer.stride, self._conv_geometry()[0], pv, t)
             if t is None:
                 if collect:
                     hs.append(h)
@@ -158,7 +161,6 @@ class RealFirstLayer:
             outs.append(h)
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
-
     def _pixel_thresholds(self, s):
         if s not in self._pixel_t:
             self._pixel_t[s] = K.pixel_thresholds(self.params["T"][s], self.params["T"].shape[1])
@@ -167,10 +169,8 @@ class RealFirstLayer:
     def _conv_geometry(self):
         """(pads, Ho, Wo) of a first convolution."""
         layer, g = self.layer, self.net._geoms[0]
-        kh, kw = layer.weights.shape[1:3]
-        pads, _ = K.conv_pads(g.shape[0], g.shape[1], kh, kw, layer.stride, layer.padding)
-        ho = (g.shape[0] + pads[0] + pads[1] - kh) // layer.stride[0] + 1
-        wo = (g.shape[1] + pads[2] + pads[3] - kw) // layer.stride[1] + 1
+        pads, (ho, wo) = K.conv_pads(g.shape[0], g.shape[1], *layer.weights.shape[1:3],
+                                     layer.stride, layer.padding)
         return pads, ho, wo
 
     def _pixel_pad(self):
@@ -227,11 +227,3 @@ class RealFirstLayer:
             outs.append(h.reshape(shape + h.shape[-1:]))
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
-
-def _real_conv(net, layer: Conv2d, geom, x, w, threshold):
-    pads, _ = K.conv_pads(geom.shape[0], geom.shape[1], w.shape[0], w.shape[1],
-                          layer.stride, layer.padding)
-    pv = layer.pad_value  # in raw input units (scalar or per channel); scaled like the input
-    if net.input_scale is not None:
-        pv = np.broadcast_to(pv, (geom.shape[2],)) * net.input_scale
-    return K.real_conv2d_t(x, w, layer.stride, pads, pv, threshold)
