@@ -303,6 +303,12 @@ def vlt_mask(typingctx, a, b):
 _I16 = ir.IntType(16)
 
 
+def _target_has(context, feature: str) -> bool:
+    """Whether Numba compiles for a CPU with ``feature`` (an LLVM name, e.g. "avx2")."""
+    features = getattr(context.codegen(), "_tm_features", "") or ""
+    return f"+{feature}" in features.split(",")
+
+
 def _vec(t, n):
     return ir.VectorType(t, n)
 
@@ -317,6 +323,15 @@ def vmaddubs(typingctx, a, b):
         return None
 
     def codegen(context, builder, sig, args):
+        if _target_has(context, "avx2"):
+            # the one x86 intrinsic here: LLVM matches the generic form below to
+            # vpmaddubsw only while it knows nothing about b; when b is an unpacked
+            # mask (0 or -1 bytes, :func:`vbitmask8`) it folds the products into
+            # and/negate/shuffle sequences 3.5× slower (measured, docs/performance.md § 7)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_vec(_I16, 16), [_vec(_I8, 32)] * 2),
+                "llvm.x86.avx2.pmadd.ub.sw")
+            return builder.bitcast(builder.call(fn, [builder.bitcast(v, _vec(_I8, 32)) for v in args]), _vt(4))
         und = ir.Constant(_vec(_I8, 32), ir.Undefined)
         even = ir.Constant(_vec(_I32, 16), list(range(0, 32, 2)))
         odd = ir.Constant(_vec(_I32, 16), list(range(1, 32, 2)))
@@ -378,3 +393,23 @@ def vlt_i32_mask(typingctx, a, ai, b, bi):
         m = builder.bitcast(builder.icmp_signed("<", va, vb), ir.IntType(16))
         return builder.zext(m, _I64)
     return types.uint64(a, ai, b, bi), codegen
+
+
+
+@intrinsic
+def vbitmask8(typingctx, v, t):
+    """Bytes of ``v`` with bit ``t`` (a constant, 0..7) set → -1, others → 0: a shift
+    moving bit ``t`` to each byte's sign, and a signed compare (2 vector operations on
+    x86). With the sign bits of 8 weight vectors sliced across one vector's bytes, this
+    unpacks one of them (:func:`.pixels.pixel_signs`)."""
+    if not (v == u64x4 and isinstance(t, types.IntegerLiteral) and 0 <= t.literal_value < 8):
+        return None
+    sh = 7 - t.literal_value
+
+    def codegen(context, builder, sig, args):
+        # a 16-bit shift moves bit t of both bytes of a lane to their bit 7 (the low byte's
+        # high bits spill into the high byte's low ones, which the sign test ignores)
+        x = builder.shl(builder.bitcast(args[0], _vec(_I16, 16)), ir.Constant(_vec(_I16, 16), [sh] * 16))
+        neg = builder.icmp_signed("<", builder.bitcast(x, _vec(_I8, 32)), ir.Constant(_vec(_I8, 32), [0] * 32))
+        return builder.bitcast(builder.sext(neg, _vec(_I8, 32)), _vt(4))
+    return u64x4(v, t), codegen

@@ -4,42 +4,50 @@ At batch 1 the kernels of an MLP 784-1024-1024-10 take ≈ 30 µs, and the Pytho
 them (a dispatch, an allocation and the argument handling per layer, the logits'
 affine in numpy) took as long again. When every layer is small enough to run on the
 calling thread anyway (below ``_threads.PARALLEL_MIN_WORK``), a network calls this
-instead: the same serial kernels, back to back, without returning to Python.
+instead: the same products, back to back, without returning to Python. The binary
+layers read their weights as Harley–Seal tiles made once (:func:`.gemm.dense_tiles`),
+which a single call of :func:`.gemm._gemm` cannot afford to make.
 """
 import numba as nb
 import numpy as np
 
-from .gemm import _gemm
-from .pixels import _pixel_dense
+from .gemm import LANES, tiled_dense
+from .pixels import _SIGN_WORDS, _pixel_dense, _pixel_signed
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
-_gemm_serial = _gemm.serial
 _pixel_serial = _pixel_dense.serial
+_signed_serial = _pixel_signed.serial
 
 
 @nb.njit(cache=True)
 def pixel_dense_chain(xp, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias):
-    """Logits (N, M_last) float64 of: the pixel layer (``xp``, ``panels``, ``t0`` as for
-    :func:`.pixels.pixel_dense_t`, threshold fused), then L binary dense layers. Layer
-    ``i`` has ``dims[i] = (M, Kw, K)``, packed weights ``wbuf[woff[i]:woff[i+1]]``
-    (M × Kw words) and, for all but the last, int64 thresholds
+    """Logits (N, M_last) float64 of: the pixel layer (``xp``, ``panels`` in either
+    layout, ``t0`` as for :func:`.pixels.pixel_dense_t`, threshold fused), then L binary
+    dense layers. Layer ``i`` has ``dims[i] = (M, Kw, K)``, its :func:`.gemm.dense_tiles`
+    flattened in ``wbuf[woff[i]:woff[i+1]]`` and, for all but the last, int64 thresholds
     ``tbuf[toff[i]:toff[i+1]]``; the last one's integer pre-activations ``h`` give
     ``h · scale + bias``, computed as :func:`bnn_toroid.network` does, so the logits are
     the same floats."""
     n = xp.shape[0]
     act = np.empty((n, panels.shape[0]), np.uint64)
-    _pixel_serial(xp, panels, t0, np.empty((0, 0), np.int32), act)
+    if panels.shape[2] == _SIGN_WORDS:
+        _signed_serial(xp, panels, t0, np.empty((0, 0), np.int32), act)
+    else:
+        _pixel_serial(xp, panels, t0, np.empty((0, 0), np.int32), act)
     last = dims.shape[0] - 1
+    no_h = np.empty((0, 0, 0), np.int32)
     for i in range(last):
-        m, kw, k = dims[i, 0], dims[i, 1], dims[i, 2]
+        m, k = dims[i, 0], dims[i, 2]
         nxt = np.empty((1, n, (m + 63) // 64), np.uint64)
-        _gemm_serial(act.reshape((1, n, kw)), wbuf[woff[i]:woff[i + 1]].reshape((1, m, kw)), k,
-                     tbuf[toff[i]:toff[i + 1]].reshape((1, m)), np.empty((0, 0, 0), np.int32), nxt)
+        cnt = np.empty(n * ((m + LANES - 1) // LANES) * LANES, np.uint64)
+        tiled_dense(act, wbuf, woff[i], m, k, tbuf[toff[i]:toff[i + 1]].reshape((1, m)),
+                    no_h, nxt, cnt)
         act = nxt.reshape((n, (m + 63) // 64))
-    m, kw, k = dims[last, 0], dims[last, 1], dims[last, 2]
+    m, k = dims[last, 0], dims[last, 2]
     h = np.empty((1, n, m), np.int32)
-    _gemm_serial(act.reshape((1, n, kw)), wbuf[woff[last]:woff[last + 1]].reshape((1, m, kw)), k,
-                 np.empty((0, 0), np.int64), h, np.empty((0, 0, 0), np.uint64))
+    cnt = np.empty(n * ((m + LANES - 1) // LANES) * LANES, np.uint64)
+    tiled_dense(act, wbuf, woff[last], m, k, np.empty((0, 0), np.int64), h,
+                np.empty((0, 0, 0), np.uint64), cnt)
     out = np.empty((n, m))
     for r in range(n):
         for j in range(m):

@@ -21,13 +21,15 @@ broadcast pair times one vector gives 16 units' partial sums.
 import numba as nb
 import numpy as np
 
-from ._simd import vaddto_i32, vadd16, vbcast4, vload4, vlt_i32_mask, vmaddubs, vzero4
+from ._simd import vaddto_i32, vadd16, vbcast4, vbitmask8, vload4, vlt_i32_mask, vmaddubs, vzero4
 from ._threads import twin
 
 UNITS = 64        # units per panel: one packed output word
 CHUNK = 64        # pixel pairs per int16 accumulation (64 · 510 <= 32767)
 GROUP = 16        # samples per task: a panel chunk (8 KB) is reused from L1 this often
 _SPLAT16 = np.uint64(0x0001000100010001)
+_PANEL_WORDS = 2 * UNITS // 8   # uint64 words of int8 weights per panel and pair
+_SIGN_WORDS = 4                 # uint64 words of sign bits per panel and two pairs
 MAX_K = (2 ** 31 - 1) // 255  # |h| <= 255 K must fit int32
 
 
@@ -42,6 +44,27 @@ def pixel_weights(w_pm1, check: bool = True) -> np.ndarray:
     w8[:m, :k] = w
     panels = w8.reshape(blocks, UNITS, pairs, 2).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(panels).reshape(blocks, pairs, 2 * UNITS).view(np.uint64)
+
+
+def pixel_signs(panels) -> np.ndarray:
+    """The panels of :func:`pixel_weights` as sign bits, 1 bit a weight: uint64
+    (blocks, ceil(pairs/2), 4). Each 32-byte vector covers two pixel pairs, i.e. the
+    panel's eight 32-byte weight vectors ``t = 4 (p mod 2) + v``: bit ``t`` of its byte
+    ``j`` is set where byte ``j`` of vector ``t`` is -1. The kernels accept either
+    layout (:func:`pixel_dense_t`). At batch 1 the int8 panels of a 784 × 1024 layer
+    (0.8 MB) come from L3 on every call, the bits (0.1 MB) stay in L2 with the next
+    layers' weights (docs/performance.md § 7)."""
+    p = np.asarray(panels)
+    if p.dtype != np.uint64 or p.ndim != 3 or p.shape[2] != _PANEL_WORDS:
+        raise ValueError(f"pixel_signs: expected pixel_weights panels uint64 (blocks, pairs, "
+                         f"{_PANEL_WORDS}), got {p.dtype} of shape {p.shape}")
+    blocks, pairs = p.shape[:2]
+    quads = -(-pairs // 2)
+    neg = np.zeros((blocks, 2 * quads, 2 * UNITS), bool)  # a missing last pair weighs +1
+    neg[:, :pairs] = np.ascontiguousarray(p).view(np.int8).reshape(blocks, pairs, 2 * UNITS) < 0
+    slots = neg.reshape(blocks, quads, 8, 32).transpose(0, 1, 3, 2)  # (…, byte j, vector t)
+    out = np.packbits(slots, axis=-1, bitorder="little").reshape(blocks, quads, 32)
+    return np.ascontiguousarray(out).view(np.uint64)
 
 
 def pixel_pairs(x) -> np.ndarray:
@@ -146,6 +169,24 @@ def _zero(tot, row):
 
 
 @nb.njit(inline="always")
+def _emit(tot, row, b, s, T, h, bits):
+    """Sample ``s``'s 64 totals of panel ``b`` (row ``row`` of ``tot``, int32 two per
+    word): thresholded and packed into ``bits[s, b]`` or, when ``bits`` is empty,
+    written to ``h``."""
+    if bits.size > 0:
+        # 16 units per vector compare against the int32 thresholds of pixel_thresholds
+        tf = tot.reshape(-1)
+        r, t0 = row * (UNITS // 2), b * (UNITS // 2)
+        bits[s, b] = (vlt_i32_mask(tf, r, T, t0)
+                      | (vlt_i32_mask(tf, r + 8, T, t0 + 8) << np.uint64(16))
+                      | (vlt_i32_mask(tf, r + 16, T, t0 + 16) << np.uint64(32))
+                      | (vlt_i32_mask(tf, r + 24, T, t0 + 24) << np.uint64(48)))
+    else:
+        for j in range(min(UNITS, h.shape[1] - b * UNITS)):
+            h[s, b * UNITS + j] = _unit(tot, row, j)
+
+
+@nb.njit(inline="always")
 def _unit(tot, row, j):
     """int32 value ``j`` of the row (two per word)."""
     v = np.int64((tot[row, j >> 1] >> np.uint64(32 * (j & 1))) & np.uint64(0xFFFFFFFF))
@@ -161,8 +202,6 @@ def _pixel_dense(xp, panels, T, h, bits):
     n, pairs = xp.shape
     blocks = panels.shape[0]
     pf = panels.reshape(-1)
-    thresholded = bits.size > 0
-    m = h.shape[1]
     groups = (n + GROUP - 1) // GROUP
     for task in nb.prange(blocks * groups):
         b = task // groups
@@ -229,20 +268,68 @@ def _pixel_dense(xp, panels, T, h, bits):
                 vaddto_i32(tf, r + 16, a2)
                 vaddto_i32(tf, r + 24, a3)
                 s += step
-        if thresholded:
-            # 16 units per vector compare against the int32 thresholds of pixel_thresholds
-            t0 = b * (UNITS // 2)
-            for s in range(g1 - g0):
-                r = s * (UNITS // 2)
-                bits[g0 + s, b] = (vlt_i32_mask(tf, r, T, t0)
-                                   | (vlt_i32_mask(tf, r + 8, T, t0 + 8) << np.uint64(16))
-                                   | (vlt_i32_mask(tf, r + 16, T, t0 + 16) << np.uint64(32))
-                                   | (vlt_i32_mask(tf, r + 24, T, t0 + 24) << np.uint64(48)))
-        else:
-            for s in range(g0, g1):
-                for j in range(min(UNITS, m - b * UNITS)):
-                    h[s, b * UNITS + j] = _unit(tot, s - g0, j)
+        for s in range(g1 - g0):
+            _emit(tot, s, b, g0 + s, T, h, bits)
 
+
+
+@twin
+def _pixel_signed(xp, signs, T, h, bits):
+    """:func:`_pixel_dense` on the sign bits of :func:`pixel_signs`, one task per (panel,
+    sample). With ``m_i = -1`` where weight ``i`` is -1 and 0 where it is +1,
+    ``w_i = 1 + 2 m_i``, so ``h = Σ x + 2 Σ x_i m_i``: the byte products take the masks
+    as they are unpacked (2 vector operations per 32 weights, :func:`._simd.vbitmask8`)
+    and ``Σ x`` is added once per sample. Each lane gains at most 510 a pair, 64 pairs a
+    chunk, as in :func:`_pixel_dense`; panels' padding bits are 0 (+1) and meet pixel 0."""
+    n, pairs = xp.shape
+    blocks, quads = signs.shape[0], signs.shape[1]
+    sf = signs.reshape(-1)
+    xf = xp.reshape(-1)
+    sums = np.zeros(n, np.int64)  # Σ x of each sample (the low 16 bits of a pair word)
+    for s in range(n):
+        for p in range(pairs):
+            v = xf[s * pairs + p]
+            sums[s] += np.int64(v & np.uint64(0xFF)) + np.int64((v >> np.uint64(8)) & np.uint64(0xFF))
+    for task in nb.prange(blocks * n):
+        b = task // n
+        s = task - b * n
+        xi = s * pairs
+        tot = np.empty((1, UNITS // 2), np.uint64)
+        _zero(tot, 0)
+        tf = tot.reshape(-1)
+        for c0 in range(0, pairs, CHUNK):  # CHUNK is even: chunks start on a quad
+            c1 = min(c0 + CHUNK, pairs)
+            a0 = vzero4()
+            a1 = vzero4()
+            a2 = vzero4()
+            a3 = vzero4()
+            q = (b * quads + c0 // 2) * 4
+            p = c0
+            while p < c1:
+                g = vload4(sf, q)
+                xa = vbcast4(xf, xi + p)
+                a0 = vadd16(a0, vmaddubs(xa, vbitmask8(g, 0)))
+                a1 = vadd16(a1, vmaddubs(xa, vbitmask8(g, 1)))
+                a2 = vadd16(a2, vmaddubs(xa, vbitmask8(g, 2)))
+                a3 = vadd16(a3, vmaddubs(xa, vbitmask8(g, 3)))
+                if p + 1 < c1:
+                    xb = vbcast4(xf, xi + p + 1)
+                    a0 = vadd16(a0, vmaddubs(xb, vbitmask8(g, 4)))
+                    a1 = vadd16(a1, vmaddubs(xb, vbitmask8(g, 5)))
+                    a2 = vadd16(a2, vmaddubs(xb, vbitmask8(g, 6)))
+                    a3 = vadd16(a3, vmaddubs(xb, vbitmask8(g, 7)))
+                q += 4
+                p += 2
+            vaddto_i32(tf, 0, a0)
+            vaddto_i32(tf, 8, a1)
+            vaddto_i32(tf, 16, a2)
+            vaddto_i32(tf, 24, a3)
+        sx = sums[s]
+        for j in range(UNITS // 2):  # both int32 halves of each word: x -> sx + 2x
+            lo = _unit(tot, 0, 2 * j) * 2 + sx
+            hi = _unit(tot, 0, 2 * j + 1) * 2 + sx
+            tot[0, j] = (np.uint64(lo) & np.uint64(0xFFFFFFFF)) | (np.uint64(hi) << np.uint64(32))
+        _emit(tot, 0, b, s, T, h, bits)
 
 def pixel_thresholds(threshold, m: int) -> np.ndarray:
     """Real thresholds (m,) → the kernel's int32 thresholds, two per uint64 word, one
@@ -270,7 +357,8 @@ def pixel_work(n: int, panels) -> int:
     (784 → 1024: 25 K) runs on the calling thread. Measured there: 20 µs serial against
     13 µs on two threads while the machine is quiet, but 22 against 600 µs in the spells
     when waking the second thread takes half a millisecond (docs/performance.md § 7)."""
-    return n * panels.shape[0] * panels.shape[1] * 4
+    pairs = panels.shape[1] * (2 if panels.shape[2] == _SIGN_WORDS else 1)
+    return n * panels.shape[0] * pairs * 4
 
 
 def pixel_dense_t(xp, panels, m: int, threshold=None):
@@ -279,14 +367,15 @@ def pixel_dense_t(xp, panels, m: int, threshold=None):
     :func:`pixel_thresholds`."""
     n = xp.shape[0]
     work = pixel_work(n, panels)
+    kernel = _pixel_signed if panels.shape[2] == _SIGN_WORDS else _pixel_dense
     if threshold is None:
         h = np.empty((n, m), np.int32)
         if h.size:
-            _pixel_dense(work, xp, panels, _NO_T, h, _NO_BITS)
+            kernel(work, xp, panels, _NO_T, h, _NO_BITS)
         return h
     bits = np.empty((n, panels.shape[0]), np.uint64)
     if bits.size:
-        _pixel_dense(work, xp, panels, threshold, _NO_H, bits)
+        kernel(work, xp, panels, threshold, _NO_H, bits)
     return bits
 
 

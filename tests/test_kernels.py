@@ -183,23 +183,58 @@ def test_pixel_dense_matches_reference(n, m, k, fill, seed):
     assert h.dtype == np.int32 and np.array_equal(h, ref)
     t = rng.integers(-255 * k, 255 * k + 1, m) + rng.choice([0.0, 0.5], m)
     assert np.array_equal(K.pixel_dense(x, w, t), K.threshold_pack(ref.astype(np.float64), t))
+    # the sign-bit panels (batch 1's layout) give the same integers and bits
+    xp, signs = K.pixel_pairs(x), K.pixel_signs(K.pixel_weights(w))
+    assert signs.shape == (-(-m // 64), -(-k // 4), 4)
+    assert np.array_equal(K.pixel_dense_t(xp, signs, m), ref)
+    assert np.array_equal(K.pixel_dense_t(xp, signs, m, K.pixel_thresholds(t, m)),
+                          K.threshold_pack(ref.astype(np.float64), t))
     # the strided (non-contiguous) and bool cases take the copying paths
     assert np.array_equal(K.pixel_dense(np.asfortranarray(x), w), ref)
     xb = x > 127
     assert np.array_equal(K.pixel_dense(xb, w), gemm(xb.astype(np.uint8), w))
 
 
-def test_pixel_dense_serial_and_parallel_agree():
+@pytest.mark.parametrize("layout", ["int8", "signs"])
+def test_pixel_dense_serial_and_parallel_agree(layout):
     rng = np.random.default_rng(3)
-    x = rng.integers(0, 256, (37, 300)).astype(np.uint8)
-    w = pm1(rng, (130, 300))
+    x = rng.integers(0, 256, (37, 301)).astype(np.uint8)
+    w = pm1(rng, (130, 301))
     xp, panels = K.pixel_pairs(x), K.pixel_weights(w)
+    kernel = K.pixels._pixel_dense
+    if layout == "signs":
+        panels, kernel = K.pixel_signs(panels), K.pixels._pixel_signed
     outs = []
-    for run in (K.pixels._pixel_dense.serial, K.pixels._pixel_dense.parallel):
+    for run in (kernel.serial, kernel.parallel):
         h = np.empty((37, 130), np.int32)
         run(xp, panels, K.pixels._NO_T, h, K.pixels._NO_BITS)
         outs.append(h)
     assert np.array_equal(outs[0], gemm(x, w)) and np.array_equal(outs[1], outs[0])
+
+
+@SETTINGS
+@given(st.integers(0, 12), st.sampled_from([1, 8, 10, 64, 65]) | st.integers(1, 150),
+       st.sampled_from([1, 64, 65, 1024, 1152]) | st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_tiled_dense_matches_reference(n, m, k, seed):
+    """The batch-1 chain's binary layer: weights tiled once, behind another layer's tiles
+    in the same buffer (a nonzero offset), dots and thresholded bits."""
+    from bnn_toroid.kernels.gemm import dense_tiles, tiled_dense
+    rng = np.random.default_rng(seed)
+    x, w = pm1(rng, (n, k)), pm1(rng, (m, k))
+    other = dense_tiles(K.pack_bits(pm1(rng, (3, k))))
+    tiles = dense_tiles(K.pack_bits(w))
+    assert tiles.shape == (-(-m // 8), -(-k // 64), 8)
+    buf = np.concatenate([other.reshape(-1), tiles.reshape(-1)])
+    a = K.pack_bits(x).reshape(n, -(-k // 64))
+    cnt = np.empty(n * tiles.shape[0] * 8, np.uint64)
+    ref = gemm(x, w)
+    h = np.empty((1, n, m), np.int32)
+    tiled_dense(a, buf, other.size, m, k, np.empty((0, 0), np.int64), h, K._NO_BITS3, cnt)
+    assert np.array_equal(h[0], ref)
+    t = rng.integers(-k, k + 1, (1, m))
+    bits = np.empty((1, n, -(-m // 64)), np.uint64)
+    tiled_dense(a, buf, other.size, m, k, t, K._NO_INT3, bits, cnt)
+    assert np.array_equal(bits[0], K.threshold_pack(ref.astype(np.float64), t[0]))
 
 
 def test_batch_one_and_empty_batches():
@@ -236,6 +271,7 @@ def test_batch_one_and_empty_batches():
     (lambda: K.pixel_pairs(np.zeros((2, 3))), "uint8 pixels"),
     (lambda: K.pixel_pairs(np.zeros(3, np.uint8)), r"\(N, K\)"),
     (lambda: K.pixel_weights(np.full((2, 3), 300)), "±1"),
+    (lambda: K.pixel_signs(np.zeros((1, 3, 2), np.uint64)), r"\(blocks, pairs, 16\)"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3)), (3, 3), (1, 1), (1, 1, 1, 1), 1), "uint8"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4), np.uint8), (3, 3), (1, 1), (1, 1, 1, 1), 1), "NHWC"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3), np.uint8), (3, 3), (0, 1), (1, 1, 1, 1), 1), "stride"),
@@ -306,3 +342,41 @@ def test_pixel_kernel_compiles_to_byte_multiply_adds():
           np.empty((3, 5), np.int32), K.pixels._NO_BITS)
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert asm.count("vpmaddubsw") >= 12  # 8 in the two-sample loop, 4 in the one-sample loop
+
+
+def test_sign_bit_pixel_kernel_compiles_to_byte_multiply_adds():
+    """The same guard for the batch-1 kernel, where it matters more: its weights are
+    masks unpacked in registers, and LLVM's generic form then folds the products into
+    slower code (measured 3.5× slower), so ``vmaddubs`` emits the x86 instruction
+    directly on AVX2 hosts."""
+    import llvmlite.binding as llvm
+    import numba
+    if "+avx2" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the instruction is x86 AVX2's; other targets get the generic code")
+    fresh = numba.njit(K.pixels._pixel_signed.serial.py_func)
+    x = np.zeros((3, 10), np.uint8)
+    fresh(K.pixel_pairs(x), K.pixel_signs(K.pixel_weights(np.ones((5, 10)))), K.pixels._NO_T,
+          np.empty((3, 5), np.int32), K.pixels._NO_BITS)
+    assert fresh.inspect_asm(fresh.signatures[0]).count("vpmaddubsw") >= 8
+
+
+@pytest.mark.parametrize("layout", ["int8", "signs"])
+def test_generic_byte_products_are_exact(monkeypatch, layout):
+    """Hosts without AVX2 compile ``vmaddubs`` from generic IR; compiled here with that
+    path forced, both pixel kernels still give the reference's integers."""
+    import numba
+    from bnn_toroid.kernels import _simd
+    monkeypatch.setattr(_simd, "_target_has", lambda context, feature: False)
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (5, 203)).astype(np.uint8)
+    x[0] = 255
+    w = pm1(rng, (70, 203))
+    w[:35, :] = -1
+    panels = K.pixel_weights(w)
+    kernel = K.pixels._pixel_dense
+    if layout == "signs":
+        panels, kernel = K.pixel_signs(panels), K.pixels._pixel_signed
+    fresh = numba.njit(kernel.serial.py_func)  # uncached: compiled with the patch
+    h = np.empty((5, 70), np.int32)
+    fresh(K.pixel_pairs(x), panels, K.pixels._NO_T, h, K.pixels._NO_BITS)
+    assert np.array_equal(h, gemm(x, w))

@@ -13,6 +13,7 @@ import numpy as np
 from .. import kernels as K
 from ..kernels._threads import PARALLEL_MIN_WORK
 from ..kernels.chain import pixel_dense_chain
+from ..kernels.gemm import dense_tiles
 from .first import pixels
 from .layers import Dense
 
@@ -29,7 +30,7 @@ class DenseChain:
         for layer, p in zip(layers[1:], params[1:]):
             w = p["w"][0]
             dims.append((w.shape[0], w.shape[1], layer.weights.shape[1]))  # (M, Kw, K)
-            ws.append(w.reshape(-1))
+            ws.append(dense_tiles(w).reshape(-1))
             if "T" in p:
                 ts.append(p["T"][0])
         self.rows = None  # the largest batch run serially, known once the panels are made
@@ -50,7 +51,8 @@ class DenseChain:
         if px is None:
             return None
         f = self.first
-        panels = f.weights(0, "pixels")
+        # one sample: the sign bits, so that all the weights stay in L2 from call to call
+        panels = f.weights(0, "signs" if n == 1 else "pixels")
         if self.rows is None:
             # per sample, as the kernels count it (binary_gemm_trusted: M·Kw words)
             work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, panels)]
