@@ -10,8 +10,8 @@ from ._threads import PARALLEL_MIN_WORK
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_hs, _maxpool, conv_tiles
 from .gemm import _gemm
-from .pixels import (pixel_dense, pixel_dense_t, pixel_pairs, pixel_patches, pixel_signs, pixel_thresholds,
-                     pixel_weights)
+from .pixels import (pixel_dense, pixel_dense_t, pixel_pairs, pixel_patches, pixel_patches_t,
+                     pixel_signs, pixel_thresholds, pixel_weights)
 from .real import (conv_weights, dense_weights, exact_float_dtype, real_conv2d, real_conv2d_t,
                    real_dense, real_dense_t)
 
@@ -20,9 +20,8 @@ __all__ = [
     "binary_gemm_trusted", "binary_conv2d_trusted", "binary_maxpool2d_trusted", "conv_tiles",
     "binary_dense", "binary_conv2d", "binary_maxpool2d", "conv_pads", "real_dense",
     "real_conv2d", "real_dense_t", "real_conv2d_t", "dense_weights", "conv_weights",
-    "exact_float_dtype", "pixel_dense", "pixel_dense_t", "pixel_pairs", "pixel_patches", "pixel_signs",
-    "pixel_thresholds",
-    "pixel_weights",
+    "exact_float_dtype", "pixel_dense", "pixel_dense_t", "pixel_pairs", "pixel_patches",
+    "pixel_patches_t", "pixel_signs", "pixel_thresholds", "pixel_weights",
     "PARALLEL_MIN_WORK",
 ]
 

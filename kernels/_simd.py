@@ -413,3 +413,20 @@ def vbitmask8(typingctx, v, t):
         neg = builder.icmp_signed("<", builder.bitcast(x, _vec(_I8, 32)), ir.Constant(_vec(_I8, 32), [0] * 32))
         return builder.bitcast(builder.sext(neg, _vec(_I8, 32)), _vt(4))
     return u64x4(v, t), codegen
+
+
+@intrinsic
+def vlt16_mask(typingctx, v, b, bi):
+    """Bit l set where int16 lane l of ``v`` (sign-extended) < int32 value l of the 16
+    stored in words ``b.flat[bi : bi + 8]``: a sum still in its 16-bit lanes compared
+    with :func:`.pixels.pixel_thresholds` directly, without passing through memory."""
+    if not (v == u64x4 and _flat_u64(b, bi)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = _vec(_I32, 16)
+        wide = builder.sext(builder.bitcast(args[0], _vec(_I16, 16)), vt)
+        vb = builder.load(builder.bitcast(_elem_ptr(context, builder, sig.args[1], args[1], args[2]),
+                                          vt.as_pointer()), align=8)
+        return builder.zext(builder.bitcast(builder.icmp_signed("<", wide, vb), ir.IntType(16)), _I64)
+    return types.uint64(v, b, bi), codegen

@@ -12,7 +12,7 @@ import numba as nb
 import numpy as np
 
 from .gemm import LANES, tiled_dense
-from .pixels import _SIGN_WORDS, _pixel_dense, _pixel_signed
+from .pixels import _SIGN_WORDS, _pixel_dense, _pixel_signed, _spread_pairs
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
 _pixel_serial = _pixel_dense.serial
@@ -20,15 +20,18 @@ _signed_serial = _pixel_signed.serial
 
 
 @nb.njit(cache=True)
-def pixel_dense_chain(xp, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias):
-    """Logits (N, M_last) float64 of: the pixel layer (``xp``, ``panels`` in either
-    layout, ``t0`` as for :func:`.pixels.pixel_dense_t`, threshold fused), then L binary
+def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias):
+    """Logits (N, M_last) float64 of: the pixel layer (uint8 ``x`` (N, K) C-contiguous,
+    ``panels`` in either layout, ``t0`` as for :func:`.pixels.pixel_dense_t`, threshold
+    fused), then L binary
     dense layers. Layer ``i`` has ``dims[i] = (M, Kw, K)``, its :func:`.gemm.dense_tiles`
     flattened in ``wbuf[woff[i]:woff[i+1]]`` and, for all but the last, int64 thresholds
     ``tbuf[toff[i]:toff[i+1]]``; the last one's integer pre-activations ``h`` give
     ``h · scale + bias``, computed as :func:`bnn_toroid.network` does, so the logits are
     the same floats."""
-    n = xp.shape[0]
+    n = x.shape[0]
+    xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
+    _spread_pairs(x, xp)
     act = np.empty((n, panels.shape[0]), np.uint64)
     if panels.shape[2] == _SIGN_WORDS:
         _signed_serial(xp, panels, t0, np.empty((0, 0), np.int32), act)

@@ -21,12 +21,14 @@ broadcast pair times one vector gives 16 units' partial sums.
 import numba as nb
 import numpy as np
 
-from ._simd import vaddto_i32, vadd16, vbcast4, vbitmask8, vload4, vlt_i32_mask, vmaddubs, vzero4
+from ._simd import (vaddto_i32, vadd16, vbcast4, vbitmask8, vload4, vlt16_mask, vlt_i32_mask, vmaddubs,
+                    vzero4)
 from ._threads import twin
 
 UNITS = 64        # units per panel: one packed output word
 CHUNK = 64        # pixel pairs per int16 accumulation (64 · 510 <= 32767)
-GROUP = 16        # samples per task: a panel chunk (8 KB) is reused from L1 this often
+GROUP = 16        # samples sharing a panel chunk (8 KB), reused from L1 this often
+SPAN = 4          # groups a task takes in turn (many short rows: conv patches)
 _SPLAT16 = np.uint64(0x0001000100010001)
 _PANEL_WORDS = 2 * UNITS // 8   # uint64 words of int8 weights per panel and pair
 _SIGN_WORDS = 4                 # uint64 words of sign bits per panel and two pairs
@@ -129,37 +131,52 @@ def pixel_patches(x, ksize, stride, pads, pad_value) -> np.ndarray:
             (pv == np.round(pv)) & (pv >= 0) & (pv <= 255)).all():
         raise ValueError(f"pixel_patches: pad_value must be a pixel (an integer in [0, 255]), "
                          f"one or one per channel ({c}); got {pad_value!r}")
-    pv = np.ascontiguousarray(np.broadcast_to(pv, (c,)), np.uint8)
+    return pixel_patches_t(x, (kh, kw), (sy, sx), (pt, pb, pl, pr),
+                           np.ascontiguousarray(np.broadcast_to(pv, (c,)), np.uint8))
+
+
+def pixel_patches_t(x, ksize, stride, pads, pad_value) -> np.ndarray:
+    """:func:`pixel_patches`, unchecked: ``x`` uint8 NHWC C-contiguous, ``pad_value``
+    uint8 (C,), the geometry valid (a network checks it once)."""
+    n, hh, ww, c = x.shape
+    (kh, kw), (sy, sx), (pt, pb, pl, pr) = ksize, stride, pads
+    ho, wo = (hh + pt + pb - kh) // sy + 1, (ww + pl + pr - kw) // sx + 1
     out = np.empty((n * ho * wo, -(-(kh * kw * c) // 2)), np.uint64)
     if out.size:
-        _patch_pairs(out.size, x, kh, kw, sy, sx, pt, pl, pv, ho, wo, out)
+        # padded once, so that every patch row is kw·C contiguous bytes: no bounds tests
+        xp = np.empty((n, hh + pt + pb, ww + pl + pr, c), np.uint8)
+        xp[:, :pt] = pad_value  # the border only: broadcasting C values over a whole
+        xp[:, pt + hh:] = pad_value  # image costs more than the patches themselves
+        xp[:, pt:pt + hh, :pl] = pad_value
+        xp[:, pt:pt + hh, pl + ww:] = pad_value
+        xp[:, pt:pt + hh, pl:pl + ww] = x
+        _patch_pairs(out.size, xp, kh, kw, sy, sx, ho, wo, out)
     return out
 
 
 @twin
-def _patch_pairs(x, kh, kw, sy, sx, pt, pl, padv, ho, wo, out):
-    n_n, hh, ww, c = x.shape
+def _patch_pairs(xp, kh, kw, sy, sx, ho, wo, out):
+    n_n, hp, wp, c = xp.shape
     pairs = out.shape[1]
+    k = kh * kw * c
+    # patch byte e sits at off[e] from the patch's top-left pixel in the padded image
+    off = np.empty(2 * pairs, np.int64)
+    for e in range(k):
+        tap, ch = e // c, e % c
+        off[e] = ((tap // kw) * wp + tap % kw) * c + ch
+    odd = k % 2 == 1
+    xf = xp.reshape(-1)
     for task in nb.prange(n_n * ho):
         n = task // ho
         oy = task - n * ho
-        patch = np.zeros(2 * pairs, np.uint8)  # the odd K's last byte stays 0
         for ox in range(wo):
-            e = 0
-            for dy in range(kh):
-                iy = oy * sy - pt + dy
-                for dx in range(kw):
-                    ix = ox * sx - pl + dx
-                    if 0 <= iy < hh and 0 <= ix < ww:
-                        for ch in range(c):
-                            patch[e + ch] = x[n, iy, ix, ch]
-                    else:
-                        for ch in range(c):
-                            patch[e + ch] = padv[ch]
-                    e += c
+            o = ((n * hp + oy * sy) * wp + ox * sx) * c
             row = task * wo + ox
-            for q in range(pairs):
-                out[row, q] = (np.uint64(patch[2 * q]) | (np.uint64(patch[2 * q + 1]) << np.uint64(8))) * _SPLAT16
+            for q in range(k // 2):
+                out[row, q] = (np.uint64(xf[o + off[2 * q]])
+                               | (np.uint64(xf[o + off[2 * q + 1]]) << np.uint64(8))) * _SPLAT16
+            if odd:  # the last pair's second pixel is 0
+                out[row, pairs - 1] = np.uint64(xf[o + off[k - 1]]) * _SPLAT16
 
 
 @nb.njit(inline="always")
@@ -187,6 +204,14 @@ def _emit(tot, row, b, s, T, h, bits):
 
 
 @nb.njit(inline="always")
+def _bits16(a0, a1, a2, a3, T, b):
+    """The packed word ``[h < T]`` of panel ``b`` from its four int16 sum vectors."""
+    t0 = b * (UNITS // 2)
+    return (vlt16_mask(a0, T, t0) | (vlt16_mask(a1, T, t0 + 8) << np.uint64(16))
+            | (vlt16_mask(a2, T, t0 + 16) << np.uint64(32)) | (vlt16_mask(a3, T, t0 + 24) << np.uint64(48)))
+
+
+@nb.njit(inline="always")
 def _unit(tot, row, j):
     """int32 value ``j`` of the row (two per word)."""
     v = np.int64((tot[row, j >> 1] >> np.uint64(32 * (j & 1))) & np.uint64(0xFFFFFFFF))
@@ -195,81 +220,95 @@ def _unit(tot, row, j):
 
 @twin
 def _pixel_dense(xp, panels, T, h, bits):
-    """One task per (panel of 64 units, group of samples): for each chunk of 64 pixel
+    """One task per (panel of 64 units, SPAN groups of samples): for each chunk of 64 pixel
     pairs, each sample's 64 int16 sums are built in registers (two samples at a time,
     sharing the panel's vectors) and added to the group's int32 totals; the totals are
     then thresholded and packed into ``bits`` or, when ``bits`` is empty, written to ``h``."""
     n, pairs = xp.shape
     blocks = panels.shape[0]
     pf = panels.reshape(-1)
-    groups = (n + GROUP - 1) // GROUP
-    for task in nb.prange(blocks * groups):
-        b = task // groups
-        g0 = (task - b * groups) * GROUP
-        g1 = min(g0 + GROUP, n)
+    # one chunk (K <= 128, e.g. a first conv's 3·3·3 patches) and a threshold: the int16
+    # sums are final, and are compared where they are, in registers
+    direct = pairs <= CHUNK and bits.size > 0
+    span = SPAN * GROUP
+    spans = (n + span - 1) // span
+    for task in nb.prange(blocks * spans):
+        b = task // spans
+        r0 = (task - b * spans) * span
+        r1 = min(r0 + span, n)
         tot = np.empty((GROUP, UNITS // 2), np.uint64)  # int32 totals, two per word
-        for s in range(g1 - g0):
-            _zero(tot, s)
-        tf = tot.reshape(-1)
-        xf = xp.reshape(-1)
-        for c0 in range(0, pairs, CHUNK):
-            c1 = min(c0 + CHUNK, pairs)
-            s = g0
-            while s < g1:
-                xi = s * pairs
-                base = (b * pairs + c0) * 16
-                if s + 1 < g1:
-                    a0 = vzero4()
-                    a1 = vzero4()
-                    a2 = vzero4()
-                    a3 = vzero4()
-                    e0 = vzero4()
-                    e1 = vzero4()
-                    e2 = vzero4()
-                    e3 = vzero4()
-                    for p in range(c0, c1):
-                        w0 = vload4(pf, base)
-                        w1 = vload4(pf, base + 4)
-                        w2 = vload4(pf, base + 8)
-                        w3 = vload4(pf, base + 12)
-                        base += 16
-                        xa = vbcast4(xf, xi + p)
-                        xb = vbcast4(xf, xi + pairs + p)
-                        a0 = vadd16(a0, vmaddubs(xa, w0))
-                        a1 = vadd16(a1, vmaddubs(xa, w1))
-                        a2 = vadd16(a2, vmaddubs(xa, w2))
-                        a3 = vadd16(a3, vmaddubs(xa, w3))
-                        e0 = vadd16(e0, vmaddubs(xb, w0))
-                        e1 = vadd16(e1, vmaddubs(xb, w1))
-                        e2 = vadd16(e2, vmaddubs(xb, w2))
-                        e3 = vadd16(e3, vmaddubs(xb, w3))
-                    r = (s - g0 + 1) * (UNITS // 2)
-                    vaddto_i32(tf, r, e0)
-                    vaddto_i32(tf, r + 8, e1)
-                    vaddto_i32(tf, r + 16, e2)
-                    vaddto_i32(tf, r + 24, e3)
-                    step = 2
-                else:
-                    a0 = vzero4()
-                    a1 = vzero4()
-                    a2 = vzero4()
-                    a3 = vzero4()
-                    for p in range(c0, c1):
-                        xa = vbcast4(xf, xi + p)
-                        a0 = vadd16(a0, vmaddubs(xa, vload4(pf, base)))
-                        a1 = vadd16(a1, vmaddubs(xa, vload4(pf, base + 4)))
-                        a2 = vadd16(a2, vmaddubs(xa, vload4(pf, base + 8)))
-                        a3 = vadd16(a3, vmaddubs(xa, vload4(pf, base + 12)))
-                        base += 16
-                    step = 1
-                r = (s - g0) * (UNITS // 2)
-                vaddto_i32(tf, r, a0)
-                vaddto_i32(tf, r + 8, a1)
-                vaddto_i32(tf, r + 16, a2)
-                vaddto_i32(tf, r + 24, a3)
-                s += step
-        for s in range(g1 - g0):
-            _emit(tot, s, b, g0 + s, T, h, bits)
+        for g0 in range(r0, r1, GROUP):
+            g1 = min(g0 + GROUP, r1)
+            if not direct:
+                for s in range(g1 - g0):
+                    _zero(tot, s)
+            tf = tot.reshape(-1)
+            xf = xp.reshape(-1)
+            for c0 in range(0, pairs, CHUNK):
+                c1 = min(c0 + CHUNK, pairs)
+                s = g0
+                while s < g1:
+                    xi = s * pairs
+                    base = (b * pairs + c0) * 16
+                    if s + 1 < g1:
+                        a0 = vzero4()
+                        a1 = vzero4()
+                        a2 = vzero4()
+                        a3 = vzero4()
+                        e0 = vzero4()
+                        e1 = vzero4()
+                        e2 = vzero4()
+                        e3 = vzero4()
+                        for p in range(c0, c1):
+                            w0 = vload4(pf, base)
+                            w1 = vload4(pf, base + 4)
+                            w2 = vload4(pf, base + 8)
+                            w3 = vload4(pf, base + 12)
+                            base += 16
+                            xa = vbcast4(xf, xi + p)
+                            xb = vbcast4(xf, xi + pairs + p)
+                            a0 = vadd16(a0, vmaddubs(xa, w0))
+                            a1 = vadd16(a1, vmaddubs(xa, w1))
+                            a2 = vadd16(a2, vmaddubs(xa, w2))
+                            a3 = vadd16(a3, vmaddubs(xa, w3))
+                            e0 = vadd16(e0, vmaddubs(xb, w0))
+                            e1 = vadd16(e1, vmaddubs(xb, w1))
+                            e2 = vadd16(e2, vmaddubs(xb, w2))
+                            e3 = vadd16(e3, vmaddubs(xb, w3))
+                        if direct:
+                            bits[s + 1, b] = _bits16(e0, e1, e2, e3, T, b)
+                        else:
+                            r = (s - g0 + 1) * (UNITS // 2)
+                            vaddto_i32(tf, r, e0)
+                            vaddto_i32(tf, r + 8, e1)
+                            vaddto_i32(tf, r + 16, e2)
+                            vaddto_i32(tf, r + 24, e3)
+                        step = 2
+                    else:
+                        a0 = vzero4()
+                        a1 = vzero4()
+                        a2 = vzero4()
+                        a3 = vzero4()
+                        for p in range(c0, c1):
+                            xa = vbcast4(xf, xi + p)
+                            a0 = vadd16(a0, vmaddubs(xa, vload4(pf, base)))
+                            a1 = vadd16(a1, vmaddubs(xa, vload4(pf, base + 4)))
+                            a2 = vadd16(a2, vmaddubs(xa, vload4(pf, base + 8)))
+                            a3 = vadd16(a3, vmaddubs(xa, vload4(pf, base + 12)))
+                            base += 16
+                        step = 1
+                    if direct:
+                        bits[s, b] = _bits16(a0, a1, a2, a3, T, b)
+                    else:
+                        r = (s - g0) * (UNITS // 2)
+                        vaddto_i32(tf, r, a0)
+                        vaddto_i32(tf, r + 8, a1)
+                        vaddto_i32(tf, r + 16, a2)
+                        vaddto_i32(tf, r + 24, a3)
+                    s += step
+            if not direct:
+                for s in range(g1 - g0):
+                    _emit(tot, s, b, g0 + s, T, h, bits)
 
 
 

@@ -59,7 +59,7 @@ class DenseChain:
             self.rows = PARALLEL_MIN_WORK // max(work)
             if n > self.rows:
                 return None
-        out = pixel_dense_chain(K.pixel_pairs(px), panels, f._pixel_thresholds(0),
+        out = pixel_dense_chain(np.ascontiguousarray(px), panels, f._pixel_thresholds(0),
                                 self.wbuf, self.woff, self.tbuf, self.toff, self.dims,
                                 self.scale, self.bias)
         return out[None]

@@ -203,7 +203,7 @@ class RealFirstLayer:
             pads, ho, wo = self._conv_geometry()
             per = max(1, PATCH_ROWS // (ho * wo))
             pad = self._pixel_pad()
-            chunks = (K.pixel_patches(x[i:i + per], layer.weights.shape[1:3], layer.stride, pads, pad)
+            chunks = (K.pixel_patches_t(x[i:i + per], layer.weights.shape[1:3], layer.stride, pads, pad)
                       for i in range(0, max(n, 1), per))
             shape = (n, ho, wo)
             bank = [self.weights(s, "pixels") for s in range(self.size)]  # kh·kw·C bytes a filter
