@@ -1,56 +1,65 @@
-"""A few samples through a whole chain of dense layers in one compiled call.
+"""A whole chain of dense layers on pixels in one compiled call.
 
-At batch 1 the kernels of an MLP 784-1024-1024-10 take ≈ 30 µs, and the Python between
+At batch 1 the kernels of an MLP 784-1024-1024-10 take ≈ 20 µs, and the Python between
 them (a dispatch, an allocation and the argument handling per layer, the logits'
-affine in numpy) took as long again. When every layer is small enough to run on the
-calling thread anyway (below ``_threads.PARALLEL_MIN_WORK``), a network calls this
-instead: the same products, back to back, without returning to Python. The binary
-layers read their weights as Harley–Seal tiles made once (:func:`.gemm.dense_tiles`),
-which a single call of :func:`.gemm._gemm` cannot afford to make.
+affine in numpy) took as long again; at batch 64, 60–100 µs of ≈ 0.6 ms. A network
+with such a chain calls this instead: the same products, back to back, without
+returning to Python; on the calling thread when every layer is small enough
+(``parallel`` False: below ``_threads.PARALLEL_MIN_WORK``), else each layer's parallel
+kernel. The binary layers read their weights as Harley–Seal tiles made once
+(:func:`.gemm.dense_tiles`), which a single call of :func:`.gemm._gemm` cannot afford
+to make.
 """
 import numba as nb
 import numpy as np
 
-from .gemm import LANES, tiled_dense
+from .gemm import tiled_dense
 from .pixels import _SIGN_WORDS, _pixel_dense, _pixel_signed, _spread_pairs
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
-_pixel_serial = _pixel_dense.serial
+_pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
 _signed_serial = _pixel_signed.serial
+_tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
 
 
 @nb.njit(cache=True)
-def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias):
+def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, parallel):
     """Logits (N, M_last) float64 of: the pixel layer (uint8 ``x`` (N, K) C-contiguous,
     ``panels`` in either layout, ``t0`` as for :func:`.pixels.pixel_dense_t`, threshold
-    fused), then L binary
-    dense layers. Layer ``i`` has ``dims[i] = (M, Kw, K)``, its :func:`.gemm.dense_tiles`
-    flattened in ``wbuf[woff[i]:woff[i+1]]`` and, for all but the last, int64 thresholds
-    ``tbuf[toff[i]:toff[i+1]]``; the last one's integer pre-activations ``h`` give
-    ``h · scale + bias``, computed as :func:`bnn_toroid.network` does, so the logits are
-    the same floats."""
+    fused), then L binary dense layers. Layer ``i`` has ``dims[i] = (M, Kw, K)``, its
+    :func:`.gemm.dense_tiles` flattened in ``wbuf[woff[i]:woff[i+1]]`` and, for all but
+    the last, int64 thresholds ``tbuf[toff[i]:toff[i+1]]``; the last one's integer
+    pre-activations ``h`` give ``h · scale + bias``, computed as
+    :func:`bnn_toroid.network` does, so the logits are the same floats."""
     n = x.shape[0]
     xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
     _spread_pairs(x, xp)
     act = np.empty((n, panels.shape[0]), np.uint64)
+    no_h = np.empty((0, 0), np.int32)
     if panels.shape[2] == _SIGN_WORDS:
-        _signed_serial(xp, panels, t0, np.empty((0, 0), np.int32), act)
+        _signed_serial(xp, panels, t0, no_h, act)
+    elif parallel:
+        _pixel_parallel(xp, panels, t0, no_h, act)
     else:
-        _pixel_serial(xp, panels, t0, np.empty((0, 0), np.int32), act)
+        _pixel_serial(xp, panels, t0, no_h, act)
     last = dims.shape[0] - 1
-    no_h = np.empty((0, 0, 0), np.int32)
+    no_h3 = np.empty((0, 0, 0), np.int32)
     for i in range(last):
         m, k = dims[i, 0], dims[i, 2]
         nxt = np.empty((1, n, (m + 63) // 64), np.uint64)
-        cnt = np.empty(n * ((m + LANES - 1) // LANES) * LANES, np.uint64)
-        tiled_dense(act, wbuf, woff[i], m, k, tbuf[toff[i]:toff[i + 1]].reshape((1, m)),
-                    no_h, nxt, cnt)
+        t = tbuf[toff[i]:toff[i + 1]].reshape((1, m))
+        if parallel:
+            _tiled_parallel(act, wbuf, woff[i], m, k, t, no_h3, nxt)
+        else:
+            _tiled_serial(act, wbuf, woff[i], m, k, t, no_h3, nxt)
         act = nxt.reshape((n, (m + 63) // 64))
     m, k = dims[last, 0], dims[last, 2]
     h = np.empty((1, n, m), np.int32)
-    cnt = np.empty(n * ((m + LANES - 1) // LANES) * LANES, np.uint64)
-    tiled_dense(act, wbuf, woff[last], m, k, np.empty((0, 0), np.int64), h,
-                np.empty((0, 0, 0), np.uint64), cnt)
+    no_t, no_bits = np.empty((0, 0), np.int64), np.empty((0, 0, 0), np.uint64)
+    if parallel:
+        _tiled_parallel(act, wbuf, woff[last], m, k, no_t, h, no_bits)
+    else:
+        _tiled_serial(act, wbuf, woff[last], m, k, no_t, h, no_bits)
     out = np.empty((n, m))
     for r in range(n):
         for j in range(m):

@@ -222,17 +222,28 @@ def dense_tiles(w) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(tiles, LANES, kw).transpose(0, 2, 1))
 
 
-@nb.njit(cache=True)
-def tiled_dense(A, Wt, w0, m, k_true, T, out, bits, cnt):
+@twin
+def tiled_dense(A, Wt, w0, m, k_true, T, out, bits):
     """:func:`_gemm` for one network on ``n`` rows ``A`` (n, Kw), reading :func:`dense_tiles`
-    at ``Wt.flat[w0:]`` (``m`` columns), serial: ``out[0, i, j]`` int32 dots, or the packed
-    ``bits[0, i, :]`` of ``[dot < T[0, j]]``; ``cnt`` is scratch of n × 8·ceil(m/8) words."""
+    at ``Wt.flat[w0:]`` (``m`` columns): ``out[0, i, j]`` int32 dots, or the packed
+    ``bits[0, i, :]`` of ``[dot < T[0, j]]``. One task per 64 columns (one output word)
+    and block of rows, as :func:`_gemm`'s Harley–Seal path but without its repack."""
     n, kw = A.shape
     tiles = (m + LANES - 1) // LANES
-    ld = tiles * LANES
-    for jb in range(tiles):
-        hs_rows(A, 0, n, kw, Wt, w0 + jb * kw * LANES, cnt, jb * LANES, ld)
-    _emit(cnt, ld, n, m, np.int64(k_true), 0, 0, 0, T, out, bits)
+    ncb = (m + COLS - 1) // COLS
+    rb = max(1, min(n, L2_WORDS // max(kw, 1)))
+    nrb = (n + rb - 1) // rb
+    K = np.int64(k_true)
+    for task in nb.prange(ncb * nrb):
+        cb = task // nrb
+        i0 = (task - cb * nrb) * rb
+        nr = min(i0 + rb, n) - i0
+        j0 = cb * COLS
+        nc = min(j0 + COLS, m) - j0
+        cnt = np.empty(nr * COLS, np.uint64)
+        for jb in range(j0 // LANES, min(j0 + COLS, tiles * LANES) // LANES):
+            hs_rows(A, i0 * kw, nr, kw, Wt, w0 + jb * kw * LANES, cnt, jb * LANES - j0, COLS)
+        _emit(cnt, COLS, nr, nc, K, 0, i0, j0, T, out, bits)
 
 # Few rows: tasks of 4 rows × SMALL_CHUNK columns, 4×4 or 1×4 scalar register tiles that
 # read W in place (no repack). A multiple of 64: packed output words never straddle tasks.

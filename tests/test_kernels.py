@@ -195,6 +195,20 @@ def test_pixel_dense_matches_reference(n, m, k, fill, seed):
     assert np.array_equal(K.pixel_dense(xb, w), gemm(xb.astype(np.uint8), w))
 
 
+def test_tiled_dense_row_blocks():
+    """Enough rows for several row blocks per 64 columns (``L2_WORDS`` / Kw rows each)."""
+    from bnn_toroid.kernels.gemm import L2_WORDS, dense_tiles, tiled_dense
+    rng = np.random.default_rng(9)
+    k, m = 4096, 100
+    n = 2 * L2_WORDS // (k // 64) + 3
+    x, w = pm1(rng, (n, k)), pm1(rng, (m, k))
+    tiles = dense_tiles(K.pack_bits(w)).reshape(-1)
+    for run in (tiled_dense.serial, tiled_dense.parallel):
+        h = np.empty((1, n, m), np.int32)
+        run(K.pack_bits(x), tiles, 0, m, k, np.empty((0, 0), np.int64), h, K._NO_BITS3)
+        assert np.array_equal(h[0], gemm(x, w))
+
+
 @pytest.mark.parametrize("layout", ["int8", "signs"])
 def test_pixel_dense_serial_and_parallel_agree(layout):
     rng = np.random.default_rng(3)
@@ -226,15 +240,15 @@ def test_tiled_dense_matches_reference(n, m, k, seed):
     assert tiles.shape == (-(-m // 8), -(-k // 64), 8)
     buf = np.concatenate([other.reshape(-1), tiles.reshape(-1)])
     a = K.pack_bits(x).reshape(n, -(-k // 64))
-    cnt = np.empty(n * tiles.shape[0] * 8, np.uint64)
     ref = gemm(x, w)
-    h = np.empty((1, n, m), np.int32)
-    tiled_dense(a, buf, other.size, m, k, np.empty((0, 0), np.int64), h, K._NO_BITS3, cnt)
-    assert np.array_equal(h[0], ref)
     t = rng.integers(-k, k + 1, (1, m))
-    bits = np.empty((1, n, -(-m // 64)), np.uint64)
-    tiled_dense(a, buf, other.size, m, k, t, K._NO_INT3, bits, cnt)
-    assert np.array_equal(bits[0], K.threshold_pack(ref.astype(np.float64), t[0]))
+    for run in (tiled_dense.serial, tiled_dense.parallel):
+        h = np.empty((1, n, m), np.int32)
+        run(a, buf, other.size, m, k, np.empty((0, 0), np.int64), h, K._NO_BITS3)
+        assert np.array_equal(h[0], ref)
+        bits = np.empty((1, n, -(-m // 64)), np.uint64)
+        run(a, buf, other.size, m, k, t, K._NO_INT3, bits)
+        assert np.array_equal(bits[0], K.threshold_pack(ref.astype(np.float64), t[0]))
 
 
 def test_batch_one_and_empty_batches():

@@ -1,13 +1,14 @@
-"""Small batches of an MLP on pixels in one compiled call (:mod:`bnn_toroid.kernels.chain`).
+"""An MLP on pixels in one compiled call (:mod:`bnn_toroid.kernels.chain`).
 
 Applies to a single network (a stack of size 1) whose first layer is dense on real input
-and every later layer dense, when the input is pixels and every layer's work is below
-the size at which its kernel would start a second thread: then the whole forward pass is
-one call into compiled code, with the same kernels and the same results as
+and every later layer dense, when the input is pixels: then the whole forward pass is
+one call into compiled code, on the calling thread when every layer's work is below the
+size at which its kernel would start a second thread, with the same results as
 :func:`.core._forward`.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .. import kernels as K
@@ -45,7 +46,7 @@ class DenseChain:
     def __call__(self, xin):
         """Logits (1, N, classes), or None when the chain does not apply to ``xin``."""
         n = xin.shape[0]
-        if not self.ok or n == 0 or (self.rows is not None and n > self.rows):
+        if not self.ok or n == 0:
             return None
         px = pixels(xin.reshape(n, -1))
         if px is None:
@@ -57,9 +58,10 @@ class DenseChain:
             # per sample, as the kernels count it (binary_gemm_trusted: M·Kw words)
             work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, panels)]
             self.rows = PARALLEL_MIN_WORK // max(work)
-            if n > self.rows:
-                return None
+        parallel = n > self.rows and numba.get_num_threads() > 1
+        if parallel and n == 1:
+            panels = f.weights(0, "pixels")  # the sign-bit kernel runs on one thread
         out = pixel_dense_chain(np.ascontiguousarray(px), panels, f._pixel_thresholds(0),
                                 self.wbuf, self.woff, self.tbuf, self.toff, self.dims,
-                                self.scale, self.bias)
+                                self.scale, self.bias, parallel)
         return out[None]
