@@ -6,7 +6,11 @@ leading axis of S networks sharing an architecture (see :mod:`.gemm`).
 """
 import numpy as np
 
-from ._threads import PARALLEL_MIN_WORK
+from . import _cache
+
+_cache.drop_stale()  # before any kernel module is imported (and its cache read)
+
+from ._threads import PARALLEL_MIN_WORK  # noqa: E402
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_hs, _maxpool, conv_tiles
 from .gemm import _gemm

@@ -394,3 +394,22 @@ def test_generic_byte_products_are_exact(monkeypatch, layout):
     h = np.empty((5, 70), np.int32)
     fresh(K.pixel_pairs(x), panels, K.pixels._NO_T, h, K.pixels._NO_BITS)
     assert np.array_equal(h, gemm(x, w))
+
+
+def test_kernel_cache_is_dropped_when_any_kernel_source_changes(tmp_path, monkeypatch):
+    """Numba checks only a kernel's own file; the package drops every cached kernel when
+    any kernel source changes, since a kernel embeds others (a stale mix crashed)."""
+    from bnn_toroid.kernels import _cache
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "a.f-1.py311.nbi").write_bytes(b"index")
+    _cache.drop_stale(tmp_path)  # no digest yet: dropped, digest recorded
+    assert not list(cache.glob("*.nbi")) and (cache / "kernels.digest").is_file()
+    (cache / "a.f-1.py311.nbi").write_bytes(b"index")
+    _cache.drop_stale(tmp_path)  # sources unchanged: kept
+    assert list(cache.glob("*.nbi"))
+    (tmp_path / "b.py").write_text("y = 2\n")  # another file changes
+    _cache.drop_stale(tmp_path)
+    assert not list(cache.glob("*.nbi"))
