@@ -14,8 +14,9 @@ from ._threads import PARALLEL_MIN_WORK  # noqa: E402
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_hs, _maxpool, conv_tiles
 from .gemm import _gemm
-from .pixels import (pixel_dense, pixel_dense_t, pixel_pairs, pixel_patches, pixel_patches_t,
-                     pixel_signs, pixel_thresholds, pixel_weights)
+from .pixels import (pixel_dense, pixel_dense_t, pixel_lut_dense_t, pixel_lut_tables, pixel_lut_weights,
+                     pixel_pairs, pixel_patches, pixel_patches_t, pixel_signs, pixel_thresholds,
+                     pixel_weights)
 from .real import (conv_weights, dense_weights, exact_float_dtype, real_conv2d, real_conv2d_t,
                    real_dense, real_dense_t)
 
@@ -25,7 +26,8 @@ __all__ = [
     "binary_dense", "binary_conv2d", "binary_maxpool2d", "conv_pads", "real_dense",
     "real_conv2d", "real_dense_t", "real_conv2d_t", "dense_weights", "conv_weights",
     "exact_float_dtype", "pixel_dense", "pixel_dense_t", "pixel_pairs", "pixel_patches",
-    "pixel_patches_t", "pixel_signs", "pixel_thresholds", "pixel_weights",
+    "pixel_patches_t", "pixel_signs", "pixel_thresholds", "pixel_weights", "pixel_lut_dense_t",
+    "pixel_lut_tables", "pixel_lut_weights",
     "PARALLEL_MIN_WORK",
 ]
 

@@ -309,6 +309,12 @@ def _target_has(context, feature: str) -> bool:
     return f"+{feature}" in features.split(",")
 
 
+def target_has(feature: str) -> bool:
+    """:func:`_target_has` for Numba's CPU target, from Python (to choose a kernel)."""
+    from numba.core.registry import cpu_target
+    return _target_has(cpu_target.target_context, feature)
+
+
 def _vec(t, n):
     return ir.VectorType(t, n)
 
@@ -430,3 +436,119 @@ def vlt16_mask(typingctx, v, b, bi):
                                           vt.as_pointer()), align=8)
         return builder.zext(builder.bitcast(builder.icmp_signed("<", wide, vb), ir.IntType(16)), _I64)
     return types.uint64(v, b, bi), codegen
+
+
+# --- table lookups, for the pixel kernel's lookup form (:func:`.pixels._pixel_lut`) ----
+
+@intrinsic
+def vbcast2(typingctx, arr, idx):
+    """Words ``arr.flat[idx]`` and ``arr.flat[idx + 1]`` in both 16-byte halves of a
+    vector: ``(w0, w1, w0, w1)`` (no bounds check)."""
+    if not _flat_u64(arr, idx):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.bitcast(_elem_ptr(context, builder, sig.args[0], args[0], args[1]),
+                              _vt(2).as_pointer())
+        v = builder.load(ptr, align=8)
+        return builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, 4), [0, 1, 0, 1]))
+    return u64x4(arr, idx), codegen
+
+
+@intrinsic
+def vshufb(typingctx, table, idx):
+    """Byte lookup in each 16-byte half: byte ``j`` of the result is byte ``idx[j] & 15``
+    of ``table``'s half that holds ``j`` (callers keep ``idx`` bytes below 16). One
+    ``vpshufb`` on AVX2; elsewhere, byte by byte."""
+    if not (table == u64x4 and idx == u64x4):
+        return None
+
+    def codegen(context, builder, sig, args):
+        bt = _vec(_I8, 32)
+        t, i = (builder.bitcast(v, bt) for v in args)
+        if _target_has(context, "avx2"):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(bt, [bt, bt]),
+                                                "llvm.x86.avx2.pshuf.b")
+            return builder.bitcast(builder.call(fn, [t, i]), _vt(4))
+        out = ir.Constant(bt, ir.Undefined)
+        for j in range(32):
+            e = builder.and_(builder.extract_element(i, ir.Constant(_I32, j)), ir.Constant(_I8, 15))
+            src = builder.add(builder.zext(e, _I32), ir.Constant(_I32, j // 16 * 16))
+            out = builder.insert_element(out, builder.extract_element(t, src), ir.Constant(_I32, j))
+        return builder.bitcast(out, _vt(4))
+    return u64x4(table, idx), codegen
+
+
+@intrinsic
+def vzip16(typingctx, lo, hi, part):
+    """16 int16 values from their low bytes ``lo`` and high bytes ``hi``: in each 16-byte
+    half, bytes ``8·part … 8·part + 7`` of both, interleaved (``vpunpck{l,h}bw``)."""
+    if not (lo == u64x4 and hi == u64x4 and isinstance(part, types.IntegerLiteral)):
+        return None
+    base = 8 * part.literal_value
+    mask = []
+    for half in (0, 16):
+        for j in range(8):
+            mask += [half + base + j, 32 + half + base + j]
+
+    def codegen(context, builder, sig, args):
+        bt = _vec(_I8, 32)
+        a, b = (builder.bitcast(v, bt) for v in args[:2])
+        return builder.bitcast(builder.shuffle_vector(a, b, ir.Constant(_vec(_I32, 32), mask)), _vt(4))
+    return u64x4(lo, hi, part), codegen
+
+
+
+def _x86(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _lut4_avx2(builder, w):
+    """:func:`vlut4` in 6 instructions: the pixels in every 32-bit lane, byte products
+    with the entries' signs summed in pairs (``vpmaddubsw``: entry e's x0, x1 terms in
+    lane 2e, x2, x3 in lane 2e+1), pairs summed (``vpmaddwd`` by 1) and packed back to
+    int16 (entries 0-3, 8-11 | 4-7, 12-15), then split into low and high bytes in order
+    (``vpshufb``, ``vpermd``). Generic IR does not reach this: LLVM folds the products
+    by constant signs into slower code."""
+    i8x32, i16x16, i32x8 = _vec(_I8, 32), _vec(_I16, 16), _vec(_I32, 8)
+    v = builder.insert_element(ir.Constant(i32x8, ir.Undefined), w, ir.Constant(_I32, 0))
+    x = builder.bitcast(builder.shuffle_vector(v, v, ir.Constant(i32x8, [0] * 8)), i8x32)
+    sums = []
+    for first in (0, 8):
+        sign = ir.Constant(i8x32, [-1 if ((first + j // 4) >> (j % 4)) & 1 else 1 for j in range(32)])
+        pairs = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", i16x16, [x, sign])
+        sums.append(_x86(builder, "llvm.x86.avx2.pmadd.wd", i32x8, [pairs, ir.Constant(i16x16, [1] * 16)]))
+    t = _x86(builder, "llvm.x86.avx2.packssdw", i16x16, sums)  # |entry| <= 1020: no saturation
+    split = ir.Constant(i8x32, (list(range(0, 16, 2)) + list(range(1, 16, 2))) * 2)
+    b = _x86(builder, "llvm.x86.avx2.pshuf.b", i8x32, [builder.bitcast(t, i8x32), split])
+    # dwords now: lo(0-3) lo(8-11) hi(0-3) hi(8-11) | lo(4-7) lo(12-15) hi(4-7) hi(12-15)
+    order = ir.Constant(i32x8, [0, 4, 1, 5, 2, 6, 3, 7])
+    return builder.bitcast(_x86(builder, "llvm.x86.avx2.permd", i32x8, [builder.bitcast(b, i32x8), order]), _vt(4))
+
+@intrinsic
+def vlut4(typingctx, word):
+    """The lookup table of four pixels (the low 32 bits of ``word``, ``x_0`` lowest):
+    entry ``p`` (0..15) is ``Σ_i ±x_i``, minus where bit ``i`` of ``p`` is set, an int16
+    in [-1020, 1020]; returned as 32 bytes, the 16 entries' low bytes then their high
+    bytes (the two tables of :func:`vshufb`)."""
+    if not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        w = args[0]
+        if w.type.width != 32:
+            w = builder.trunc(w, _I32) if w.type.width > 32 else builder.zext(w, _I32)
+        if _target_has(context, "avx2"):
+            return _lut4_avx2(builder, w)
+        px = builder.zext(builder.bitcast(w, _vec(_I8, 4)), _vec(_I16, 4))
+        total = None
+        for i in range(4):
+            xi = builder.shuffle_vector(px, px, ir.Constant(_vec(_I32, 16), [i] * 16))
+            sign = ir.Constant(_vec(_I16, 16), [-1 if (p >> i) & 1 else 1 for p in range(16)])
+            term = builder.mul(xi, sign)
+            total = term if total is None else builder.add(total, term)
+        b = builder.bitcast(total, _vec(_I8, 32))
+        order = list(range(0, 32, 2)) + list(range(1, 32, 2))
+        return builder.bitcast(builder.shuffle_vector(b, b, ir.Constant(_vec(_I32, 32), order)), _vt(4))
+    return u64x4(word), codegen

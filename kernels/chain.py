@@ -14,10 +14,13 @@ import numba as nb
 import numpy as np
 
 from .gemm import tiled_dense
-from .pixels import _SIGN_WORDS, _pixel_dense, _pixel_signed, _spread_pairs
+from .pixels import (_LUT_WORDS, _SIGN_WORDS, _lut_tables, _pixel_dense, _pixel_lut, _pixel_signed,
+                     _spread_pairs)
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
 _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
+_lut_serial, _lut_parallel = _pixel_lut.serial, _pixel_lut.parallel
+_tables_serial, _tables_parallel = _lut_tables.serial, _lut_tables.parallel
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
 
@@ -25,23 +28,32 @@ _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
 @nb.njit(cache=True)
 def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, parallel):
     """Logits (N, M_last) float64 of: the pixel layer (uint8 ``x`` (N, K) C-contiguous,
-    ``panels`` in either layout, ``t0`` as for :func:`.pixels.pixel_dense_t`, threshold
+    ``panels`` in any of the three layouts of :mod:`.pixels`, ``t0`` as for :func:`.pixels.pixel_dense_t`, threshold
     fused), then L binary dense layers. Layer ``i`` has ``dims[i] = (M, Kw, K)``, its
     :func:`.gemm.dense_tiles` flattened in ``wbuf[woff[i]:woff[i+1]]`` and, for all but
     the last, int64 thresholds ``tbuf[toff[i]:toff[i+1]]``; the last one's integer
     pre-activations ``h`` give ``h · scale + bias``, computed as
     :func:`bnn_toroid.network` does, so the logits are the same floats."""
     n = x.shape[0]
-    xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
-    _spread_pairs(x, xp)
     act = np.empty((n, panels.shape[0]), np.uint64)
     no_h = np.empty((0, 0), np.int32)
-    if panels.shape[2] == _SIGN_WORDS:
-        _signed_serial(xp, panels, t0, no_h, act)
-    elif parallel:
-        _pixel_parallel(xp, panels, t0, no_h, act)
+    if panels.shape[2] == _LUT_WORDS:
+        tables = np.empty((n, panels.shape[1], 4), np.uint64)
+        if parallel:
+            _tables_parallel(x, tables)
+            _lut_parallel(tables, panels, t0, no_h, act)
+        else:
+            _tables_serial(x, tables)
+            _lut_serial(tables, panels, t0, no_h, act)
     else:
-        _pixel_serial(xp, panels, t0, no_h, act)
+        xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
+        _spread_pairs(x, xp)
+        if panels.shape[2] == _SIGN_WORDS:
+            _signed_serial(xp, panels, t0, no_h, act)
+        elif parallel:
+            _pixel_parallel(xp, panels, t0, no_h, act)
+        else:
+            _pixel_serial(xp, panels, t0, no_h, act)
     last = dims.shape[0] - 1
     no_h3 = np.empty((0, 0, 0), np.int32)
     for i in range(last):

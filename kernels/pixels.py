@@ -21,8 +21,8 @@ broadcast pair times one vector gives 16 units' partial sums.
 import numba as nb
 import numpy as np
 
-from ._simd import (vaddto_i32, vadd16, vbcast4, vbitmask8, vload4, vlt16_mask, vlt_i32_mask, vmaddubs,
-                    vzero4)
+from ._simd import (vaddto_i32, vadd16, vbcast2, vbcast4, vbitmask8, vload4, vlt16_mask, vlt_i32_mask,
+                    vlut4, vmaddubs, vshufb, vstore, vzero4, vzip16)
 from ._threads import twin
 
 UNITS = 64        # units per panel: one packed output word
@@ -32,6 +32,7 @@ SPAN = 4          # groups a task takes in turn (many short rows: conv patches)
 _SPLAT16 = np.uint64(0x0001000100010001)
 _PANEL_WORDS = 2 * UNITS // 8   # uint64 words of int8 weights per panel and pair
 _SIGN_WORDS = 4                 # uint64 words of sign bits per panel and two pairs
+_LUT_WORDS = UNITS // 8         # uint64 words of 4-bit patterns per panel and group of 4
 MAX_K = (2 ** 31 - 1) // 255  # |h| <= 255 K must fit int32
 
 
@@ -369,6 +370,171 @@ def _pixel_signed(xp, signs, T, h, bits):
             hi = _unit(tot, 0, 2 * j + 1) * 2 + sx
             tot[0, j] = (np.uint64(lo) & np.uint64(0xFFFFFFFF)) | (np.uint64(hi) << np.uint64(32))
         _emit(tot, 0, b, s, T, h, bits)
+
+
+# --- the lookup form: four pixels at a time ------------------------------------------
+# A unit's four weights on pixels 4g … 4g+3 form a 4-bit pattern p (bit i set where
+# w_i = -1), and Σ_i w_i x_i is entry p of the 16-entry table of those pixels
+# (``_simd.vlut4``), made once per sample and group. ``vpshufb`` looks up 32 units at
+# once (low and high bytes of the int16 entries, from two 16-byte tables), and two byte
+# interleaves rebuild the int16 sums: 128 multiply-adds in 6 vector operations, 4 of them
+# on the shuffle units, where ``vpmaddubsw`` gives 32 in 2 on one multiplier port.
+QUADS = 32        # groups of four pixels per int16 accumulation (32 · 1020 <= 32767)
+# unit order inside a 32-unit vector of patterns, so that the two interleaves give units
+# 0-15 and 16-31 in order (each interleave takes 8 bytes from each 16-byte half)
+_LUT_ORDER = np.r_[0:8, 16:24, 8:16, 24:32]
+
+
+def pixel_lut_weights(w_pm1, check: bool = True) -> np.ndarray:
+    """±1 weights (M, K) → the patterns :func:`pixel_lut_dense_t` reads: uint64
+    (ceil(M/64), ceil(K/4), 8), i.e. per block of 64 units and group of 4 pixels one byte
+    per unit, its 4-bit pattern (bit ``i`` set where ``w[u, 4g+i] = -1``; padding units
+    and pixels +1)."""
+    w = _pm1("pixel_lut_weights", w_pm1) if check else np.asarray(w_pm1)
+    m, k = w.shape
+    blocks, quads = -(-m // UNITS), -(-k // 4)
+    neg = np.zeros((blocks * UNITS, 4 * quads), np.uint8)
+    neg[:m, :k] = w < 0
+    pat = (neg.reshape(-1, quads, 4) << np.arange(4, dtype=np.uint8)).sum(axis=2, dtype=np.uint8)
+    pat = pat.reshape(blocks, 2, 32, quads)[:, :, _LUT_ORDER]  # (blocks, half, byte, group)
+    return np.ascontiguousarray(pat.transpose(0, 3, 1, 2)).reshape(blocks, quads, 64).view(np.uint64)
+
+
+def pixel_lut_tables(x) -> np.ndarray:
+    """uint8 samples (N, K) → their lookup tables, uint64 (N, ceil(K/4), 4): per group
+    of four pixels the 16 int16 sums (:func:`._simd.vlut4`), 32 bytes."""
+    x = _pixels("pixel_lut_tables", x, 2, "(N, K)")
+    out = np.empty((x.shape[0], -(-x.shape[1] // 4), 4), np.uint64)
+    if out.size:
+        _lut_tables(out.size, x, out)
+    return out
+
+
+@twin
+def _lut_tables(x, out):
+    n, k = x.shape
+    quads = out.shape[1]
+    of = out.reshape(-1)
+    flat = x.reshape(-1)
+    x32 = flat[:flat.size // 4 * 4].view(np.uint32)  # whole words when rows are (K % 4 == 0)
+    aligned = k % 4 == 0
+    for s in nb.prange(n):
+        for g in range(quads):
+            i = 4 * g
+            if aligned:
+                w = x32[s * quads + g]
+            elif i + 4 <= k:
+                w = (np.uint32(x[s, i]) | (np.uint32(x[s, i + 1]) << np.uint32(8))
+                     | (np.uint32(x[s, i + 2]) << np.uint32(16)) | (np.uint32(x[s, i + 3]) << np.uint32(24)))
+            else:  # the last group: missing pixels are 0, so they add nothing
+                w = np.uint32(0)
+                for j in range(k - i):
+                    w |= np.uint32(x[s, i + j]) << np.uint32(8 * j)
+            vstore(of, (s * quads + g) * 4, vlut4(w))
+
+
+@twin
+def _pixel_lut(tables, pats, T, h, bits):
+    """:func:`_pixel_dense` in the lookup form: the same tasks and totals, with a step of
+    four pixels (one table) instead of two."""
+    n, quads = tables.shape[0], tables.shape[1]
+    blocks = pats.shape[0]
+    wf = pats.reshape(-1)
+    tf_ = tables.reshape(-1)
+    direct = quads <= QUADS and bits.size > 0
+    span = SPAN * GROUP
+    spans = (n + span - 1) // span
+    for task in nb.prange(blocks * spans):
+        b = task // spans
+        r0 = (task - b * spans) * span
+        r1 = min(r0 + span, n)
+        tot = np.empty((GROUP, UNITS // 2), np.uint64)
+        tf = tot.reshape(-1)
+        for g0 in range(r0, r1, GROUP):
+            g1 = min(g0 + GROUP, r1)
+            if not direct:
+                for s in range(g1 - g0):
+                    _zero(tot, s)
+            for c0 in range(0, quads, QUADS):
+                c1 = min(c0 + QUADS, quads)
+                s = g0
+                while s < g1:
+                    two = s + 1 < g1
+                    a0 = vzero4()
+                    a1 = vzero4()
+                    a2 = vzero4()
+                    a3 = vzero4()
+                    e0 = vzero4()
+                    e1 = vzero4()
+                    e2 = vzero4()
+                    e3 = vzero4()
+                    wi = (b * quads + c0) * 8
+                    ta = (s * quads + c0) * 4
+                    tb = ta + quads * 4
+                    for q in range(c0, c1):
+                        i0 = vload4(wf, wi)
+                        i1 = vload4(wf, wi + 4)
+                        wi += 8
+                        lo = vbcast2(tf_, ta)
+                        hi = vbcast2(tf_, ta + 2)
+                        ta += 4
+                        l0 = vshufb(lo, i0)
+                        h0 = vshufb(hi, i0)
+                        l1 = vshufb(lo, i1)
+                        h1 = vshufb(hi, i1)
+                        a0 = vadd16(a0, vzip16(l0, h0, 0))
+                        a1 = vadd16(a1, vzip16(l0, h0, 1))
+                        a2 = vadd16(a2, vzip16(l1, h1, 0))
+                        a3 = vadd16(a3, vzip16(l1, h1, 1))
+                        if two:
+                            lo = vbcast2(tf_, tb)
+                            hi = vbcast2(tf_, tb + 2)
+                            tb += 4
+                            l0 = vshufb(lo, i0)
+                            h0 = vshufb(hi, i0)
+                            l1 = vshufb(lo, i1)
+                            h1 = vshufb(hi, i1)
+                            e0 = vadd16(e0, vzip16(l0, h0, 0))
+                            e1 = vadd16(e1, vzip16(l0, h0, 1))
+                            e2 = vadd16(e2, vzip16(l1, h1, 0))
+                            e3 = vadd16(e3, vzip16(l1, h1, 1))
+                    _keep(direct, tf, tot, s - g0, s, b, T, bits, a0, a1, a2, a3)
+                    if two:
+                        _keep(direct, tf, tot, s - g0 + 1, s + 1, b, T, bits, e0, e1, e2, e3)
+                    s += 2 if two else 1
+            if not direct:
+                for s in range(g1 - g0):
+                    _emit(tot, s, b, g0 + s, T, h, bits)
+
+
+@nb.njit(inline="always")
+def _keep(direct, tf, tot, row, s, b, T, bits, a0, a1, a2, a3):
+    """A chunk's four int16 sum vectors of sample ``s``: compared and packed at once
+    (``direct``, one chunk), or added to its int32 totals (row ``row`` of ``tot``)."""
+    if direct:
+        bits[s, b] = _bits16(a0, a1, a2, a3, T, b)
+    else:
+        r = row * (UNITS // 2)
+        vaddto_i32(tf, r, a0)
+        vaddto_i32(tf, r + 8, a1)
+        vaddto_i32(tf, r + 16, a2)
+        vaddto_i32(tf, r + 24, a3)
+
+
+def pixel_lut_dense_t(tables, pats, m: int, threshold=None):
+    """:func:`pixel_dense_t` in the lookup form, on :func:`pixel_lut_tables` and
+    :func:`pixel_lut_weights`, unchecked: the same integers (or bits)."""
+    n = tables.shape[0]
+    work = n * pats.shape[0] * pats.shape[1] * 6
+    if threshold is None:
+        h = np.empty((n, m), np.int32)
+        if h.size:
+            _pixel_lut(work, tables, pats, _NO_T, h, _NO_BITS)
+        return h
+    bits = np.empty((n, pats.shape[0]), np.uint64)
+    if bits.size:
+        _pixel_lut(work, tables, pats, threshold, _NO_H, bits)
+    return bits
 
 def pixel_thresholds(threshold, m: int) -> np.ndarray:
     """Real thresholds (m,) → the kernel's int32 thresholds, two per uint64 word, one

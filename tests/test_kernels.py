@@ -189,6 +189,12 @@ def test_pixel_dense_matches_reference(n, m, k, fill, seed):
     assert np.array_equal(K.pixel_dense_t(xp, signs, m), ref)
     assert np.array_equal(K.pixel_dense_t(xp, signs, m, K.pixel_thresholds(t, m)),
                           K.threshold_pack(ref.astype(np.float64), t))
+    # and so does the lookup form (tables of four pixels, 4-bit weight patterns)
+    tables, pats = K.pixel_lut_tables(x), K.pixel_lut_weights(w)
+    assert tables.shape == (n, -(-k // 4), 4) and pats.shape == (-(-m // 64), -(-k // 4), 8)
+    assert np.array_equal(K.pixel_lut_dense_t(tables, pats, m), ref)
+    assert np.array_equal(K.pixel_lut_dense_t(tables, pats, m, K.pixel_thresholds(t, m)),
+                          K.threshold_pack(ref.astype(np.float64), t))
     # the strided (non-contiguous) and bool cases take the copying paths
     assert np.array_equal(K.pixel_dense(np.asfortranarray(x), w), ref)
     xb = x > 127
@@ -209,15 +215,22 @@ def test_tiled_dense_row_blocks():
         assert np.array_equal(h[0], gemm(x, w))
 
 
-@pytest.mark.parametrize("layout", ["int8", "signs"])
+def _layout(layout, x, w):
+    """(inputs, weights, kernel) of one form of the pixel product."""
+    if layout == "lookup":
+        return K.pixel_lut_tables(x), K.pixel_lut_weights(w), K.pixels._pixel_lut
+    panels = K.pixel_weights(w)
+    if layout == "signs":
+        return K.pixel_pairs(x), K.pixel_signs(panels), K.pixels._pixel_signed
+    return K.pixel_pairs(x), panels, K.pixels._pixel_dense
+
+
+@pytest.mark.parametrize("layout", ["int8", "signs", "lookup"])
 def test_pixel_dense_serial_and_parallel_agree(layout):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (37, 301)).astype(np.uint8)
     w = pm1(rng, (130, 301))
-    xp, panels = K.pixel_pairs(x), K.pixel_weights(w)
-    kernel = K.pixels._pixel_dense
-    if layout == "signs":
-        panels, kernel = K.pixel_signs(panels), K.pixels._pixel_signed
+    xp, panels, kernel = _layout(layout, x, w)
     outs = []
     for run in (kernel.serial, kernel.parallel):
         h = np.empty((37, 130), np.int32)
@@ -286,6 +299,8 @@ def test_batch_one_and_empty_batches():
     (lambda: K.pixel_pairs(np.zeros(3, np.uint8)), r"\(N, K\)"),
     (lambda: K.pixel_weights(np.full((2, 3), 300)), "±1"),
     (lambda: K.pixel_signs(np.zeros((1, 3, 2), np.uint64)), r"\(blocks, pairs, 16\)"),
+    (lambda: K.pixel_lut_weights(np.zeros((2, 3))), "±1"),
+    (lambda: K.pixel_lut_tables(np.zeros((2, 3), np.int16)), "uint8 pixels"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3)), (3, 3), (1, 1), (1, 1, 1, 1), 1), "uint8"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4), np.uint8), (3, 3), (1, 1), (1, 1, 1, 1), 1), "NHWC"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3), np.uint8), (3, 3), (0, 1), (1, 1, 1, 1), 1), "stride"),
@@ -374,10 +389,11 @@ def test_sign_bit_pixel_kernel_compiles_to_byte_multiply_adds():
     assert fresh.inspect_asm(fresh.signatures[0]).count("vpmaddubsw") >= 8
 
 
-@pytest.mark.parametrize("layout", ["int8", "signs"])
+@pytest.mark.parametrize("layout", ["int8", "signs", "lookup"])
 def test_generic_byte_products_are_exact(monkeypatch, layout):
-    """Hosts without AVX2 compile ``vmaddubs`` from generic IR; compiled here with that
-    path forced, both pixel kernels still give the reference's integers."""
+    """Hosts without AVX2 compile ``vmaddubs``, ``vshufb`` and ``vlut4`` from generic IR;
+    compiled here with that path forced, the pixel kernels still give the reference's
+    integers."""
     import numba
     from bnn_toroid.kernels import _simd
     monkeypatch.setattr(_simd, "_target_has", lambda context, feature: False)
@@ -386,13 +402,14 @@ def test_generic_byte_products_are_exact(monkeypatch, layout):
     x[0] = 255
     w = pm1(rng, (70, 203))
     w[:35, :] = -1
-    panels = K.pixel_weights(w)
-    kernel = K.pixels._pixel_dense
-    if layout == "signs":
-        panels, kernel = K.pixel_signs(panels), K.pixels._pixel_signed
+    xp, panels, kernel = _layout(layout, x, w)
+    if layout == "lookup":  # the tables too, from the generic vlut4
+        xp = np.empty_like(xp)
+        numba.njit(K.pixels._lut_tables.serial.py_func)(x, xp)
+        assert np.array_equal(xp, K.pixel_lut_tables(x))
     fresh = numba.njit(kernel.serial.py_func)  # uncached: compiled with the patch
     h = np.empty((5, 70), np.int32)
-    fresh(K.pixel_pairs(x), panels, K.pixels._NO_T, h, K.pixels._NO_BITS)
+    fresh(xp, panels, K.pixels._NO_T, h, K.pixels._NO_BITS)
     assert np.array_equal(h, gemm(x, w))
 
 
@@ -413,3 +430,21 @@ def test_kernel_cache_is_dropped_when_any_kernel_source_changes(tmp_path, monkey
     (tmp_path / "b.py").write_text("y = 2\n")  # another file changes
     _cache.drop_stale(tmp_path)
     assert not list(cache.glob("*.nbi"))
+
+
+def test_lookup_kernel_compiles_to_byte_shuffles():
+    """A code-generation guard for the lookup form: its gain rests on ``vpshufb`` (32
+    lookups an instruction) and byte interleaves, and on ``vlut4``'s multiply-adds."""
+    import llvmlite.binding as llvm
+    import numba
+    if "+avx2" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the instructions are x86 AVX2's; other targets get the generic code")
+    x, w = np.zeros((3, 10), np.uint8), np.ones((5, 10))
+    fresh = numba.njit(K.pixels._pixel_lut.serial.py_func)
+    fresh(K.pixel_lut_tables(x), K.pixel_lut_weights(w), K.pixels._NO_T, np.empty((3, 5), np.int32),
+          K.pixels._NO_BITS)
+    asm = fresh.inspect_asm(fresh.signatures[0])
+    assert asm.count("vpshufb") >= 8 and asm.count("vpunpcklbw") >= 4
+    tables = numba.njit(K.pixels._lut_tables.serial.py_func)
+    tables(x, np.empty((3, 3, 4), np.uint64))
+    assert tables.inspect_asm(tables.signatures[0]).count("vpmaddubsw") >= 2

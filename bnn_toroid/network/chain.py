@@ -14,9 +14,13 @@ import numpy as np
 from .. import kernels as K
 from ..kernels._threads import PARALLEL_MIN_WORK
 from ..kernels.chain import pixel_dense_chain
+from ..kernels._simd import target_has
 from ..kernels.gemm import dense_tiles
 from .first import pixels
 from .layers import Dense
+
+LOOKUP = target_has("avx2")
+LOOKUP_MAX_ROWS = 1024
 
 
 class DenseChain:
@@ -52,15 +56,22 @@ class DenseChain:
         if px is None:
             return None
         f = self.first
-        # one sample: the sign bits, so that all the weights stay in L2 from call to call
-        panels = f.weights(0, "signs" if n == 1 else "pixels")
         if self.rows is None:
             # per sample, as the kernels count it (binary_gemm_trusted: M·Kw words)
-            work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, panels)]
+            work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, f.weights(0, "pixels"))]
             self.rows = PARALLEL_MIN_WORK // max(work)
         parallel = n > self.rows and numba.get_num_threads() > 1
-        if parallel and n == 1:
-            panels = f.weights(0, "pixels")  # the sign-bit kernel runs on one thread
+        # the first layer's form, as measured (docs/performance.md § 7): one sample from
+        # the sign bits (all the weights then stay in L2 from call to call), parallel
+        # batches by table lookups where they are single instructions (AVX2), up to
+        # LOOKUP_MAX_ROWS (tables take 8 bytes a pixel), else the byte products
+        if n == 1 and not parallel:
+            form = "signs"
+        elif parallel and n <= LOOKUP_MAX_ROWS and LOOKUP:
+            form = "lookup"
+        else:
+            form = "pixels"
+        panels = f.weights(0, form)
         out = pixel_dense_chain(np.ascontiguousarray(px), panels, f._pixel_thresholds(0),
                                 self.wbuf, self.woff, self.tbuf, self.toff, self.dims,
                                 self.scale, self.bias, parallel)

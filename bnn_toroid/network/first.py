@@ -85,11 +85,15 @@ class RealFirstLayer:
 
     def _kernel_layout(self, w, dtype):
         """Packed weights → the layout the first-layer kernels read: float (``dtype``), or
-        the int8 panels of :func:`bnn_toroid.kernels.pixel_dense_t` (``dtype`` "pixels")
-        or their sign bits (``dtype`` "signs", :func:`bnn_toroid.kernels.pixel_signs`)."""
+        the int8 panels of :func:`bnn_toroid.kernels.pixel_dense_t` (``dtype`` "pixels"),
+        their sign bits (``dtype`` "signs", :func:`bnn_toroid.kernels.pixel_signs`) or the
+        4-bit patterns of the lookup form (``dtype`` "lookup", dense layers only,
+        :func:`bnn_toroid.kernels.pixel_lut_weights`)."""
         layer = self.layer
         if dtype == "signs":
             return K.pixel_signs(self._kernel_layout(w, "pixels"))
+        if dtype == "lookup":
+            return K.pixel_lut_weights(K.unpack_bits(w, layer.weights.shape[1]), check=False)
         if dtype == "pixels":  # filters (F, kh, kw, C) flatten in their patches' order
             w = K.unpack_bits(w, layer.weights.shape[-1])
             return K.pixel_weights(w.reshape(w.shape[0], -1), check=False)
@@ -105,7 +109,7 @@ class RealFirstLayer:
         return self._cached(0, dtype)
 
     def _cached(self, which, dtype):
-        key = (which, dtype if dtype in ("pixels", "signs") else np.dtype(dtype))
+        key = (which, dtype if dtype in ("pixels", "signs", "lookup") else np.dtype(dtype))
         if key not in self._float:
             w = self.params["w"][0] if which == 0 else self.shared_flips()[0]
             self._float[key] = self._kernel_layout(w, dtype)
