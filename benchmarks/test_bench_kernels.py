@@ -49,15 +49,22 @@ def test_binary_gemm_local_energy_layer(benchmark, threads):
     benchmark.extra_info["gmacs"] = 32 * 4096 * 1001 * 1001 / benchmark.stats.stats.median / 1e9
 
 
-@pytest.mark.parametrize("n", [1, 64, 256], ids=["batch1", "batch64", "batch256"])
-def test_pixel_dense_784x1024(benchmark, threads, n):
-    """The MLP's real-input first layer: uint8 pixels × ±1 weights, threshold fused."""
+@pytest.mark.parametrize("n,form", [(1, "signs"), (1, "bytes"), (64, "bytes"), (64, "lookup"),
+                                    (256, "bytes"), (256, "lookup")])
+def test_pixel_dense_784x1024(benchmark, threads, n, form):
+    """The MLP's real-input first layer: uint8 pixels × ±1 weights, threshold fused, in
+    each form of ``kernels/pixels.py`` (input preparation included)."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 784)).astype(np.uint8)
-    xp = K.pixel_pairs(x)
-    panels = K.pixel_weights(rng.choice(np.array([-1, 1], np.int8), (1024, 784)))
-    benchmark(K.pixel_dense_t, xp, panels, 1024, K.pixel_thresholds(np.zeros(1024), 1024))
-    row = bench.pixel_case(n=n, threads=threads)
+    w = rng.choice(np.array([-1, 1], np.int8), (1024, 784))
+    t = K.pixel_thresholds(np.zeros(1024), 1024)
+    if form == "lookup":
+        pats = K.pixel_lut_weights(w)
+        benchmark(lambda: K.pixel_lut_dense_t(K.pixel_lut_tables(x), pats, 1024, t))
+    else:
+        panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
+        benchmark(lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, 1024, t))
+    row = bench.pixel_case(n=n, threads=threads, form=form)
     benchmark.extra_info.update(row.as_dict())
     report(row)
 

@@ -133,21 +133,31 @@ def mlp_case(sizes=(784, 1024, 1024, 10), batch=256, threads=2, repeats=15, seed
                threads, o * 1e3, r * 1e3, ratio, macs / o / 1e9, "same model in torch float32")
 
 
-def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0):
-    """``pixel_dense`` (uint8 pixels × ±1 weights, threshold fused) against ``torch.mm``
+def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes"):
+    """The pixel product (uint8 pixels × ±1 weights, threshold fused) against ``torch.mm``
     float32 on the same shape: the real-input first layer of an MLP on MNIST-sized
-    images. The MAC rate is of 8-bit multiply-adds, not binary ones."""
+    images, in one of the forms of :mod:`bnn_toroid.kernels.pixels`: "bytes" (int8
+    panels, ``vpmaddubsw``), "signs" (sign bits unpacked in registers, one thread) or
+    "lookup" (tables of four pixels). The input's preparation (pixel pairs or tables) is
+    timed with the product. The MAC rate is of 8-bit multiply-adds, not binary ones."""
     import torch
     threads = set_threads(threads)
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n, k)).astype(np.uint8)
     w = rng.choice(np.array([-1, 1], np.int8), (m, k))
     t = K.pixel_thresholds(rng.normal(0, 128 * np.sqrt(k), m), m)
-    xp, panels = K.pixel_pairs(x), K.pixel_weights(w)
+    if form == "lookup":
+        pats = K.pixel_lut_weights(w)
+        ours = lambda: K.pixel_lut_dense_t(K.pixel_lut_tables(x), pats, m, t)  # noqa: E731
+    elif form in ("bytes", "signs"):
+        panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
+        ours = lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, m, t)  # noqa: E731
+    else:
+        raise ValueError(f"pixel_case: form must be 'bytes', 'signs' or 'lookup', got {form!r}")
     tx, tw = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(w.T, dtype=torch.float32)
     with torch.inference_mode():
-        o, r, ratio = paired(lambda: K.pixel_dense_t(xp, panels, m, t), lambda: torch.mm(tx, tw), repeats)
-    return Row("pixel_dense", f"uint8 ({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
+        o, r, ratio = paired(ours, lambda: torch.mm(tx, tw), repeats)
+    return Row(f"pixel_dense ({form})", f"uint8 ({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
                n * k * m / o / 1e9, "torch.mm float32 (8-bit MACs)")
 
 
@@ -365,8 +375,9 @@ def run(quick: bool = False, threads: int = 2) -> dict:
     load = os.getloadavg()
     rows = [gemm_case(threads=threads, repeats=reps),
             gemm_case(n=1, threads=threads, repeats=reps),
-            pixel_case(n=1, threads=threads, repeats=reps),
+            pixel_case(n=1, threads=threads, repeats=reps, form="signs"),
             pixel_case(n=64, threads=threads, repeats=reps),
+            pixel_case(n=64, threads=threads, repeats=reps, form="lookup"),
             conv_case(threads=threads, repeats=reps),
             mlp_case(batch=1, threads=threads, repeats=reps),
             mlp_case(batch=256, threads=threads, repeats=reps),
