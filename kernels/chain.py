@@ -5,14 +5,15 @@ them (a dispatch, an allocation and the argument handling per layer, the logits'
 affine in numpy) took as long again; at batch 64, 60–100 µs of ≈ 0.6 ms. A network
 with such a chain calls this instead: the same products, back to back, without
 returning to Python; on the calling thread when every layer is small enough
-(``parallel`` False: below ``_threads.PARALLEL_MIN_WORK``), else each layer's parallel
-kernel. The binary layers read their weights as Harley–Seal tiles made once
+(``parallel`` False: below ``_threads.PARALLEL_MIN_WORK``), else the parallel kernel of
+each layer whose own work reaches that size. The binary layers read their weights as Harley–Seal tiles made once
 (:func:`.gemm.dense_tiles`), which a single call of :func:`.gemm._gemm` cannot afford
 to make.
 """
 import numba as nb
 import numpy as np
 
+from ._threads import PARALLEL_MIN_WORK
 from .gemm import tiled_dense
 from .pixels import (_LUT_WORDS, _SIGN_WORDS, _lut_tables, _pixel_dense, _pixel_lut, _pixel_signed,
                      _spread_pairs)
@@ -60,7 +61,7 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
         m, k = dims[i, 0], dims[i, 2]
         nxt = np.empty((1, n, (m + 63) // 64), np.uint64)
         t = tbuf[toff[i]:toff[i + 1]].reshape((1, m))
-        if parallel:
+        if parallel and n * m * dims[i, 1] >= PARALLEL_MIN_WORK:
             _tiled_parallel(act, wbuf, woff[i], m, k, t, no_h3, nxt)
         else:
             _tiled_serial(act, wbuf, woff[i], m, k, t, no_h3, nxt)
@@ -68,7 +69,7 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
     m, k = dims[last, 0], dims[last, 2]
     h = np.empty((1, n, m), np.int32)
     no_t, no_bits = np.empty((0, 0), np.int64), np.empty((0, 0, 0), np.uint64)
-    if parallel:
+    if parallel and n * m * dims[last, 1] >= PARALLEL_MIN_WORK:  # a 10-class layer rarely is
         _tiled_parallel(act, wbuf, woff[last], m, k, no_t, h, no_bits)
     else:
         _tiled_serial(act, wbuf, woff[last], m, k, no_t, h, no_bits)
