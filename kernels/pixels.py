@@ -435,18 +435,20 @@ def _lut_tables(x, out):
 
 @twin
 def _pixel_lut(tables, pats, T, h, bits):
-    """:func:`_pixel_dense` in the lookup form: the same tasks and totals, with a step of
-    four pixels (one table) instead of two."""
+    """:func:`_pixel_dense` in the lookup form: the same totals, with a step of four
+    pixels (one table) instead of two, and one task per (group of samples, panel)."""
     n, quads = tables.shape[0], tables.shape[1]
     blocks = pats.shape[0]
     wf = pats.reshape(-1)
     tf_ = tables.reshape(-1)
     direct = quads <= QUADS and bits.size > 0
-    span = SPAN * GROUP
+    # tasks run sample-group-major: one group's tables (16 samples × 32 B a group of
+    # pixels: 100 KB for K = 784) stay in L2 while every panel streams past them
+    span = GROUP
     spans = (n + span - 1) // span
     for task in nb.prange(blocks * spans):
-        b = task // spans
-        r0 = (task - b * spans) * span
+        r0 = (task // blocks) * span
+        b = task - (task // blocks) * blocks
         r1 = min(r0 + span, n)
         tot = np.empty((GROUP, UNITS // 2), np.uint64)
         tf = tot.reshape(-1)
