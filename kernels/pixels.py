@@ -181,6 +181,12 @@ def _patch_pairs(xp, kh, kw, sy, sx, ho, wo, out):
 
 
 @nb.njit(inline="always")
+def _zeros():
+    """Four zero vectors: a sample's 64 int16 sums."""
+    return vzero4(), vzero4(), vzero4(), vzero4()
+
+
+@nb.njit(inline="always")
 def _zero(tot, row):
     for q in range(UNITS // 2):
         tot[row, q] = np.uint64(0)
@@ -252,14 +258,8 @@ def _pixel_dense(xp, panels, T, h, bits):
                     xi = s * pairs
                     base = (b * pairs + c0) * 16
                     if s + 1 < g1:
-                        a0 = vzero4()
-                        a1 = vzero4()
-                        a2 = vzero4()
-                        a3 = vzero4()
-                        e0 = vzero4()
-                        e1 = vzero4()
-                        e2 = vzero4()
-                        e3 = vzero4()
+                        a0, a1, a2, a3 = _zeros()
+                        e0, e1, e2, e3 = _zeros()
                         for p in range(c0, c1):
                             w0 = vload4(pf, base)
                             w1 = vload4(pf, base + 4)
@@ -286,10 +286,7 @@ def _pixel_dense(xp, panels, T, h, bits):
                             vaddto_i32(tf, r + 24, e3)
                         step = 2
                     else:
-                        a0 = vzero4()
-                        a1 = vzero4()
-                        a2 = vzero4()
-                        a3 = vzero4()
+                        a0, a1, a2, a3 = _zeros()
                         for p in range(c0, c1):
                             xa = vbcast4(xf, xi + p)
                             a0 = vadd16(a0, vmaddubs(xa, vload4(pf, base)))
@@ -339,10 +336,7 @@ def _pixel_signed(xp, signs, T, h, bits):
         tf = tot.reshape(-1)
         for c0 in range(0, pairs, CHUNK):  # CHUNK is even: chunks start on a quad
             c1 = min(c0 + CHUNK, pairs)
-            a0 = vzero4()
-            a1 = vzero4()
-            a2 = vzero4()
-            a3 = vzero4()
+            a0, a1, a2, a3 = _zeros()
             q = (b * quads + c0 // 2) * 4
             p = c0
             while p < c1:
@@ -462,44 +456,20 @@ def _pixel_lut(tables, pats, T, h, bits):
                 s = g0
                 while s < g1:
                     two = s + 1 < g1
-                    a0 = vzero4()
-                    a1 = vzero4()
-                    a2 = vzero4()
-                    a3 = vzero4()
-                    e0 = vzero4()
-                    e1 = vzero4()
-                    e2 = vzero4()
-                    e3 = vzero4()
+                    a0, a1, a2, a3 = _zeros()
+                    e0, e1, e2, e3 = _zeros()
                     wi = (b * quads + c0) * 8
                     ta = (s * quads + c0) * 4
                     tb = ta + quads * 4
                     for q in range(c0, c1):
-                        i0 = vload4(wf, wi)
+                        i0 = vload4(wf, wi)  # the 64 units' patterns, shared by both samples
                         i1 = vload4(wf, wi + 4)
                         wi += 8
-                        lo = vbcast2(tf_, ta)
-                        hi = vbcast2(tf_, ta + 2)
+                        a0, a1, a2, a3 = _lookup64(tf_, ta, i0, i1, a0, a1, a2, a3)
                         ta += 4
-                        l0 = vshufb(lo, i0)
-                        h0 = vshufb(hi, i0)
-                        l1 = vshufb(lo, i1)
-                        h1 = vshufb(hi, i1)
-                        a0 = vadd16(a0, vzip16(l0, h0, 0))
-                        a1 = vadd16(a1, vzip16(l0, h0, 1))
-                        a2 = vadd16(a2, vzip16(l1, h1, 0))
-                        a3 = vadd16(a3, vzip16(l1, h1, 1))
                         if two:
-                            lo = vbcast2(tf_, tb)
-                            hi = vbcast2(tf_, tb + 2)
+                            e0, e1, e2, e3 = _lookup64(tf_, tb, i0, i1, e0, e1, e2, e3)
                             tb += 4
-                            l0 = vshufb(lo, i0)
-                            h0 = vshufb(hi, i0)
-                            l1 = vshufb(lo, i1)
-                            h1 = vshufb(hi, i1)
-                            e0 = vadd16(e0, vzip16(l0, h0, 0))
-                            e1 = vadd16(e1, vzip16(l0, h0, 1))
-                            e2 = vadd16(e2, vzip16(l1, h1, 0))
-                            e3 = vadd16(e3, vzip16(l1, h1, 1))
                     _keep(direct, tf, tot, s - g0, s, b, T, bits, a0, a1, a2, a3)
                     if two:
                         _keep(direct, tf, tot, s - g0 + 1, s + 1, b, T, bits, e0, e1, e2, e3)
@@ -507,6 +477,20 @@ def _pixel_lut(tables, pats, T, h, bits):
             if not direct:
                 for s in range(g1 - g0):
                     _emit(tot, s, b, g0 + s, T, h, bits)
+
+
+@nb.njit(inline="always")
+def _lookup64(tf_, t, i0, i1, a0, a1, a2, a3):
+    """One sample's table at ``tf_.flat[t:]`` (low bytes, high bytes) looked up by 64
+    units' patterns ``i0``, ``i1``, and added to its four int16 sum vectors."""
+    lo = vbcast2(tf_, t)
+    hi = vbcast2(tf_, t + 2)
+    l0 = vshufb(lo, i0)
+    h0 = vshufb(hi, i0)
+    l1 = vshufb(lo, i1)
+    h1 = vshufb(hi, i1)
+    return (vadd16(a0, vzip16(l0, h0, 0)), vadd16(a1, vzip16(l0, h0, 1)),
+            vadd16(a2, vzip16(l1, h1, 0)), vadd16(a3, vzip16(l1, h1, 1)))
 
 
 @nb.njit(inline="always")
@@ -526,17 +510,24 @@ def _keep(direct, tf, tot, row, s, b, T, bits, a0, a1, a2, a3):
 def pixel_lut_dense_t(tables, pats, m: int, threshold=None):
     """:func:`pixel_dense_t` in the lookup form, on :func:`pixel_lut_tables` and
     :func:`pixel_lut_weights`, unchecked: the same integers (or bits)."""
-    n = tables.shape[0]
-    work = n * pats.shape[0] * pats.shape[1] * 6
+    work = tables.shape[0] * pats.shape[0] * pats.shape[1] * 6  # vector operations
+    return _run(_pixel_lut, work, tables, pats, m, threshold)
+
+
+def _run(kernel, work, xs, ws, m: int, threshold):
+    """Run a pixel kernel into a new output: int32 (N, m), or with ``threshold`` the
+    packed bits (N, panels)."""
+    n = xs.shape[0]
     if threshold is None:
         h = np.empty((n, m), np.int32)
         if h.size:
-            _pixel_lut(work, tables, pats, _NO_T, h, _NO_BITS)
+            kernel(work, xs, ws, _NO_T, h, _NO_BITS)
         return h
-    bits = np.empty((n, pats.shape[0]), np.uint64)
+    bits = np.empty((n, ws.shape[0]), np.uint64)
     if bits.size:
-        _pixel_lut(work, tables, pats, threshold, _NO_H, bits)
+        kernel(work, xs, ws, threshold, _NO_H, bits)
     return bits
+
 
 def pixel_thresholds(threshold, m: int) -> np.ndarray:
     """Real thresholds (m,) → the kernel's int32 thresholds, two per uint64 word, one
@@ -572,18 +563,8 @@ def pixel_dense_t(xp, panels, m: int, threshold=None):
     """:func:`pixel_dense` on pixel pairs (:func:`pixel_pairs`) and panels
     (:func:`pixel_weights`) of ``m`` units, unchecked; ``threshold`` None or the words of
     :func:`pixel_thresholds`."""
-    n = xp.shape[0]
-    work = pixel_work(n, panels)
     kernel = _pixel_signed if panels.shape[2] == _SIGN_WORDS else _pixel_dense
-    if threshold is None:
-        h = np.empty((n, m), np.int32)
-        if h.size:
-            kernel(work, xp, panels, _NO_T, h, _NO_BITS)
-        return h
-    bits = np.empty((n, panels.shape[0]), np.uint64)
-    if bits.size:
-        kernel(work, xp, panels, threshold, _NO_H, bits)
-    return bits
+    return _run(kernel, pixel_work(xp.shape[0], panels), xp, panels, m, threshold)
 
 
 def pixel_dense(x, w_pm1, threshold=None):
