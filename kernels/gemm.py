@@ -24,6 +24,10 @@ Two algorithms, chosen by the number of rows N (see ``docs/performance.md``):
   per word (measured 0.8×). Batch 1 is bound by streaming ``W`` from L3; the next W rows
   are prefetched.
 
+A network that multiplies by the same weights on every call can keep them as Harley–Seal
+tiles (:func:`dense_tiles`) and run :func:`tiled_dense` at any batch, batch 1 included
+(the MLP chain of :mod:`.chain` does).
+
 The Harley–Seal code is written with the generic LLVM vectors of :mod:`._simd`, so it
 compiles to what the CPU has (AVX2 ymm here, AVX-512, SSE or NEON elsewhere).
 
