@@ -333,7 +333,7 @@ def vmaddubs(typingctx, a, b):
             # the one x86 intrinsic here: LLVM matches the generic form below to
             # vpmaddubsw only while it knows nothing about b; when b is an unpacked
             # mask (0 or -1 bytes, :func:`vbitmask8`) it folds the products into
-            # and/negate/shuffle sequences 3.5× slower (measured, docs/performance.md § 7)
+            # and/negate/shuffle sequences 3.5× slower (measured, docs/performance.md § 8)
             fn = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(_vec(_I16, 16), [_vec(_I8, 32)] * 2),
                 "llvm.x86.avx2.pmadd.ub.sw")

@@ -23,7 +23,7 @@ from ._threads import twin
 from .gemm import LANES, hs_rows
 
 
-PIX = 64    # output pixels (rows of the im2col block) per task
+PIX = 32    # output pixels (rows of the im2col block) per task
 FGRP = 64   # filters per task: one packed output word of the threshold form
 
 

@@ -210,13 +210,12 @@ def _hs_task(A, W, s, sa, i0, nr, j0, nc, cnt):
         hs_rows(A, a0, nr, kw, buf, 0, cnt, jb, COLS)
 
 
-
 def dense_tiles(w) -> np.ndarray:
     """Packed weights (M, Kw) → the Harley–Seal tiles of :func:`hs_rows`, made once:
     uint64 (ceil(M/8), Kw, 8), tile ``b`` holding word ``k`` of columns ``8b … 8b + 7``
     side by side, zero past the last column. :func:`tiled_dense` then runs a few rows
     without the per-call repack that makes :func:`_gemm` use scalar tiles below
-    ``HS_MIN_ROWS`` rows (1024 × 1024 at batch 1: 5.3 against 11.1 µs, § 7 of
+    ``HS_MIN_ROWS`` rows (1024 × 1024 at batch 1: 5.3 against 11.1 µs, § 8 of
     docs/performance.md)."""
     w = np.asarray(w, np.uint64)
     m, kw = w.shape
@@ -248,6 +247,7 @@ def tiled_dense(A, Wt, w0, m, k_true, T, out, bits):
         for jb in range(j0 // LANES, min(j0 + COLS, tiles * LANES) // LANES):
             hs_rows(A, i0 * kw, nr, kw, Wt, w0 + jb * kw * LANES, cnt, jb * LANES - j0, COLS)
         _emit(cnt, COLS, nr, nc, K, 0, i0, j0, T, out, bits)
+
 
 # Few rows: tasks of 4 rows × SMALL_CHUNK columns, 4×4 or 1×4 scalar register tiles that
 # read W in place (no repack). A multiple of 64: packed output words never straddle tasks.

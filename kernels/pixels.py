@@ -56,7 +56,7 @@ def pixel_signs(panels) -> np.ndarray:
     ``j`` is set where byte ``j`` of vector ``t`` is -1. The kernels accept either
     layout (:func:`pixel_dense_t`). At batch 1 the int8 panels of a 784 × 1024 layer
     (0.8 MB) come from L3 on every call, the bits (0.1 MB) stay in L2 with the next
-    layers' weights (docs/performance.md § 7)."""
+    layers' weights (docs/performance.md § 8)."""
     p = np.asarray(panels)
     if p.dtype != np.uint64 or p.ndim != 3 or p.shape[2] != _PANEL_WORDS:
         raise ValueError(f"pixel_signs: expected pixel_weights panels uint64 (blocks, pairs, "
@@ -187,9 +187,11 @@ def _zeros():
 
 
 @nb.njit(inline="always")
-def _zero(tot, row):
-    for q in range(UNITS // 2):
-        tot[row, q] = np.uint64(0)
+def _clear(tot, rows):
+    """Zero the first ``rows`` rows of int32 totals."""
+    for row in range(rows):
+        for q in range(UNITS // 2):
+            tot[row, q] = np.uint64(0)
 
 
 @nb.njit(inline="always")
@@ -219,6 +221,21 @@ def _bits16(a0, a1, a2, a3, T, b):
 
 
 @nb.njit(inline="always")
+def _keep(direct, tf, row, s, b, T, bits, a0, a1, a2, a3):
+    """A chunk's four int16 sum vectors of sample ``s``: compared and packed at once
+    (``direct``, one chunk), or added to its int32 totals (row ``row`` of ``tf``, 8 words a
+    row)."""
+    if direct:
+        bits[s, b] = _bits16(a0, a1, a2, a3, T, b)
+    else:
+        r = row * (UNITS // 2)
+        vaddto_i32(tf, r, a0)
+        vaddto_i32(tf, r + 8, a1)
+        vaddto_i32(tf, r + 16, a2)
+        vaddto_i32(tf, r + 24, a3)
+
+
+@nb.njit(inline="always")
 def _unit(tot, row, j):
     """int32 value ``j`` of the row (two per word)."""
     v = np.int64((tot[row, j >> 1] >> np.uint64(32 * (j & 1))) & np.uint64(0xFFFFFFFF))
@@ -234,6 +251,7 @@ def _pixel_dense(xp, panels, T, h, bits):
     n, pairs = xp.shape
     blocks = panels.shape[0]
     pf = panels.reshape(-1)
+    xf = xp.reshape(-1)
     # one chunk (K <= 128, e.g. a first conv's 3·3·3 patches) and a threshold: the int16
     # sums are final, and are compared where they are, in registers
     direct = pairs <= CHUNK and bits.size > 0
@@ -244,13 +262,11 @@ def _pixel_dense(xp, panels, T, h, bits):
         r0 = (task - b * spans) * span
         r1 = min(r0 + span, n)
         tot = np.empty((GROUP, UNITS // 2), np.uint64)  # int32 totals, two per word
+        tf = tot.reshape(-1)
         for g0 in range(r0, r1, GROUP):
             g1 = min(g0 + GROUP, r1)
             if not direct:
-                for s in range(g1 - g0):
-                    _zero(tot, s)
-            tf = tot.reshape(-1)
-            xf = xp.reshape(-1)
+                _clear(tot, g1 - g0)
             for c0 in range(0, pairs, CHUNK):
                 c1 = min(c0 + CHUNK, pairs)
                 s = g0
@@ -276,14 +292,7 @@ def _pixel_dense(xp, panels, T, h, bits):
                             e1 = vadd16(e1, vmaddubs(xb, w1))
                             e2 = vadd16(e2, vmaddubs(xb, w2))
                             e3 = vadd16(e3, vmaddubs(xb, w3))
-                        if direct:
-                            bits[s + 1, b] = _bits16(e0, e1, e2, e3, T, b)
-                        else:
-                            r = (s - g0 + 1) * (UNITS // 2)
-                            vaddto_i32(tf, r, e0)
-                            vaddto_i32(tf, r + 8, e1)
-                            vaddto_i32(tf, r + 16, e2)
-                            vaddto_i32(tf, r + 24, e3)
+                        _keep(direct, tf, s - g0 + 1, s + 1, b, T, bits, e0, e1, e2, e3)
                         step = 2
                     else:
                         a0, a1, a2, a3 = _zeros()
@@ -295,19 +304,11 @@ def _pixel_dense(xp, panels, T, h, bits):
                             a3 = vadd16(a3, vmaddubs(xa, vload4(pf, base + 12)))
                             base += 16
                         step = 1
-                    if direct:
-                        bits[s, b] = _bits16(a0, a1, a2, a3, T, b)
-                    else:
-                        r = (s - g0) * (UNITS // 2)
-                        vaddto_i32(tf, r, a0)
-                        vaddto_i32(tf, r + 8, a1)
-                        vaddto_i32(tf, r + 16, a2)
-                        vaddto_i32(tf, r + 24, a3)
+                    _keep(direct, tf, s - g0, s, b, T, bits, a0, a1, a2, a3)
                     s += step
             if not direct:
                 for s in range(g1 - g0):
                     _emit(tot, s, b, g0 + s, T, h, bits)
-
 
 
 @twin
@@ -332,7 +333,7 @@ def _pixel_signed(xp, signs, T, h, bits):
         s = task - b * n
         xi = s * pairs
         tot = np.empty((1, UNITS // 2), np.uint64)
-        _zero(tot, 0)
+        _clear(tot, 1)
         tf = tot.reshape(-1)
         for c0 in range(0, pairs, CHUNK):  # CHUNK is even: chunks start on a quad
             c1 = min(c0 + CHUNK, pairs)
@@ -354,10 +355,7 @@ def _pixel_signed(xp, signs, T, h, bits):
                     a3 = vadd16(a3, vmaddubs(xb, vbitmask8(g, 7)))
                 q += 4
                 p += 2
-            vaddto_i32(tf, 0, a0)
-            vaddto_i32(tf, 8, a1)
-            vaddto_i32(tf, 16, a2)
-            vaddto_i32(tf, 24, a3)
+            _keep(False, tf, 0, s, b, T, bits, a0, a1, a2, a3)
         sx = sums[s]
         for j in range(UNITS // 2):  # both int32 halves of each word: x -> sx + 2x
             lo = _unit(tot, 0, 2 * j) * 2 + sx
@@ -449,8 +447,7 @@ def _pixel_lut(tables, pats, T, h, bits):
         for g0 in range(r0, r1, GROUP):
             g1 = min(g0 + GROUP, r1)
             if not direct:
-                for s in range(g1 - g0):
-                    _zero(tot, s)
+                _clear(tot, g1 - g0)
             for c0 in range(0, quads, QUADS):
                 c1 = min(c0 + QUADS, quads)
                 s = g0
@@ -470,9 +467,9 @@ def _pixel_lut(tables, pats, T, h, bits):
                         if two:
                             e0, e1, e2, e3 = _lookup64(tf_, tb, i0, i1, e0, e1, e2, e3)
                             tb += 4
-                    _keep(direct, tf, tot, s - g0, s, b, T, bits, a0, a1, a2, a3)
+                    _keep(direct, tf, s - g0, s, b, T, bits, a0, a1, a2, a3)
                     if two:
-                        _keep(direct, tf, tot, s - g0 + 1, s + 1, b, T, bits, e0, e1, e2, e3)
+                        _keep(direct, tf, s - g0 + 1, s + 1, b, T, bits, e0, e1, e2, e3)
                     s += 2 if two else 1
             if not direct:
                 for s in range(g1 - g0):
@@ -493,25 +490,11 @@ def _lookup64(tf_, t, i0, i1, a0, a1, a2, a3):
             vadd16(a2, vzip16(l1, h1, 0)), vadd16(a3, vzip16(l1, h1, 1)))
 
 
-@nb.njit(inline="always")
-def _keep(direct, tf, tot, row, s, b, T, bits, a0, a1, a2, a3):
-    """A chunk's four int16 sum vectors of sample ``s``: compared and packed at once
-    (``direct``, one chunk), or added to its int32 totals (row ``row`` of ``tot``)."""
-    if direct:
-        bits[s, b] = _bits16(a0, a1, a2, a3, T, b)
-    else:
-        r = row * (UNITS // 2)
-        vaddto_i32(tf, r, a0)
-        vaddto_i32(tf, r + 8, a1)
-        vaddto_i32(tf, r + 16, a2)
-        vaddto_i32(tf, r + 24, a3)
-
-
 def pixel_lut_dense_t(tables, pats, m: int, threshold=None):
     """:func:`pixel_dense_t` in the lookup form, on :func:`pixel_lut_tables` and
     :func:`pixel_lut_weights`, unchecked: the same integers (or bits)."""
-    work = tables.shape[0] * pats.shape[0] * pats.shape[1] * 6  # vector operations
-    return _run(_pixel_lut, work, tables, pats, m, threshold)
+    return _run(_pixel_lut, pixel_work(tables.shape[0], m, 2 * tables.shape[1]), tables, pats, m,
+                threshold)
 
 
 def _run(kernel, work, xs, ws, m: int, threshold):
@@ -549,14 +532,14 @@ _NO_H = np.empty((0, 0), np.int32)
 _NO_BITS = np.empty((0, 0), np.uint64)
 
 
-def pixel_work(n: int, panels) -> int:
-    """The work :func:`pixel_dense_t` weighs against ``_threads.PARALLEL_MIN_WORK``:
-    vector operations, 4 per pixel pair and panel, so that one MNIST-sized sample
+def pixel_work(n: int, m: int, pairs: int) -> int:
+    """The work a pixel product of ``n`` samples, ``m`` units and ``pairs`` pixel pairs
+    weighs against ``_threads.PARALLEL_MIN_WORK``, whatever the weights' form: vector
+    operations, 4 per pixel pair and panel of 64 units, so that one MNIST-sized sample
     (784 → 1024: 25 K) runs on the calling thread. Measured there: 20 µs serial against
     13 µs on two threads while the machine is quiet, but 22 against 600 µs in the spells
     when waking the second thread takes half a millisecond (docs/performance.md § 7)."""
-    pairs = panels.shape[1] * (2 if panels.shape[2] == _SIGN_WORDS else 1)
-    return n * panels.shape[0] * pairs * 4
+    return n * -(-m // UNITS) * pairs * 4
 
 
 def pixel_dense_t(xp, panels, m: int, threshold=None):
@@ -564,7 +547,7 @@ def pixel_dense_t(xp, panels, m: int, threshold=None):
     (:func:`pixel_weights`) of ``m`` units, unchecked; ``threshold`` None or the words of
     :func:`pixel_thresholds`."""
     kernel = _pixel_signed if panels.shape[2] == _SIGN_WORDS else _pixel_dense
-    return _run(kernel, pixel_work(xp.shape[0], panels), xp, panels, m, threshold)
+    return _run(kernel, pixel_work(xp.shape[0], m, xp.shape[1]), xp, panels, m, threshold)
 
 
 def pixel_dense(x, w_pm1, threshold=None):

@@ -38,7 +38,7 @@ class DenseChain:
             ws.append(dense_tiles(w).reshape(-1))
             if "T" in p:
                 ts.append(p["T"][0])
-        self.rows = None  # the largest batch run serially, known once the panels are made
+        self.rows = None  # the largest batch run serially, known at the first call
         self.dims = np.array(dims, np.int64)
         self.wbuf = np.ascontiguousarray(np.concatenate(ws))
         self.woff = np.concatenate([[0], np.cumsum([len(w) for w in ws])]).astype(np.int64)
@@ -58,10 +58,11 @@ class DenseChain:
         f = self.first
         if self.rows is None:
             # per sample, as the kernels count it (binary_gemm_trusted: M·Kw words)
-            work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, f.weights(0, "pixels"))]
+            m0, k0 = f.layer.weights.shape  # the first layer, in any weight form
+            work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, m0, -(-k0 // 2))]
             self.rows = PARALLEL_MIN_WORK // max(work)
         parallel = n > self.rows and numba.get_num_threads() > 1
-        # the first layer's form, as measured (docs/performance.md § 7): one sample from
+        # the first layer's form, as measured (docs/performance.md § 8): one sample from
         # the sign bits (all the weights then stay in L2 from call to call), parallel
         # batches by table lookups where they are single instructions (AVX2), up to
         # LOOKUP_MAX_ROWS (tables take 8 bytes a pixel), else the byte products
