@@ -6,7 +6,11 @@ Numba has no vector type, and LLVM's loop vectoriser does not find the carry-sav
 ``and``, ``or``, ``add``, ``shl``, ``llvm.ctpop``), never a target intrinsic: LLVM
 lowers it to what the CPU has: two ymm registers per ``u64x8`` with AVX2 (``vpshufb``
 nibble tables for ``ctpop``), zmm with AVX-512, xmm pairs with SSE, NEON on ARM. The code
-is therefore correct and reasonably fast on every machine Numba runs on.
+is therefore correct and reasonably fast on every machine Numba runs on. Three byte
+operations of the pixel kernels (:func:`vmaddubs`, :func:`vshufb`, :func:`vlut4`) call
+x86 intrinsics when the target has AVX2, where LLVM's lowering of the generic form was
+measured slower or does not exist; each keeps a generic form for other targets, tested
+by forcing it (``tests/test_kernels.py::test_generic_byte_products_are_exact``).
 
 The loads (:func:`vload8`, :func:`vbcast8`, ...) take a C-contiguous uint64 array and a
 *flat* element index and do no bounds checking: callers index inside the array.
@@ -309,6 +313,12 @@ def _target_has(context, feature: str) -> bool:
     return f"+{feature}" in features.split(",")
 
 
+def _x86(builder, name, ret, args):
+    """A call of the x86 LLVM intrinsic ``name`` (used only where the target has it)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
 def target_has(feature: str) -> bool:
     """:func:`_target_has` for Numba's CPU target, from Python (to choose a kernel)."""
     from numba.core.registry import cpu_target
@@ -330,14 +340,12 @@ def vmaddubs(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         if _target_has(context, "avx2"):
-            # the one x86 intrinsic here: LLVM matches the generic form below to
-            # vpmaddubsw only while it knows nothing about b; when b is an unpacked
-            # mask (0 or -1 bytes, :func:`vbitmask8`) it folds the products into
-            # and/negate/shuffle sequences 3.5× slower (measured, docs/performance.md § 8)
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_vec(_I16, 16), [_vec(_I8, 32)] * 2),
-                "llvm.x86.avx2.pmadd.ub.sw")
-            return builder.bitcast(builder.call(fn, [builder.bitcast(v, _vec(_I8, 32)) for v in args]), _vt(4))
+            # x86's own intrinsic: LLVM matches the generic form below to vpmaddubsw
+            # only while it knows nothing about b; when b is an unpacked mask (0 or -1
+            # bytes, :func:`vbitmask8`) it folds the products into and/negate/shuffle
+            # sequences 3.5× slower (measured, docs/performance.md § 8)
+            return builder.bitcast(_x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(_I16, 16),
+                                        [builder.bitcast(v, _vec(_I8, 32)) for v in args]), _vt(4))
         und = ir.Constant(_vec(_I8, 32), ir.Undefined)
         even = ir.Constant(_vec(_I32, 16), list(range(0, 32, 2)))
         odd = ir.Constant(_vec(_I32, 16), list(range(1, 32, 2)))
@@ -467,9 +475,7 @@ def vshufb(typingctx, table, idx):
         bt = _vec(_I8, 32)
         t, i = (builder.bitcast(v, bt) for v in args)
         if _target_has(context, "avx2"):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(bt, [bt, bt]),
-                                                "llvm.x86.avx2.pshuf.b")
-            return builder.bitcast(builder.call(fn, [t, i]), _vt(4))
+            return builder.bitcast(_x86(builder, "llvm.x86.avx2.pshuf.b", bt, [t, i]), _vt(4))
         out = ir.Constant(bt, ir.Undefined)
         for j in range(32):
             e = builder.and_(builder.extract_element(i, ir.Constant(_I32, j)), ir.Constant(_I8, 15))
@@ -497,11 +503,6 @@ def vzip16(typingctx, lo, hi, part):
         return builder.bitcast(builder.shuffle_vector(a, b, ir.Constant(_vec(_I32, 32), mask)), _vt(4))
     return u64x4(lo, hi, part), codegen
 
-
-
-def _x86(builder, name, ret, args):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
-    return builder.call(fn, args)
 
 
 def _lut4_avx2(builder, w):
