@@ -403,6 +403,50 @@ def test_an_mlp_on_pixels_takes_one_compiled_call(hidden, k, n, seed):
     assert np.array_equal(out, net.predict(x.astype(np.float64)))  # the BLAS path
 
 
+@pytest.mark.parametrize("layout", ["flat", "NHWC", "NCHW"])
+def test_the_chain_fast_path_takes_only_what_prepare_input_would_pass(layout, monkeypatch):
+    """``predict`` hands a uint8 C-contiguous batch straight to the chain (no
+    ``prepare_input``) only where that function would pass it unchanged: the same
+    logits as the general path for every input, the fast path for exactly the inputs it
+    claims, and the general path's errors for bad ones."""
+    from bnn_toroid.network import chain
+    rng = np.random.default_rng(3)
+    shape = (2, 3, 4)  # (H, W, C) or (C, H, W): 24 features
+    w0 = np.where(rng.random((70, 24)) < 0.5, -1, 1)
+    w1 = np.where(rng.random((5, 70)) < 0.5, -1, 1)
+    net = BinaryNetwork([Dense(w0, rng.integers(-900, 900, 70) + 0.5),
+                         Dense(w1, out_scale=rng.normal(size=5), out_bias=rng.normal(size=5))],
+                        shape, input_layout=layout)
+    runs = []
+    real = chain.DenseChain._run
+    monkeypatch.setattr(chain.DenseChain, "_run", lambda self, px: runs.append(px.shape) or real(self, px))
+    fast = []
+    real_fast = chain.DenseChain.fast
+    monkeypatch.setattr(chain.DenseChain, "fast",
+                        lambda self, x, b: fast.append(r := real_fast(self, x, b)) or r)
+    x = rng.integers(0, 256, (3, *shape)).astype(np.uint8)
+    cases = {"samples": (x, layout != "NCHW"),
+             "flat rows": (x.reshape(3, -1), layout == "flat"),
+             "not contiguous": (x[::2], False),
+             "int64": (x.astype(np.int64), False),
+             "over batch_size": (x, False)}
+    for name, (xs, takes) in cases.items():
+        fast.clear()
+        b = 2 if name == "over batch_size" else 4096
+        if layout != "flat" and xs.ndim == 2:
+            with pytest.raises(ValueError, match="expected samples of shape"):
+                net.predict(xs, batch_size=b)
+            assert fast == [None], name
+            continue
+        got = net.predict(xs, batch_size=b)
+        ref = net.predict(xs.astype(np.float64), batch_size=b)  # BLAS, layer by layer
+        assert np.array_equal(got, ref), name
+        assert (fast[0] is not None) == takes, name
+    assert runs, "the chain never ran"
+    with pytest.raises(ValueError, match="expected samples of shape"):
+        net.predict(np.zeros((2, 5), np.uint8))
+
+
 def test_pixel_conv_chunks_and_empty_batches(monkeypatch):
     """A first conv on pixels builds its patches a chunk at a time (any chunk size gives
     the same bits), serves a stack of networks from each chunk, and takes empty batches."""

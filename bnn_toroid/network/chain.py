@@ -46,6 +46,14 @@ class DenseChain:
         self.toff = np.concatenate([[0], np.cumsum([len(t) for t in ts])]).astype(np.int64)
         self.scale = np.ascontiguousarray(params[-1]["scale"][0], np.float64)
         self.bias = np.ascontiguousarray(params[-1]["bias"][0], np.float64)
+        self.t0 = first._pixel_thresholds(0)
+        self.panels = {}  # first-layer weights by form, as the first call of each needs them
+        self.k = layers[0].weights.shape[1]
+        # sample shapes that prepare_input accepts and flattens in memory order (NCHW
+        # samples are transposed first, so they take the general path)
+        self.shapes = {"flat": (tuple(net.input_shape), (self.k,)),
+                       "NHWC": (tuple(net.input_shape),)}.get(net.input_layout, ())
+        self.scaled = net.input_scale is not None
 
     def __call__(self, xin):
         """Logits (1, N, classes), or None when the chain does not apply to ``xin``."""
@@ -55,10 +63,30 @@ class DenseChain:
         px = pixels(xin.reshape(n, -1))
         if px is None:
             return None
-        f = self.first
+        return self._run(np.ascontiguousarray(px))[None]
+
+    def fast(self, x, batch_size):
+        """Logits (N, classes) when ``x`` is already what the chain reads: a uint8
+        C-contiguous array (N, *input_shape), or (N, K) for a flat input, with
+        0 < N <= ``batch_size``, for a network whose input has no scale and is not NCHW;
+        else None (the caller takes the general path).
+        Every check of ``prepare_input`` passes for such an array, so none is repeated: at
+        batch 1 the general path's validation and dispatch took a quarter of the call
+        (docs/performance.md § 9)."""
+        if (not self.ok or type(x) is not np.ndarray or x.dtype != np.uint8
+                or not x.flags.c_contiguous or self.scaled):
+            return None
+        n = x.shape[0] if x.ndim else 0
+        if not 0 < n <= batch_size or x.shape[1:] not in self.shapes:
+            return None
+        return self._run(x.reshape(n, self.k))
+
+    def _run(self, px):
+        """Logits (N, classes) of uint8 pixels (N, K), C-contiguous."""
+        n = px.shape[0]
         if self.rows is None:
             # per sample, as the kernels count it (binary_gemm_trusted: M·Kw words)
-            m0, k0 = f.layer.weights.shape  # the first layer, in any weight form
+            m0, k0 = self.first.layer.weights.shape  # the first layer, in any weight form
             work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, m0, -(-k0 // 2))]
             self.rows = PARALLEL_MIN_WORK // max(work)
         parallel = n > self.rows and numba.get_num_threads() > 1
@@ -72,8 +100,8 @@ class DenseChain:
             form = "lookup"
         else:
             form = "pixels"
-        panels = f.weights(0, form)
-        out = pixel_dense_chain(np.ascontiguousarray(px), panels, f._pixel_thresholds(0),
-                                self.wbuf, self.woff, self.tbuf, self.toff, self.dims,
-                                self.scale, self.bias, parallel)
-        return out[None]
+        panels = self.panels.get(form)
+        if panels is None:
+            panels = self.panels[form] = self.first.weights(0, form)
+        return pixel_dense_chain(px, panels, self.t0, self.wbuf, self.woff, self.tbuf, self.toff,
+                                 self.dims, self.scale, self.bias, parallel)

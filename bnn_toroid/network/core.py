@@ -365,7 +365,7 @@ class NetworkStack:
         real = not template.binarize_input
         self._first = RealFirstLayer(template, self.params[0]) if real else None
         self._tiles = {}  # conv layer -> Harley–Seal filter tiles, repacked once per stack
-        self._chain = None  # DenseChain, built on the first small batch
+        self._chain = None  # DenseChain, built at the first evaluation
 
     @classmethod
     def from_networks(cls, nets) -> "NetworkStack":
@@ -411,6 +411,9 @@ class NetworkStack:
 
     def predict(self, x, batch_size: int = 4096) -> np.ndarray:
         """Logits of every network, float64 (S, N, classes)."""
+        logits = self._dense_chain().fast(x, batch_size)
+        if logits is not None:
+            return logits[None]
         xin = self.template.prepare_input(x)
         n = xin.shape[0]
         step = max(1, int(batch_size))
@@ -437,12 +440,15 @@ class NetworkStack:
 
     def _forward(self, xin, collect: bool = False):
         if not collect:
-            if self._chain is None:
-                self._chain = DenseChain(self.template, self.params, self._first)
-            logits = self._chain(xin)
+            logits = self._dense_chain()(xin)
             if logits is not None:
                 return logits, [], []
         return _forward(self.template, self.params, xin, collect, self._first, self._conv_tiles)
+
+    def _dense_chain(self) -> DenseChain:
+        if self._chain is None:
+            self._chain = DenseChain(self.template, self.params, self._first)
+        return self._chain
 
     def _conv_tiles(self, i):
         if i not in self._tiles:
