@@ -60,7 +60,7 @@ def test_pixel_dense_784x1024(benchmark, threads, n, form):
     t = K.pixel_thresholds(np.zeros(1024), 1024)
     if form == "lookup":
         pats = K.pixel_lut_weights(w)
-        benchmark(lambda: K.pixel_lut_dense_t(K.pixel_lut_tables(x), pats, 1024, t))
+        benchmark(lambda: K.pixel_lut_dense_t(x, pats, 1024, t))
     else:
         panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
         benchmark(lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, 1024, t))

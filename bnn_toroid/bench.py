@@ -138,8 +138,8 @@ def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes")
     float32 on the same shape: the real-input first layer of an MLP on MNIST-sized
     images, in one of the forms of :mod:`bnn_toroid.kernels.pixels`: "bytes" (int8
     panels, ``vpmaddubsw``), "signs" (sign bits unpacked in registers, one thread) or
-    "lookup" (tables of four pixels). The input's preparation (pixel pairs or tables) is
-    timed with the product. The MAC rate is of 8-bit multiply-adds, not binary ones."""
+    "lookup" (tables of four pixels). The input's preparation (pixel pairs; the lookup
+    form builds its tables inside) is timed with the product. The MAC rate is of 8-bit multiply-adds, not binary ones."""
     import torch
     threads = set_threads(threads)
     rng = np.random.default_rng(seed)
@@ -148,7 +148,7 @@ def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes")
     t = K.pixel_thresholds(rng.normal(0, 128 * np.sqrt(k), m), m)
     if form == "lookup":
         pats = K.pixel_lut_weights(w)
-        ours = lambda: K.pixel_lut_dense_t(K.pixel_lut_tables(x), pats, m, t)  # noqa: E731
+        ours = lambda: K.pixel_lut_dense_t(x, pats, m, t)  # noqa: E731
     elif form in ("bytes", "signs"):
         panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
         ours = lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, m, t)  # noqa: E731

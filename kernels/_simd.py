@@ -449,18 +449,18 @@ def vlt16_mask(typingctx, v, b, bi):
 # --- table lookups, for the pixel kernel's lookup form (:func:`.pixels._pixel_lut`) ----
 
 @intrinsic
-def vbcast2(typingctx, arr, idx):
-    """Words ``arr.flat[idx]`` and ``arr.flat[idx + 1]`` in both 16-byte halves of a
-    vector: ``(w0, w1, w0, w1)`` (no bounds check)."""
-    if not _flat_u64(arr, idx):
+def vdup2(typingctx, v, part):
+    """16-byte half ``part`` (a constant, 0 or 1) of ``v`` in both halves:
+    ``(w0, w1, w0, w1)`` or ``(w2, w3, w2, w3)``. A lookup form's tables are stored so,
+    read with plain loads: a broadcast load (``vbroadcasti128``) would take a shuffle
+    port that the lookups themselves saturate."""
+    if not (v == u64x4 and isinstance(part, types.IntegerLiteral) and part.literal_value in (0, 1)):
         return None
+    p = 2 * part.literal_value
 
     def codegen(context, builder, sig, args):
-        ptr = builder.bitcast(_elem_ptr(context, builder, sig.args[0], args[0], args[1]),
-                              _vt(2).as_pointer())
-        v = builder.load(ptr, align=8)
-        return builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, 4), [0, 1, 0, 1]))
-    return u64x4(arr, idx), codegen
+        return builder.shuffle_vector(args[0], args[0], ir.Constant(_vec(_I32, 4), [p, p + 1, p, p + 1]))
+    return u64x4(v, part), codegen
 
 
 @intrinsic

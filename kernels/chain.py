@@ -15,13 +15,11 @@ import numpy as np
 
 from ._threads import PARALLEL_MIN_WORK
 from .gemm import tiled_dense
-from .pixels import (_LUT_WORDS, _SIGN_WORDS, _lut_tables, _pixel_dense, _pixel_lut, _pixel_signed,
-                     _spread_pairs)
+from .pixels import _LUT_WORDS, _SIGN_WORDS, _pixel_dense, _pixel_lut, _pixel_signed, _spread_pairs
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
 _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
 _lut_serial, _lut_parallel = _pixel_lut.serial, _pixel_lut.parallel
-_tables_serial, _tables_parallel = _lut_tables.serial, _lut_tables.parallel
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
 
@@ -39,13 +37,10 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
     act = np.empty((n, panels.shape[0]), np.uint64)
     no_h = np.empty((0, 0), np.int32)
     if panels.shape[2] == _LUT_WORDS:
-        tables = np.empty((n, panels.shape[1], 4), np.uint64)
         if parallel:
-            _tables_parallel(x, tables)
-            _lut_parallel(tables, panels, t0, no_h, act)
+            _lut_parallel(x, panels, t0, no_h, act)
         else:
-            _tables_serial(x, tables)
-            _lut_serial(tables, panels, t0, no_h, act)
+            _lut_serial(x, panels, t0, no_h, act)
     else:
         xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
         _spread_pairs(x, xp)

@@ -21,7 +21,7 @@ broadcast pair times one vector gives 16 units' partial sums.
 import numba as nb
 import numpy as np
 
-from ._simd import (vaddto_i32, vadd16, vbcast2, vbcast4, vbitmask8, vload4, vlt16_mask, vlt_i32_mask,
+from ._simd import (vaddto_i32, vadd16, vbcast4, vbitmask8, vdup2, vload4, vlt16_mask, vlt_i32_mask,
                     vlut4, vmaddubs, vshufb, vstore, vzero4, vzip16)
 from ._threads import twin
 
@@ -367,8 +367,8 @@ def _pixel_signed(xp, signs, T, h, bits):
 # --- the lookup form: four pixels at a time ------------------------------------------
 # A unit's four weights on pixels 4g … 4g+3 form a 4-bit pattern p (bit i set where
 # w_i = -1), and Σ_i w_i x_i is entry p of the 16-entry table of those pixels
-# (``_simd.vlut4``), made once per sample and group. ``vpshufb`` looks up 32 units at
-# once (low and high bytes of the int16 entries, from two 16-byte tables), and two byte
+# (``_simd.vlut4``), made once per sample, group and task. ``vpshufb`` looks up 32 units
+# at once (low and high bytes of the int16 entries, from two 16-byte tables), and two byte
 # interleaves rebuild the int16 sums: 128 multiply-adds in 6 vector operations, 4 of them
 # on the shuffle units, where ``vpmaddubsw`` gives 32 in 2 on one multiplier port.
 QUADS = 32        # groups of four pixels per int16 accumulation (32 · 1020 <= 32767)
@@ -392,96 +392,108 @@ def pixel_lut_weights(w_pm1, check: bool = True) -> np.ndarray:
     return np.ascontiguousarray(pat.transpose(0, 3, 1, 2)).reshape(blocks, quads, 64).view(np.uint64)
 
 
-def pixel_lut_tables(x) -> np.ndarray:
-    """uint8 samples (N, K) → their lookup tables, uint64 (N, ceil(K/4), 4): per group
-    of four pixels the 16 int16 sums (:func:`._simd.vlut4`), 32 bytes."""
-    x = _pixels("pixel_lut_tables", x, 2, "(N, K)")
-    out = np.empty((x.shape[0], -(-x.shape[1] // 4), 4), np.uint64)
-    if out.size:
-        _lut_tables(out.size, x, out)
-    return out
-
-
-@twin
-def _lut_tables(x, out):
-    n, k = x.shape
-    quads = out.shape[1]
-    of = out.reshape(-1)
-    flat = x.reshape(-1)
-    x32 = flat[:flat.size // 4 * 4].view(np.uint32)  # whole words when rows are (K % 4 == 0)
-    aligned = k % 4 == 0
-    for s in nb.prange(n):
-        for g in range(quads):
-            i = 4 * g
-            if aligned:
-                w = x32[s * quads + g]
-            elif i + 4 <= k:
-                w = (np.uint32(x[s, i]) | (np.uint32(x[s, i + 1]) << np.uint32(8))
-                     | (np.uint32(x[s, i + 2]) << np.uint32(16)) | (np.uint32(x[s, i + 3]) << np.uint32(24)))
-            else:  # the last group: missing pixels are 0, so they add nothing
-                w = np.uint32(0)
-                for j in range(k - i):
-                    w |= np.uint32(x[s, i + j]) << np.uint32(8 * j)
-            vstore(of, (s * quads + g) * 4, vlut4(w))
-
-
-@twin
-def _pixel_lut(tables, pats, T, h, bits):
-    """:func:`_pixel_dense` in the lookup form: the same totals, with a step of four
-    pixels (one table) instead of two, and one task per (group of samples, panel)."""
-    n, quads = tables.shape[0], tables.shape[1]
-    blocks = pats.shape[0]
-    wf = pats.reshape(-1)
-    tf_ = tables.reshape(-1)
-    direct = quads <= QUADS and bits.size > 0
-    # tasks run sample-group-major: one group's tables (16 samples × 32 B a group of
-    # pixels: 100 KB for K = 784) stay in L2 while every panel streams past them
-    span = GROUP
-    spans = (n + span - 1) // span
-    for task in nb.prange(blocks * spans):
-        r0 = (task // blocks) * span
-        b = task - (task // blocks) * blocks
-        r1 = min(r0 + span, n)
-        tot = np.empty((GROUP, UNITS // 2), np.uint64)
-        tf = tot.reshape(-1)
-        for g0 in range(r0, r1, GROUP):
-            g1 = min(g0 + GROUP, r1)
-            if not direct:
-                _clear(tot, g1 - g0)
-            for c0 in range(0, quads, QUADS):
-                c1 = min(c0 + QUADS, quads)
-                s = g0
-                while s < g1:
-                    two = s + 1 < g1
-                    a0, a1, a2, a3 = _zeros()
-                    e0, e1, e2, e3 = _zeros()
-                    wi = (b * quads + c0) * 8
-                    ta = (s * quads + c0) * 4
-                    tb = ta + quads * 4
-                    for q in range(c0, c1):
-                        i0 = vload4(wf, wi)  # the 64 units' patterns, shared by both samples
-                        i1 = vload4(wf, wi + 4)
-                        wi += 8
-                        a0, a1, a2, a3 = _lookup64(tf_, ta, i0, i1, a0, a1, a2, a3)
-                        ta += 4
-                        if two:
-                            e0, e1, e2, e3 = _lookup64(tf_, tb, i0, i1, e0, e1, e2, e3)
-                            tb += 4
-                    _keep(direct, tf, s - g0, s, b, T, bits, a0, a1, a2, a3)
-                    if two:
-                        _keep(direct, tf, s - g0 + 1, s + 1, b, T, bits, e0, e1, e2, e3)
-                    s += 2 if two else 1
-            if not direct:
-                for s in range(g1 - g0):
-                    _emit(tot, s, b, g0 + s, T, h, bits)
+LUT_ROWS = 8      # samples per task of the lookup form: their tables of a chunk (16 KB) stay in L1
+LUT_PANELS = 16   # at most this many panels per task (its int32 totals: 32 KB)
 
 
 @nb.njit(inline="always")
-def _lookup64(tf_, t, i0, i1, a0, a1, a2, a3):
-    """One sample's table at ``tf_.flat[t:]`` (low bytes, high bytes) looked up by 64
-    units' patterns ``i0``, ``i1``, and added to its four int16 sum vectors."""
-    lo = vbcast2(tf_, t)
-    hi = vbcast2(tf_, t + 2)
+def _quad(x, x32, s, g, k, quads, aligned):
+    """Pixels 4g … 4g+3 of sample ``s`` as one word (``x_{4g}`` lowest; 0 past the end)."""
+    if aligned:
+        return x32[s * quads + g]
+    i = 4 * g
+    if i + 4 <= k:
+        return (np.uint32(x[s, i]) | (np.uint32(x[s, i + 1]) << np.uint32(8))
+                | (np.uint32(x[s, i + 2]) << np.uint32(16)) | (np.uint32(x[s, i + 3]) << np.uint32(24)))
+    w = np.uint32(0)  # the last group: missing pixels are 0, so they add nothing
+    for j in range(k - i):
+        w |= np.uint32(x[s, i + j]) << np.uint32(8 * j)
+    return w
+
+
+@twin
+def _pixel_lut(x, pats, T, h, bits):
+    """:func:`_pixel_dense` in the lookup form, on uint8 pixels ``x`` (N, K) C-contiguous:
+    the same totals, with a step of four pixels (one table) instead of two.
+
+    A task takes up to LUT_ROWS samples and up to LUT_PANELS panels. For each chunk of QUADS groups
+    of pixels it builds the samples' tables (:func:`._simd.vlut4`), each stored twice
+    over (64 bytes, read by plain loads), then runs every panel of its range past them:
+    the tables stay in L1 while the panels' patterns stream from L2. Building tables in
+    the task costs no launch of its own and no memory that grows with N."""
+    n, k = x.shape
+    blocks, quads = pats.shape[0], pats.shape[1]
+    wf = pats.reshape(-1)
+    flat = x.reshape(-1)
+    x32 = flat[:flat.size // 4 * 4].view(np.uint32)  # whole words when rows are (K % 4 == 0)
+    aligned = k % 4 == 0
+    direct = quads <= QUADS and bits.size > 0
+    # small batches get fewer samples per task, for four tasks or more: a task's samples
+    # then share fewer loads of the patterns, but no table is built twice
+    rows = min(LUT_ROWS, max(1, (n + 3) // 4))
+    groups = (n + rows - 1) // rows
+    ranges = (blocks + LUT_PANELS - 1) // LUT_PANELS  # each range rebuilds its samples' tables
+    for task in nb.prange(groups * ranges):
+        g = task // ranges
+        r = task - g * ranges
+        s0 = g * rows
+        ns = min(s0 + rows, n) - s0
+        b0 = blocks * r // ranges
+        b1 = blocks * (r + 1) // ranges
+        nbk = b1 - b0
+        tab = np.empty(LUT_ROWS * QUADS * 8, np.uint64)
+        tot = np.empty((LUT_ROWS * nbk, UNITS // 2), np.uint64)  # row si·nbk + (b - b0)
+        tf = tot.reshape(-1)
+        if not direct:
+            _clear(tot, ns * nbk)
+        for c0 in range(0, quads, QUADS):
+            nq = min(c0 + QUADS, quads) - c0
+            for si in range(ns):
+                for q in range(nq):
+                    v = vlut4(_quad(x, x32, s0 + si, c0 + q, k, quads, aligned))
+                    o = (si * QUADS + q) * 8
+                    vstore(tab, o, vdup2(v, 0))
+                    vstore(tab, o + 4, vdup2(v, 1))
+            for b in range(b0, b1):
+                si = 0
+                while si < ns:
+                    a0, a1, a2, a3 = _zeros()
+                    wi = (b * quads + c0) * 8
+                    ta = si * QUADS * 8
+                    if si + 1 < ns:  # two samples share each load of the patterns
+                        e0, e1, e2, e3 = _zeros()
+                        tb = ta + QUADS * 8
+                        for q in range(nq):
+                            i0 = vload4(wf, wi)
+                            i1 = vload4(wf, wi + 4)
+                            wi += 8
+                            a0, a1, a2, a3 = _lookup64(tab, ta, i0, i1, a0, a1, a2, a3)
+                            e0, e1, e2, e3 = _lookup64(tab, tb, i0, i1, e0, e1, e2, e3)
+                            ta += 8
+                            tb += 8
+                        _keep(direct, tf, (si + 1) * nbk + b - b0, s0 + si + 1, b, T, bits, e0, e1, e2, e3)
+                        step = 2
+                    else:
+                        for q in range(nq):
+                            a0, a1, a2, a3 = _lookup64(tab, ta, vload4(wf, wi), vload4(wf, wi + 4),
+                                                       a0, a1, a2, a3)
+                            wi += 8
+                            ta += 8
+                        step = 1
+                    _keep(direct, tf, si * nbk + b - b0, s0 + si, b, T, bits, a0, a1, a2, a3)
+                    si += step
+        if not direct:
+            for si in range(ns):
+                for b in range(b0, b1):
+                    _emit(tot, si * nbk + b - b0, b, s0 + si, T, h, bits)
+
+
+@nb.njit(inline="always")
+def _lookup64(tab, t, i0, i1, a0, a1, a2, a3):
+    """One sample's table at ``tab[t:t+8]`` (low bytes twice, high bytes twice) looked up
+    by 64 units' patterns ``i0``, ``i1``, and added to its four int16 sum vectors."""
+    lo = vload4(tab, t)
+    hi = vload4(tab, t + 4)
     l0 = vshufb(lo, i0)
     h0 = vshufb(hi, i0)
     l1 = vshufb(lo, i1)
@@ -490,11 +502,11 @@ def _lookup64(tf_, t, i0, i1, a0, a1, a2, a3):
             vadd16(a2, vzip16(l1, h1, 0)), vadd16(a3, vzip16(l1, h1, 1)))
 
 
-def pixel_lut_dense_t(tables, pats, m: int, threshold=None):
-    """:func:`pixel_dense_t` in the lookup form, on :func:`pixel_lut_tables` and
-    :func:`pixel_lut_weights`, unchecked: the same integers (or bits)."""
-    return _run(_pixel_lut, pixel_work(tables.shape[0], m, 2 * tables.shape[1]), tables, pats, m,
-                threshold)
+def pixel_lut_dense_t(x, pats, m: int, threshold=None):
+    """:func:`pixel_dense_t` in the lookup form, on uint8 pixels ``x`` (N, K) C-contiguous
+    and the patterns of :func:`pixel_lut_weights`, unchecked: the same integers (or
+    bits)."""
+    return _run(_pixel_lut, pixel_work(x.shape[0], m, -(-x.shape[1] // 2)), x, pats, m, threshold)
 
 
 def _run(kernel, work, xs, ws, m: int, threshold):

@@ -190,10 +190,10 @@ def test_pixel_dense_matches_reference(n, m, k, fill, seed):
     assert np.array_equal(K.pixel_dense_t(xp, signs, m, K.pixel_thresholds(t, m)),
                           K.threshold_pack(ref.astype(np.float64), t))
     # and so does the lookup form (tables of four pixels, 4-bit weight patterns)
-    tables, pats = K.pixel_lut_tables(x), K.pixel_lut_weights(w)
-    assert tables.shape == (n, -(-k // 4), 4) and pats.shape == (-(-m // 64), -(-k // 4), 8)
-    assert np.array_equal(K.pixel_lut_dense_t(tables, pats, m), ref)
-    assert np.array_equal(K.pixel_lut_dense_t(tables, pats, m, K.pixel_thresholds(t, m)),
+    pats = K.pixel_lut_weights(w)
+    assert pats.shape == (-(-m // 64), -(-k // 4), 8)
+    assert np.array_equal(K.pixel_lut_dense_t(x, pats, m), ref)
+    assert np.array_equal(K.pixel_lut_dense_t(x, pats, m, K.pixel_thresholds(t, m)),
                           K.threshold_pack(ref.astype(np.float64), t))
     # the strided (non-contiguous) and bool cases take the copying paths
     assert np.array_equal(K.pixel_dense(np.asfortranarray(x), w), ref)
@@ -218,11 +218,34 @@ def test_tiled_dense_row_blocks():
 def _layout(layout, x, w):
     """(inputs, weights, kernel) of one form of the pixel product."""
     if layout == "lookup":
-        return K.pixel_lut_tables(x), K.pixel_lut_weights(w), K.pixels._pixel_lut
+        return x, K.pixel_lut_weights(w), K.pixels._pixel_lut
     panels = K.pixel_weights(w)
     if layout == "signs":
         return K.pixel_pairs(x), K.pixel_signs(panels), K.pixels._pixel_signed
     return K.pixel_pairs(x), panels, K.pixels._pixel_dense
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 17])
+@pytest.mark.parametrize("k", [13, 300])
+def test_lookup_tasks_split_samples_and_panels(n, k):
+    """The lookup form's tasks: LUT_ROWS samples each, and panel ranges of at most
+    LUT_PANELS (1100 units: 18 panels, two ranges or more), each range rebuilding its
+    samples' tables; a direct threshold (K <= 128) and int32 totals alike, on one thread
+    or several: the reference's integers and bits."""
+    rng = np.random.default_rng(n * 1000 + k)
+    m = 1100
+    x = rng.integers(0, 256, (n, k)).astype(np.uint8)
+    w = pm1(rng, (m, k))
+    ref = gemm(x, w)
+    t = rng.integers(-60 * k, 60 * k, m) + 0.5
+    want = K.threshold_pack(ref.astype(np.float64), t)
+    pats, tw = K.pixel_lut_weights(w), K.pixel_thresholds(t, m)
+    for run in (K.pixels._pixel_lut.serial, K.pixels._pixel_lut.parallel):
+        h = np.empty((n, m), np.int32)
+        run(x, pats, K.pixels._NO_T, h, K.pixels._NO_BITS)
+        bits = np.empty((n, pats.shape[0]), np.uint64)
+        run(x, pats, tw, K.pixels._NO_H, bits)
+        assert np.array_equal(h, ref) and np.array_equal(bits, want)
 
 
 @pytest.mark.parametrize("layout", ["int8", "signs", "lookup"])
@@ -300,7 +323,6 @@ def test_batch_one_and_empty_batches():
     (lambda: K.pixel_weights(np.full((2, 3), 300)), "±1"),
     (lambda: K.pixel_signs(np.zeros((1, 3, 2), np.uint64)), r"\(blocks, pairs, 16\)"),
     (lambda: K.pixel_lut_weights(np.zeros((2, 3))), "±1"),
-    (lambda: K.pixel_lut_tables(np.zeros((2, 3), np.int16)), "uint8 pixels"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3)), (3, 3), (1, 1), (1, 1, 1, 1), 1), "uint8"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4), np.uint8), (3, 3), (1, 1), (1, 1, 1, 1), 1), "NHWC"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3), np.uint8), (3, 3), (0, 1), (1, 1, 1, 1), 1), "stride"),
@@ -403,10 +425,6 @@ def test_generic_byte_products_are_exact(monkeypatch, layout):
     w = pm1(rng, (70, 203))
     w[:35, :] = -1
     xp, panels, kernel = _layout(layout, x, w)
-    if layout == "lookup":  # the tables too, from the generic vlut4
-        xp = np.empty_like(xp)
-        numba.njit(K.pixels._lut_tables.serial.py_func)(x, xp)
-        assert np.array_equal(xp, K.pixel_lut_tables(x))
     fresh = numba.njit(kernel.serial.py_func)  # uncached: compiled with the patch
     h = np.empty((5, 70), np.int32)
     fresh(xp, panels, K.pixels._NO_T, h, K.pixels._NO_BITS)
@@ -441,10 +459,8 @@ def test_lookup_kernel_compiles_to_byte_shuffles():
         pytest.skip("the instructions are x86 AVX2's; other targets get the generic code")
     x, w = np.zeros((3, 10), np.uint8), np.ones((5, 10))
     fresh = numba.njit(K.pixels._pixel_lut.serial.py_func)
-    fresh(K.pixel_lut_tables(x), K.pixel_lut_weights(w), K.pixels._NO_T, np.empty((3, 5), np.int32),
+    fresh(x, K.pixel_lut_weights(w), K.pixels._NO_T, np.empty((3, 5), np.int32),
           K.pixels._NO_BITS)
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert asm.count("vpshufb") >= 8 and asm.count("vpunpcklbw") >= 4
-    tables = numba.njit(K.pixels._lut_tables.serial.py_func)
-    tables(x, np.empty((3, 3, 4), np.uint64))
-    assert tables.inspect_asm(tables.signatures[0]).count("vpmaddubsw") >= 2
+    assert asm.count("vpmaddubsw") >= 2  # the tables, built inside the kernel

@@ -375,13 +375,25 @@ def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
     assert len(calls) == n_pixel
 
 
+@pytest.mark.parametrize("lookup", [True, False])
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(1, 130), min_size=1, max_size=3), st.integers(1, 300),
        st.sampled_from([1, 2, 3, 40, 333]), st.integers(0, 2**32 - 1))
-def test_an_mlp_on_pixels_takes_one_compiled_call(hidden, k, n, seed):
-    """A single MLP on pixels runs as one compiled chain (kernels/chain.py): one sample
-    from the sign-bit panels, small batches on the calling thread, larger ones with the
-    parallel kernels; the same logits, bit for bit, as the layer-by-layer path."""
+def test_an_mlp_on_pixels_takes_one_compiled_call(lookup, hidden, k, n, seed):
+    """A single MLP on pixels runs as one compiled chain (kernels/chain.py), small
+    batches on the calling thread, larger ones with the parallel kernels, in each of the
+    first layer's forms: the lookup form (AVX2 hosts), or else one sample from the
+    sign-bit panels and batches from the int8 panels; the same logits, bit for bit, as
+    the layer-by-layer path."""
+    from bnn_toroid.network import chain
+    saved, chain.LOOKUP = chain.LOOKUP, lookup
+    try:
+        _check_mlp_chain(hidden, k, n, seed)
+    finally:
+        chain.LOOKUP = saved
+
+
+def _check_mlp_chain(hidden, k, n, seed):
     from bnn_toroid.network.core import _forward
     rng = np.random.default_rng(seed)
     sizes = [k, *hidden, 7]
@@ -398,6 +410,8 @@ def test_an_mlp_on_pixels_takes_one_compiled_call(hidden, k, n, seed):
     stack = net._as_stack()
     out = net.predict(x)
     assert stack._chain is not None and stack._chain.ok and stack._chain.rows is not None
+    from bnn_toroid.network import chain
+    assert set(stack._chain.panels) == ({"lookup"} if chain.LOOKUP else {"signs"} if n == 1 else {"pixels"})
     ref = _forward(stack.template, stack.params, x, False, stack._first, stack._conv_tiles)[0][0]
     assert np.array_equal(out, ref) and np.array_equal(stack._chain(x)[0], ref)
     assert np.array_equal(out, net.predict(x.astype(np.float64)))  # the BLAS path

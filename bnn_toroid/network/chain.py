@@ -20,7 +20,6 @@ from .first import pixels
 from .layers import Dense
 
 LOOKUP = target_has("avx2")
-LOOKUP_MAX_ROWS = 1024
 
 
 class DenseChain:
@@ -90,14 +89,14 @@ class DenseChain:
             work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, m0, -(-k0 // 2))]
             self.rows = PARALLEL_MIN_WORK // max(work)
         parallel = n > self.rows and numba.get_num_threads() > 1
-        # the first layer's form, as measured (docs/performance.md § 8): one sample from
-        # the sign bits (all the weights then stay in L2 from call to call), parallel
-        # batches by table lookups where they are single instructions (AVX2), up to
-        # LOOKUP_MAX_ROWS (tables take 8 bytes a pixel), else the byte products
-        if n == 1 and not parallel:
-            form = "signs"
-        elif parallel and n <= LOOKUP_MAX_ROWS and LOOKUP:
+        # the first layer's form, as measured (docs/performance.md § 9): table lookups
+        # where they are single instructions (AVX2), at every batch size; elsewhere one
+        # sample from the sign bits (its weights then stay in L2 from call to call), and
+        # batches by the byte products
+        if LOOKUP:
             form = "lookup"
+        elif n == 1 and not parallel:
+            form = "signs"
         else:
             form = "pixels"
         panels = self.panels.get(form)
