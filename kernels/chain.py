@@ -4,9 +4,11 @@ At batch 1 the kernels of an MLP 784-1024-1024-10 take ≈ 20 µs, and the Pytho
 them (a dispatch, an allocation and the argument handling per layer, the logits'
 affine in numpy) took as long again; at batch 64, 60–100 µs of ≈ 0.6 ms. A network
 with such a chain calls this instead: the same products, back to back, without
-returning to Python; on the calling thread when every layer is small enough
-(``parallel`` False: below ``_threads.PARALLEL_MIN_WORK``), else the parallel kernel of
-each layer whose own work reaches that size. The binary layers read their weights as Harley–Seal tiles made once
+returning to Python. On the calling thread when every layer is small enough
+(``threads`` 1: below ``_threads.PARALLEL_MIN_WORK``); above that, the lookup form takes
+groups of samples through every layer in one parallel launch (:func:`_split_chain`),
+and the other forms run the parallel kernel of each layer whose own work reaches that
+size. The binary layers read their weights as Harley–Seal tiles made once
 (:func:`.gemm.dense_tiles`), which a single call of :func:`.gemm._gemm` cannot afford
 to make.
 """
@@ -19,28 +21,35 @@ from .pixels import _LUT_WORDS, _SIGN_WORDS, _pixel_dense, _pixel_lut, _pixel_si
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
 _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
-_lut_serial, _lut_parallel = _pixel_lut.serial, _pixel_lut.parallel
+_lut_serial = _pixel_lut.serial
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
+# the lookup kernel's source, inlined into _split_chain's parallel loop (there it
+# compiles as fast as the parallel kernel's own loop, § 9)
+_lut_inline = nb.njit(inline="always")(_pixel_lut.parallel.py_func)
+SPLIT_ROWS = 32  # samples per task of the lookup form's one-launch chain (16 measured slower)
 
 
 @nb.njit(cache=True)
-def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, parallel):
+def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, threads):
     """Logits (N, M_last) float64 of: the pixel layer (uint8 ``x`` (N, K) C-contiguous,
-    ``panels`` in any of the three layouts of :mod:`.pixels`, ``t0`` as for :func:`.pixels.pixel_dense_t`, threshold
-    fused), then L binary dense layers. Layer ``i`` has ``dims[i] = (M, Kw, K)``, its
-    :func:`.gemm.dense_tiles` flattened in ``wbuf[woff[i]:woff[i+1]]`` and, for all but
-    the last, int64 thresholds ``tbuf[toff[i]:toff[i+1]]``; the last one's integer
-    pre-activations ``h`` give ``h · scale + bias``, computed as
-    :func:`bnn_toroid.network` does, so the logits are the same floats."""
+    ``panels`` in any of the three layouts of :mod:`.pixels`, ``t0`` as for
+    :func:`.pixels.pixel_dense_t`, threshold fused), then L binary dense layers. Layer
+    ``i`` has ``dims[i] = (M, Kw, K)``, its :func:`.gemm.dense_tiles` flattened in
+    ``wbuf[woff[i]:woff[i+1]]`` and, for all but the last, int64 thresholds
+    ``tbuf[toff[i]:toff[i+1]]``; the last one's integer pre-activations ``h`` give
+    ``h · scale + bias``, computed as :func:`bnn_toroid.network` does, so the logits are
+    the same floats. ``threads``: 1 runs every layer on the calling thread, more the
+    parallel kernels (Numba's current thread count, passed in: reading it in compiled
+    code would keep this function out of the cache)."""
+    parallel = threads > 1
+    if parallel and panels.shape[2] == _LUT_WORDS:
+        return _split_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, threads)
     n = x.shape[0]
     act = np.empty((n, panels.shape[0]), np.uint64)
     no_h = np.empty((0, 0), np.int32)
     if panels.shape[2] == _LUT_WORDS:
-        if parallel:
-            _lut_parallel(x, panels, t0, no_h, act)
-        else:
-            _lut_serial(x, panels, t0, no_h, act)
+        _lut_serial(x, panels, t0, no_h, act)
     else:
         xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
         _spread_pairs(x, xp)
@@ -50,6 +59,37 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
             _pixel_parallel(xp, panels, t0, no_h, act)
         else:
             _pixel_serial(xp, panels, t0, no_h, act)
+    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, parallel)
+
+
+@nb.njit(parallel=True, cache=True)
+def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, per):
+    """The lookup form's chain in one parallel launch: each task takes a group of about
+    SPLIT_ROWS samples through every layer, on one thread, with the kernels' code inlined
+    here. The layer-by-layer chain launches the second thread once per layer, and in the
+    spells when waking it takes ≈ 0.5 ms each launch costs that (docs/performance.md
+    § 9); the group-by-group chain launches once, and measured as fast (batch 64:
+    398–434 against 400–437 µs). Compiled as a called function instead of inlined, the
+    same lookup code ran 1.15–1.2× slower (§ 9)."""
+    n = x.shape[0]
+    groups = min(n, per * max(1, -(-n // (per * SPLIT_ROWS))))  # a multiple of the threads
+    out = np.empty((n, dims[dims.shape[0] - 1, 0]))
+    no_h = np.empty((0, 0), np.int32)
+    for g in nb.prange(groups):
+        s0 = n * g // groups
+        s1 = n * (g + 1) // groups
+        act = np.empty((s1 - s0, pats.shape[0]), np.uint64)
+        _lut_inline(x[s0:s1], pats, t0, no_h, act)
+        out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, False)
+    return out
+
+
+@nb.njit(cache=True)
+def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, parallel):
+    """The chain's binary layers after the pixel layer; a layer runs the parallel kernel
+    when ``parallel`` and its work reaches PARALLEL_MIN_WORK (a 10-class output layer
+    rarely does)."""
+    n = act.shape[0]
     last = dims.shape[0] - 1
     no_h3 = np.empty((0, 0, 0), np.int32)
     for i in range(last):
@@ -64,7 +104,7 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
     m, k = dims[last, 0], dims[last, 2]
     h = np.empty((1, n, m), np.int32)
     no_t, no_bits = np.empty((0, 0), np.int64), np.empty((0, 0, 0), np.uint64)
-    if parallel and n * m * dims[last, 1] >= PARALLEL_MIN_WORK:  # a 10-class layer rarely is
+    if parallel and n * m * dims[last, 1] >= PARALLEL_MIN_WORK:
         _tiled_parallel(act, wbuf, woff[last], m, k, no_t, h, no_bits)
     else:
         _tiled_serial(act, wbuf, woff[last], m, k, no_t, h, no_bits)

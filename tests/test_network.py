@@ -417,6 +417,29 @@ def _check_mlp_chain(hidden, k, n, seed):
     assert np.array_equal(out, net.predict(x.astype(np.float64)))  # the BLAS path
 
 
+def test_the_lookup_chain_splits_samples_into_groups():
+    """On two threads or more the lookup form's chain takes groups of samples through
+    every layer in one launch (kernels/chain.py ``_split_chain``); any group count (a
+    multiple of the threads, at most one group per sample) gives the serial chain's
+    logits."""
+    from bnn_toroid.kernels.chain import pixel_dense_chain
+    rng = np.random.default_rng(12)
+    sizes = [300, 200, 130, 7]
+    layers = [Dense(np.where(rng.random((b, a)) < 0.5, -1, 1), rng.integers(-40 * a, 40 * a, b) + (0.5 if i == 0 else 0))
+              for i, (a, b) in enumerate(zip(sizes[:-2], sizes[1:-1]))]
+    layers.append(Dense(np.where(rng.random((7, 130)) < 0.5, -1, 1), out_scale=rng.normal(size=7)))
+    net = BinaryNetwork(layers, (300,))
+    x = rng.integers(0, 256, (97, 300)).astype(np.uint8)
+    net.predict(x[:1])
+    ch = net._as_stack()._dense_chain()
+    args = (ch.first.weights(0, "lookup"), ch.t0, ch.wbuf, ch.woff, ch.tbuf, ch.toff, ch.dims,
+            ch.scale, ch.bias)
+    for n in (1, 2, 5, 64, 97):
+        want = pixel_dense_chain(x[:n], *args, 1)
+        for threads in (2, 3, 5):
+            assert np.array_equal(pixel_dense_chain(x[:n], *args, threads), want), (n, threads)
+
+
 @pytest.mark.parametrize("layout", ["flat", "NHWC", "NCHW"])
 def test_the_chain_fast_path_takes_only_what_prepare_input_would_pass(layout, monkeypatch):
     """``predict`` hands a uint8 C-contiguous batch straight to the chain (no

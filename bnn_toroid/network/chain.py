@@ -88,7 +88,8 @@ class DenseChain:
             m0, k0 = self.first.layer.weights.shape  # the first layer, in any weight form
             work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, m0, -(-k0 // 2))]
             self.rows = PARALLEL_MIN_WORK // max(work)
-        parallel = n > self.rows and numba.get_num_threads() > 1
+        threads = numba.get_num_threads() if n > self.rows else 1
+        parallel = threads > 1
         # the first layer's form, as measured (docs/performance.md § 9): table lookups
         # where they are single instructions (AVX2), at every batch size; elsewhere one
         # sample from the sign bits (its weights then stay in L2 from call to call), and
@@ -103,4 +104,4 @@ class DenseChain:
         if panels is None:
             panels = self.panels[form] = self.first.weights(0, form)
         return pixel_dense_chain(px, panels, self.t0, self.wbuf, self.woff, self.tbuf, self.toff,
-                                 self.dims, self.scale, self.bias, parallel)
+                                 self.dims, self.scale, self.bias, threads)
