@@ -451,9 +451,8 @@ def vlt16_mask(typingctx, v, b, bi):
 @intrinsic
 def vdup2(typingctx, v, part):
     """16-byte half ``part`` (a constant, 0 or 1) of ``v`` in both halves:
-    ``(w0, w1, w0, w1)`` or ``(w2, w3, w2, w3)``. A lookup form's tables are stored so,
-    read with plain loads: a broadcast load (``vbroadcasti128``) would take a shuffle
-    port that the lookups themselves saturate."""
+    ``(w0, w1, w0, w1)`` or ``(w2, w3, w2, w3)``: how the lookup form stores a table
+    for :func:`vshufb`, which reads each 16-byte half of its table operand."""
     if not (v == u64x4 and isinstance(part, types.IntegerLiteral) and part.literal_value in (0, 1)):
         return None
     p = 2 * part.literal_value
