@@ -57,13 +57,7 @@ def test_pixel_dense_784x1024(benchmark, threads, n, form):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 784)).astype(np.uint8)
     w = rng.choice(np.array([-1, 1], np.int8), (1024, 784))
-    t = K.pixel_thresholds(np.zeros(1024), 1024)
-    if form == "lookup":
-        pats = K.pixel_lut_weights(w)
-        benchmark(lambda: K.pixel_lut_dense_t(x, pats, 1024, t))
-    else:
-        panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
-        benchmark(lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, 1024, t))
+    benchmark(bench.pixel_form(x, w, K.pixel_thresholds(np.zeros(1024), 1024), form))
     row = bench.pixel_case(n=n, threads=threads, form=form)
     benchmark.extra_info.update(row.as_dict())
     report(row)

@@ -133,6 +133,20 @@ def mlp_case(sizes=(784, 1024, 1024, 10), batch=256, threads=2, repeats=15, seed
                threads, o * 1e3, r * 1e3, ratio, macs / o / 1e9, "same model in torch float32")
 
 
+def pixel_form(x, w, t, form):
+    """A call of the pixel product in ``form`` ("bytes", "signs" or "lookup") on uint8
+    ``x`` (N, K), ±1 ``w`` (M, K) and the thresholds ``t`` of ``pixel_thresholds``; the
+    weights are laid out once, the input's preparation is part of the call."""
+    m = w.shape[0]
+    if form == "lookup":
+        pats = K.pixel_lut_weights(w)
+        return lambda: K.pixel_lut_dense_t(x, pats, m, t)
+    if form in ("bytes", "signs"):
+        panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
+        return lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, m, t)
+    raise ValueError(f"pixel_form: form must be 'bytes', 'signs' or 'lookup', got {form!r}")
+
+
 def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes"):
     """The pixel product (uint8 pixels × ±1 weights, threshold fused) against ``torch.mm``
     float32 on the same shape: the real-input first layer of an MLP on MNIST-sized
@@ -146,14 +160,7 @@ def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes")
     x = rng.integers(0, 256, (n, k)).astype(np.uint8)
     w = rng.choice(np.array([-1, 1], np.int8), (m, k))
     t = K.pixel_thresholds(rng.normal(0, 128 * np.sqrt(k), m), m)
-    if form == "lookup":
-        pats = K.pixel_lut_weights(w)
-        ours = lambda: K.pixel_lut_dense_t(x, pats, m, t)  # noqa: E731
-    elif form in ("bytes", "signs"):
-        panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
-        ours = lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, m, t)  # noqa: E731
-    else:
-        raise ValueError(f"pixel_case: form must be 'bytes', 'signs' or 'lookup', got {form!r}")
+    ours = pixel_form(x, w, t, form)
     tx, tw = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(w.T, dtype=torch.float32)
     with torch.inference_mode():
         o, r, ratio = paired(ours, lambda: torch.mm(tx, tw), repeats)

@@ -37,7 +37,6 @@ class DenseChain:
             ws.append(dense_tiles(w).reshape(-1))
             if "T" in p:
                 ts.append(p["T"][0])
-        self.rows = None  # the largest batch run serially, known at the first call
         self.dims = np.array(dims, np.int64)
         self.wbuf = np.ascontiguousarray(np.concatenate(ws))
         self.woff = np.concatenate([[0], np.cumsum([len(w) for w in ws])]).astype(np.int64)
@@ -48,11 +47,15 @@ class DenseChain:
         self.t0 = first._pixel_thresholds(0)
         self.panels = {}  # first-layer weights by form, as the first call of each needs them
         self.k = layers[0].weights.shape[1]
-        # sample shapes that prepare_input accepts and flattens in memory order (NCHW
-        # samples are transposed first, so they take the general path)
-        self.shapes = {"flat": (tuple(net.input_shape), (self.k,)),
-                       "NHWC": (tuple(net.input_shape),)}.get(net.input_layout, ())
-        self.scaled = net.input_scale is not None
+        # sample shapes that prepare_input accepts and passes on unchanged, flattened in
+        # memory order: none when it scales the input, and NCHW samples are transposed
+        self.shapes = () if net.input_scale is not None else {
+            "flat": (tuple(net.input_shape), (self.k,)),
+            "NHWC": (tuple(net.input_shape),)}.get(net.input_layout, ())
+        # the largest batch run serially: per sample, each layer's work as its kernel
+        # counts it (binary_gemm_trusted: M·Kw words) against PARALLEL_MIN_WORK
+        work = [m * kw for m, kw, _ in dims] + [K.pixels.pixel_work(1, layers[0].weights.shape[0], -(-self.k // 2))]
+        self.rows = PARALLEL_MIN_WORK // max(work)
 
     def __call__(self, xin):
         """Logits (1, N, classes), or None when the chain does not apply to ``xin``."""
@@ -73,7 +76,7 @@ class DenseChain:
         batch 1 the general path's validation and dispatch took a quarter of the call
         (docs/performance.md § 9)."""
         if (not self.ok or type(x) is not np.ndarray or x.dtype != np.uint8
-                or not x.flags.c_contiguous or self.scaled):
+                or not x.flags.c_contiguous):
             return None
         n = x.shape[0] if x.ndim else 0
         if not 0 < n <= max(1, int(batch_size)) or x.shape[1:] not in self.shapes:
@@ -83,11 +86,6 @@ class DenseChain:
     def _run(self, px):
         """Logits (N, classes) of uint8 pixels (N, K), C-contiguous."""
         n = px.shape[0]
-        if self.rows is None:
-            # per sample, as the kernels count it (binary_gemm_trusted: M·Kw words)
-            m0, k0 = self.first.layer.weights.shape  # the first layer, in any weight form
-            work = [m * kw for m, kw, _ in self.dims] + [K.pixels.pixel_work(1, m0, -(-k0 // 2))]
-            self.rows = PARALLEL_MIN_WORK // max(work)
         threads = numba.get_num_threads() if n > self.rows else 1
         parallel = threads > 1
         # the first layer's form, as measured (docs/performance.md § 9): table lookups
