@@ -24,9 +24,6 @@ _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
 _lut_serial = _pixel_lut.serial
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
-# the lookup kernel's source, inlined into _split_chain's parallel loop (there it
-# compiles as fast as the parallel kernel's own loop, § 9)
-_lut_inline = nb.njit(inline="always")(_pixel_lut.parallel.py_func)
 SPLIT_ROWS = 32  # samples per task of the lookup form's one-launch chain (16: 1.0–1.04× slower)
 
 
@@ -65,12 +62,11 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
 @nb.njit(parallel=True, cache=True)
 def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, per):
     """The lookup form's chain in one parallel launch: each task takes a group of about
-    SPLIT_ROWS samples through every layer, on one thread, with the kernels' code inlined
-    here. The layer-by-layer chain launches the second thread once per layer, and in the
-    spells when waking it takes ≈ 0.5 ms each launch costs that (docs/performance.md
-    § 9); the group-by-group chain launches once, and measured as fast (batch 64:
-    398–434 against 400–437 µs). Compiled as a called function instead of inlined, the
-    same lookup code ran 1.15–1.2× slower (§ 9)."""
+    SPLIT_ROWS samples through every layer with the serial kernels, on one thread. The
+    layer-by-layer chain launches the second thread once per layer, and in the spells
+    when waking it takes ≈ 0.5 ms each launch costs that (docs/performance.md § 9); the
+    group-by-group chain launches once, and measured as fast (batch 64: 398–434 against
+    400–437 µs)."""
     n = x.shape[0]
     groups = min(n, per * max(1, -(-n // (per * SPLIT_ROWS))))  # a multiple of the threads
     out = np.empty((n, dims[dims.shape[0] - 1, 0]))
@@ -79,7 +75,7 @@ def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, per):
         s0 = n * g // groups
         s1 = n * (g + 1) // groups
         act = np.empty((s1 - s0, pats.shape[0]), np.uint64)
-        _lut_inline(x[s0:s1], pats, t0, no_h, act)
+        _lut_serial(x[s0:s1], pats, t0, no_h, act)
         out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, False)
     return out
 

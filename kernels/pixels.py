@@ -420,14 +420,18 @@ def _pixel_lut(x, pats, T, h, bits):
     of pixels it builds the samples' tables (:func:`._simd.vlut4`), each stored twice
     over (64 bytes, read by plain loads), then runs every panel of its range past them:
     the tables stay in L1 while the panels' patterns stream from L2. Building tables in
-    the task costs no launch of its own and no memory that grows with N."""
+    the task costs no launch of its own and no memory that grows with N.
+
+    Every chunk's sums go through the int32 totals, even when one chunk is all of K. A
+    branch that compared such sums in registers (as :func:`_pixel_dense` does for short
+    K) made the serial compilation of the whole kernel 1.3–1.4× slower at K = 784,
+    where it never runs (docs/performance.md § 10)."""
     n, k = x.shape
     blocks, quads = pats.shape[0], pats.shape[1]
     wf = pats.reshape(-1)
     flat = x.reshape(-1)
     x32 = flat[:flat.size // 4 * 4].view(np.uint32)  # whole words when rows are (K % 4 == 0)
     aligned = k % 4 == 0
-    direct = quads <= QUADS and bits.size > 0
     # small batches get fewer samples per task, for four tasks or more: a task's samples
     # then share fewer loads of the patterns, but no table is built twice
     rows = min(LUT_ROWS, max(1, (n + 3) // 4))
@@ -444,8 +448,7 @@ def _pixel_lut(x, pats, T, h, bits):
         tab = np.empty(LUT_ROWS * QUADS * 8, np.uint64)
         tot = np.empty((LUT_ROWS * nbk, UNITS // 2), np.uint64)  # row si·nbk + (b - b0)
         tf = tot.reshape(-1)
-        if not direct:
-            _clear(tot, ns * nbk)
+        _clear(tot, ns * nbk)
         for c0 in range(0, quads, QUADS):
             nq = min(c0 + QUADS, quads) - c0
             for si in range(ns):
@@ -471,7 +474,7 @@ def _pixel_lut(x, pats, T, h, bits):
                             e0, e1, e2, e3 = _lookup64(tab, tb, i0, i1, e0, e1, e2, e3)
                             ta += 8
                             tb += 8
-                        _keep(direct, tf, (si + 1) * nbk + b - b0, s0 + si + 1, b, T, bits, e0, e1, e2, e3)
+                        _keep(False, tf, (si + 1) * nbk + b - b0, s0 + si + 1, b, T, bits, e0, e1, e2, e3)
                         step = 2
                     else:
                         for q in range(nq):
@@ -480,12 +483,11 @@ def _pixel_lut(x, pats, T, h, bits):
                             wi += 8
                             ta += 8
                         step = 1
-                    _keep(direct, tf, si * nbk + b - b0, s0 + si, b, T, bits, a0, a1, a2, a3)
+                    _keep(False, tf, si * nbk + b - b0, s0 + si, b, T, bits, a0, a1, a2, a3)
                     si += step
-        if not direct:
-            for si in range(ns):
-                for b in range(b0, b1):
-                    _emit(tot, si * nbk + b - b0, b, s0 + si, T, h, bits)
+        for si in range(ns):
+            for b in range(b0, b1):
+                _emit(tot, si * nbk + b - b0, b, s0 + si, T, h, bits)
 
 
 @nb.njit(inline="always")

@@ -230,7 +230,7 @@ def _layout(layout, x, w):
 def test_lookup_tasks_split_samples_and_panels(n, k):
     """The lookup form's tasks: LUT_ROWS samples each, and panel ranges of at most
     LUT_PANELS (1100 units: 18 panels, two ranges or more), each range rebuilding its
-    samples' tables; a direct threshold (K <= 128) and int32 totals alike, on one thread
+    samples' tables; one chunk of sums (K <= 128) or several alike, on one thread
     or several: the reference's integers and bits."""
     rng = np.random.default_rng(n * 1000 + k)
     m = 1100
