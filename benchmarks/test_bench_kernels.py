@@ -63,6 +63,18 @@ def test_pixel_dense_784x1024(benchmark, threads, n, form):
     report(row)
 
 
+@pytest.mark.parametrize("n,form", [(1, "tiles"), (1, "nibbles"), (64, "tiles"), (64, "nibbles")])
+def test_binary_dense_1024(benchmark, threads, n, form):
+    """The MLP's hidden binary layer, 1024 × 1024 with its threshold fused, as
+    Harley–Seal tiles and as nibble lookups (``kernels/nibbles.py``)."""
+    rng = np.random.default_rng(0)
+    a, w = _packed(rng, n, 1024), _packed(rng, 1024, 1024)
+    benchmark(bench.dense_form(a, w, 1024, rng.integers(-32, 33, 1024), form))
+    row = bench.dense_case(n=n, threads=threads, form=form)
+    benchmark.extra_info.update(row.as_dict())
+    report(row)
+
+
 @pytest.mark.parametrize("batch", [1, 256])
 def test_mlp_predict(benchmark, threads, batch):
     torch.manual_seed(0)

@@ -168,6 +168,47 @@ def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes")
                n * k * m / o / 1e9, "torch.mm float32 (8-bit MACs)")
 
 
+def dense_form(a, w, k, t, form):
+    """A call of a binary dense layer in ``form`` ("tiles": Harley–Seal tiles made once,
+    :func:`bnn_toroid.kernels.gemm.tiled_dense`; "nibbles": nibble lookups,
+    :mod:`bnn_toroid.kernels.nibbles`) on packed rows ``a`` (N, Kw) and ``w`` (M, Kw) of
+    ``k`` bits, with the int64 thresholds ``t`` (M,) fused; the weights are laid out once."""
+    from .kernels import gemm, nibbles
+    n, m = a.shape[0], w.shape[0]
+    if form == "tiles":
+        tiles = gemm.dense_tiles(w).reshape(-1)
+        tt = np.ascontiguousarray(t, np.int64).reshape(1, m)
+        no_h = np.empty((0, 0, 0), np.int32)
+
+        def call():
+            bits = np.empty((1, n, -(-m // 64)), np.uint64)
+            gemm.tiled_dense(n * m * a.shape[1], a, tiles, 0, m, k, tt, no_h, bits)
+            return bits
+        return call
+    if form == "nibbles":
+        pats, tw = nibbles.nibble_weights(w, k), K.pixel_thresholds(t, m)
+        return lambda: nibbles.nibble_dense_t(a, pats, m, k, tw)
+    raise ValueError(f"dense_form: form must be 'tiles' or 'nibbles', got {form!r}")
+
+
+def dense_case(n=64, k=1024, m=1024, threads=2, repeats=15, seed=0, form="nibbles"):
+    """A binary dense layer with its threshold fused (the MLP's 1024 × 1024 hidden layer)
+    in one of the forms of :func:`dense_form`, against ``torch.mm`` float32 on the same
+    shape."""
+    import torch
+    threads = set_threads(threads)
+    rng = np.random.default_rng(seed)
+    x, w = (rng.choice(np.array([-1, 1], np.int8), s) for s in ((n, k), (m, k)))
+    a, wp = K.pack_bits(x), K.pack_bits(w)
+    t = rng.integers(-int(np.sqrt(k)), int(np.sqrt(k)) + 1, m)
+    ours = dense_form(a, wp, k, t, form)
+    tx, tw = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(w.T, dtype=torch.float32)
+    with torch.inference_mode():
+        o, r, ratio = paired(ours, lambda: torch.mm(tx, tw), repeats)
+    return Row(f"binary dense ({form})", f"({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
+               n * k * m / o / 1e9)
+
+
 def conv_case(n=16, hw=32, c=128, f=128, threads=2, repeats=15, seed=0):
     """``binary_conv2d`` (3×3, ``same``, pad 1, fused threshold) against ``torch`` float32
     ``conv2d`` (channels-last) on the same shape."""
@@ -385,6 +426,8 @@ def run(quick: bool = False, threads: int = 2) -> dict:
             pixel_case(n=1, threads=threads, repeats=reps, form="signs"),
             pixel_case(n=64, threads=threads, repeats=reps),
             pixel_case(n=64, threads=threads, repeats=reps, form="lookup"),
+            dense_case(n=64, threads=threads, repeats=reps, form="tiles"),
+            dense_case(n=64, threads=threads, repeats=reps, form="nibbles"),
             conv_case(threads=threads, repeats=reps),
             mlp_case(batch=1, threads=threads, repeats=reps),
             mlp_case(batch=256, threads=threads, repeats=reps),

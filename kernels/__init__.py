@@ -14,6 +14,7 @@ from ._threads import PARALLEL_MIN_WORK  # noqa: E402
 from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_hs, _maxpool, conv_tiles
 from .gemm import _gemm
+from .nibbles import nibble_dense, nibble_dense_t, nibble_weights
 from .pixels import (pixel_dense, pixel_dense_t, pixel_lut_dense_t, pixel_lut_weights,
                      pixel_pairs, pixel_patches, pixel_patches_t, pixel_signs, pixel_thresholds,
                      pixel_weights)
@@ -27,7 +28,7 @@ __all__ = [
     "real_conv2d", "real_dense_t", "real_conv2d_t", "dense_weights", "conv_weights",
     "exact_float_dtype", "pixel_dense", "pixel_dense_t", "pixel_pairs", "pixel_patches",
     "pixel_patches_t", "pixel_signs", "pixel_thresholds", "pixel_weights", "pixel_lut_dense_t",
-    "pixel_lut_weights",
+    "pixel_lut_weights", "nibble_dense", "nibble_dense_t", "nibble_weights",
     "PARALLEL_MIN_WORK",
 ]
 

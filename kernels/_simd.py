@@ -552,3 +552,67 @@ def vlut4(typingctx, word):
         order = list(range(0, 32, 2)) + list(range(1, 32, 2))
         return builder.bitcast(builder.shuffle_vector(b, b, ir.Constant(_vec(_I32, 32), order)), _vt(4))
     return u64x4(word), codegen
+
+
+# --- nibble lookups, for the binary dense layer of :mod:`.nibbles` -----------------------
+
+_POP4 = [bin(j).count("1") for j in range(16)]
+
+
+@intrinsic
+def vpop4(typingctx, a):
+    """The two mismatch tables of one byte ``a`` of a packed row (two groups of 4 bits):
+    byte ``j`` of the low 16-byte half is ``popcount(j XOR (a & 15))``, of the high half
+    ``popcount(j XOR (a >> 4))``. Indexed by a unit's 4 weight bits (:func:`vshufb`), an
+    entry counts the group's disagreements. One ``vpshufb`` of the constant popcount
+    table on AVX2; ``llvm.ctpop`` elsewhere."""
+    if not isinstance(a, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i8x32 = _vec(_I8, 32)
+        x = builder.trunc(args[0], _I8) if args[0].type.width > 8 else args[0]
+        v = builder.insert_element(ir.Constant(i8x32, ir.Undefined), x, ir.Constant(_I32, 0))
+        v = builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, 32), [0] * 32))
+        # the high half's bytes shifted down by 4 (a 16-bit shift; the mask drops the spill)
+        sh = builder.lshr(builder.bitcast(v, _vec(_I16, 16)), ir.Constant(_vec(_I16, 16), [0] * 8 + [4] * 8))
+        nib = builder.and_(builder.bitcast(sh, i8x32), ir.Constant(i8x32, [15] * 32))
+        idx = builder.xor(ir.Constant(i8x32, list(range(16)) * 2), nib)
+        if _target_has(context, "avx2"):
+            t = _x86(builder, "llvm.x86.avx2.pshuf.b", i8x32, [ir.Constant(i8x32, _POP4 * 2), idx])
+        else:
+            t = _ctpop(builder, idx)
+        return builder.bitcast(t, _vt(4))
+    return u64x4(a), codegen
+
+
+@intrinsic
+def vload2x2(typingctx, arr, idx):
+    """Words ``arr.flat[idx : idx + 2]`` in both 16-byte halves (one ``vbroadcasti128``
+    on AVX2; no bounds check): a 16-byte table of :func:`vpop4` for :func:`vshufb`."""
+    if not _flat_u64(arr, idx):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        v = builder.load(builder.bitcast(ptr, _vt(2).as_pointer()), align=8)
+        return builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, 4), [0, 1, 0, 1]))
+    return u64x4(arr, idx), codegen
+
+
+@intrinsic
+def vsub2_u8_i32(typingctx, arr, idx, v):
+    """Subtract twice the 32 unsigned bytes of ``v`` from the 32 int32 values stored in
+    words ``arr.flat[idx : idx + 16]`` (two per word, in memory order; no bounds check):
+    ``K - 2 · mismatches``, one chunk of byte counts at a time."""
+    if not (_flat_u64(arr, idx) and v == u64x4):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32x32 = _vec(_I32, 32)
+        ptr = builder.bitcast(_elem_ptr(context, builder, sig.args[0], args[0], args[1]), i32x32.as_pointer())
+        wide = builder.zext(builder.bitcast(args[2], _vec(_I8, 32)), i32x32)
+        twice = builder.shl(wide, ir.Constant(i32x32, [1] * 32))
+        builder.store(builder.sub(builder.load(ptr, align=8), twice), ptr, align=8)
+        return context.get_dummy_value()
+    return types.none(arr, idx, v), codegen

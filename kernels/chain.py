@@ -17,6 +17,7 @@ import numpy as np
 
 from ._threads import PARALLEL_MIN_WORK
 from .gemm import tiled_dense
+from .nibbles import ROWS as _NIB_ROWS, _nibble_dense, task_rows
 from .pixels import _LUT_WORDS, _SIGN_WORDS, _pixel_dense, _pixel_lut, _pixel_signed, _spread_pairs
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
@@ -24,11 +25,12 @@ _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
 _lut_serial = _pixel_lut.serial
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
+_nibble_serial, _nibble_parallel = _nibble_dense.serial, _nibble_dense.parallel
 SPLIT_ROWS = 32  # samples per task of the lookup form's one-launch chain (16: 1.0–1.04× slower)
 
 
 @nb.njit(cache=True)
-def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, threads):
+def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, threads):
     """Logits (N, M_last) float64 of: the pixel layer (uint8 ``x`` (N, K) C-contiguous,
     ``panels`` in any of the three layouts of :mod:`.pixels`, ``t0`` as for
     :func:`.pixels.pixel_dense_t`, threshold fused), then L binary dense layers. Layer
@@ -36,12 +38,16 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
     ``wbuf[woff[i]:woff[i+1]]`` and, for all but the last, int64 thresholds
     ``tbuf[toff[i]:toff[i+1]]``; the last one's integer pre-activations ``h`` give
     ``h · scale + bias``, computed as :func:`bnn_toroid.network` does, so the logits are
-    the same floats. ``threads``: 1 runs every layer on the calling thread, more the
-    parallel kernels (Numba's current thread count, passed in: reading it in compiled
-    code would keep this function out of the cache)."""
+    the same floats. ``nib`` = (patterns, their offsets, thresholds, their offsets): when
+    its patterns are not empty, the layers but the last run as nibble lookups
+    (:mod:`.nibbles`) from layer ``i``'s :func:`.nibbles.nibble_weights` at word
+    ``nib[1][i]`` of ``nib[0]`` and its :func:`.pixels.pixel_thresholds` at word
+    ``nib[3][i]`` of ``nib[2]``. ``threads``: 1 runs every layer on the calling thread,
+    more the parallel kernels (Numba's current thread count, passed in: reading it in
+    compiled code would keep this function out of the cache)."""
     parallel = threads > 1
     if parallel and panels.shape[2] == _LUT_WORDS:
-        return _split_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, threads)
+        return _split_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, threads)
     n = x.shape[0]
     act = np.empty((n, panels.shape[0]), np.uint64)
     no_h = np.empty((0, 0), np.int32)
@@ -56,11 +62,11 @@ def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
             _pixel_parallel(xp, panels, t0, no_h, act)
         else:
             _pixel_serial(xp, panels, t0, no_h, act)
-    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, parallel)
+    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, parallel)
 
 
 @nb.njit(parallel=True, cache=True)
-def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, per):
+def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, per):
     """The lookup form's chain in one parallel launch: each task takes a group of about
     SPLIT_ROWS samples through every layer with the serial kernels, on one thread. The
     layer-by-layer chain launches the second thread once per layer, and in the spells
@@ -76,27 +82,38 @@ def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, per):
         s1 = n * (g + 1) // groups
         act = np.empty((s1 - s0, pats.shape[0]), np.uint64)
         _lut_serial(x[s0:s1], pats, t0, no_h, act)
-        out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, False)
+        out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, False)
     return out
 
 
 @nb.njit(cache=True)
-def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, parallel):
+def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, parallel):
     """The chain's binary layers after the pixel layer; a layer runs the parallel kernel
     when ``parallel`` and its work reaches PARALLEL_MIN_WORK (a 10-class output layer
-    rarely does)."""
+    rarely does). The output layer always takes the Harley–Seal tiles: a nibble panel
+    is 64 units wide, and its integers are needed, not bits."""
     n = act.shape[0]
     last = dims.shape[0] - 1
     no_h3 = np.empty((0, 0, 0), np.int32)
+    no_h2 = np.empty((0, 0), np.int32)
+    pats, poff, nthr, ntoff = nib
     for i in range(last):
         m, k = dims[i, 0], dims[i, 2]
-        nxt = np.empty((1, n, (m + 63) // 64), np.uint64)
-        t = tbuf[toff[i]:toff[i + 1]].reshape((1, m))
-        if parallel and n * m * dims[i, 1] >= PARALLEL_MIN_WORK:
-            _tiled_parallel(act, wbuf, woff[i], m, k, t, no_h3, nxt)
+        nxt = np.empty((n, (m + 63) // 64), np.uint64)
+        big = parallel and n * m * dims[i, 1] >= PARALLEL_MIN_WORK
+        if pats.size > 0:
+            if big:
+                _nibble_parallel(act, pats, poff[i], m, k, nthr, ntoff[i], no_h2, nxt, task_rows(n))
+            else:
+                _nibble_serial(act, pats, poff[i], m, k, nthr, ntoff[i], no_h2, nxt, _NIB_ROWS)
         else:
-            _tiled_serial(act, wbuf, woff[i], m, k, t, no_h3, nxt)
-        act = nxt.reshape((n, (m + 63) // 64))
+            t = tbuf[toff[i]:toff[i + 1]].reshape((1, m))
+            out3 = nxt.reshape((1, n, (m + 63) // 64))
+            if big:
+                _tiled_parallel(act, wbuf, woff[i], m, k, t, no_h3, out3)
+            else:
+                _tiled_serial(act, wbuf, woff[i], m, k, t, no_h3, out3)
+        act = nxt
     m, k = dims[last, 0], dims[last, 2]
     h = np.empty((1, n, m), np.int32)
     no_t, no_bits = np.empty((0, 0), np.int64), np.empty((0, 0, 0), np.uint64)

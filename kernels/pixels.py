@@ -195,14 +195,14 @@ def _clear(tot, rows):
 
 
 @nb.njit(inline="always")
-def _emit(tot, row, b, s, T, h, bits):
+def _emit(tot, row, b, s, T, t_base, h, bits):
     """Sample ``s``'s 64 totals of panel ``b`` (row ``row`` of ``tot``, int32 two per
     word): thresholded and packed into ``bits[s, b]`` or, when ``bits`` is empty,
-    written to ``h``."""
+    written to ``h``. The thresholds start at word ``t_base`` of ``T``."""
     if bits.size > 0:
         # 16 units per vector compare against the int32 thresholds of pixel_thresholds
         tf = tot.reshape(-1)
-        r, t0 = row * (UNITS // 2), b * (UNITS // 2)
+        r, t0 = row * (UNITS // 2), t_base + b * (UNITS // 2)
         bits[s, b] = (vlt_i32_mask(tf, r, T, t0)
                       | (vlt_i32_mask(tf, r + 8, T, t0 + 8) << np.uint64(16))
                       | (vlt_i32_mask(tf, r + 16, T, t0 + 16) << np.uint64(32))
@@ -308,7 +308,7 @@ def _pixel_dense(xp, panels, T, h, bits):
                     s += step
             if not direct:
                 for s in range(g1 - g0):
-                    _emit(tot, s, b, g0 + s, T, h, bits)
+                    _emit(tot, s, b, g0 + s, T, 0, h, bits)
 
 
 @twin
@@ -361,7 +361,7 @@ def _pixel_signed(xp, signs, T, h, bits):
             lo = _unit(tot, 0, 2 * j) * 2 + sx
             hi = _unit(tot, 0, 2 * j + 1) * 2 + sx
             tot[0, j] = (np.uint64(lo) & np.uint64(0xFFFFFFFF)) | (np.uint64(hi) << np.uint64(32))
-        _emit(tot, 0, b, s, T, h, bits)
+        _emit(tot, 0, b, s, T, 0, h, bits)
 
 
 # --- the lookup form: four pixels at a time ------------------------------------------
@@ -487,7 +487,7 @@ def _pixel_lut(x, pats, T, h, bits):
                     si += step
         for si in range(ns):
             for b in range(b0, b1):
-                _emit(tot, si * nbk + b - b0, b, s0 + si, T, h, bits)
+                _emit(tot, si * nbk + b - b0, b, s0 + si, T, 0, h, bits)
 
 
 @nb.njit(inline="always")

@@ -297,6 +297,88 @@ def test_batch_one_and_empty_batches():
     assert e2.shape == (0, 3, 3, 3)
 
 
+@SETTINGS
+@given(st.integers(0, 20), st.sampled_from([1, 63, 64, 65, 200]) | st.integers(1, 150),
+       st.sampled_from([1, 4, 63, 64, 65, 240, 241, 1000]) | st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_nibble_dense_matches_reference(n, m, k, seed):
+    """Binary dense by nibble lookups: the reference's integers, and its thresholded bits
+    (padding units 0), on one thread or several, at any number of samples per task."""
+    rng = np.random.default_rng(seed)
+    x, w = pm1(rng, (n, k)), pm1(rng, (m, k))
+    A, W = K.pack_bits(x), K.pack_bits(w)
+    ref = gemm(x, w)
+    t = rng.integers(-k - 1, k + 2, size=m) + 0.5
+    out = K.nibble_dense(A, W, k)
+    assert out.dtype == np.int32 and out.shape == (n, m) and np.array_equal(out, ref)
+    bits = K.nibble_dense(A, W, k, threshold=t)
+    assert bits.shape == (n, -(-m // 64))
+    assert np.array_equal(np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, :m],
+                          (ref < t).astype(np.uint8))
+    assert not np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, m:].any()
+    pats = K.nibble_weights(W, k)
+    for run in (K.nibbles._nibble_dense.serial, K.nibbles._nibble_dense.parallel):
+        for rows in (1, 3, 8):
+            h = np.empty((n, m), np.int32)
+            run(A, pats.reshape(-1), 0, m, k, K.nibbles._NO_T, 0, h, K.nibbles._NO_BITS, rows)
+            assert np.array_equal(h, ref), (run, rows)
+
+
+def test_nibble_counts_are_exact_at_their_byte_limit():
+    """Every group disagreeing (4 a group, 240 over a chunk of 60 groups: the byte
+    counts' limit) over several chunks, with the layer's weights read at an offset and
+    its thresholds at another, as the MLP chain stores them."""
+    rng = np.random.default_rng(3)
+    k, m, n = 4001, 130, 11
+    x = pm1(rng, (n, k))
+    w = pm1(rng, (m, k))
+    w[:40] = -x[0]  # rows 0-39 disagree with sample 0 everywhere: dot = -k
+    w[40:50] = x[1]
+    A, W = K.pack_bits(x), K.pack_bits(w)
+    ref = gemm(x, w)
+    assert ref[0, 0] == -k and ref[1, 45] == k
+    pats = K.nibble_weights(W, k).reshape(-1)
+    t = rng.integers(-k, k, size=m) + 0.5
+    tw = K.pixel_thresholds(t, m)
+    pf = np.concatenate([np.full(24, 7, np.uint64), pats])
+    tf = np.concatenate([np.full(10, 3, np.uint64), tw])
+    bits = np.empty((n, 3), np.uint64)
+    K.nibbles._nibble_dense.serial(A, pf, 24, m, k, tf, 10, K.nibbles._NO_H, bits, 8)
+    assert np.array_equal(np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, :m],
+                          (ref < t).astype(np.uint8))
+
+
+def test_nibble_kernel_compiles_to_byte_shuffles():
+    """A code-generation guard for the nibble lookups: the gain rests on ``vpshufb``
+    counting 32 units' groups at once, added as bytes."""
+    import llvmlite.binding as llvm
+    import numba
+    if "+avx2" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the instructions are x86 AVX2's; other targets get the generic code")
+    fresh = numba.njit(K.nibbles._nibble_dense.serial.py_func)
+    A, W = np.zeros((3, 2), np.uint64), np.zeros((5, 2), np.uint64)
+    fresh(A, K.nibble_weights(W, 100).reshape(-1), 0, 5, 100, K.nibbles._NO_T, 0,
+          np.empty((3, 5), np.int32), K.nibbles._NO_BITS, 8)
+    asm = fresh.inspect_asm(fresh.signatures[0])
+    assert asm.count("vpshufb") >= 8 and asm.count("vpaddb") >= 8
+
+
+def test_generic_nibble_lookups_are_exact(monkeypatch):
+    """Hosts without AVX2 compile ``vpop4`` and ``vshufb`` from generic IR; compiled
+    here with that path forced, the nibble kernel still gives the reference's integers."""
+    import numba
+    from bnn_toroid.kernels import _simd
+    monkeypatch.setattr(_simd, "_target_has", lambda context, feature: False)
+    rng = np.random.default_rng(6)
+    x, w = pm1(rng, (9, 203)), pm1(rng, (70, 203))
+    w[:35] = -x[0]
+    A, W = K.pack_bits(x), K.pack_bits(w)
+    fresh = numba.njit(K.nibbles._nibble_dense.serial.py_func)  # uncached: compiled with the patch
+    h = np.empty((9, 70), np.int32)
+    fresh(A, K.nibble_weights(W, 203).reshape(-1), 0, 70, 203, K.nibbles._NO_T, 0, h,
+          K.nibbles._NO_BITS, 8)
+    assert np.array_equal(h, gemm(x, w))
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: K.pack_bits(np.array([1.0, np.nan])), "NaN"),
     (lambda: K.pack_bits(np.array([1, 0, -1]), check_binary=True), r"\+1/-1"),
@@ -323,6 +405,12 @@ def test_batch_one_and_empty_batches():
     (lambda: K.pixel_weights(np.full((2, 3), 300)), "±1"),
     (lambda: K.pixel_signs(np.zeros((1, 3, 2), np.uint64)), r"\(blocks, pairs, 16\)"),
     (lambda: K.pixel_lut_weights(np.zeros((2, 3))), "±1"),
+    (lambda: K.nibble_dense(np.zeros((2, 1), np.int64), np.zeros((3, 1), np.uint64), 6), "uint64"),
+    (lambda: K.nibble_dense(np.zeros((2, 1), np.uint64), np.zeros((3, 2), np.uint64), 6), "1 uint64 words long"),
+    (lambda: K.nibble_dense(np.full((2, 1), 1 << 40, np.uint64), np.zeros((3, 1), np.uint64), 6),
+     "past k = 6"),
+    (lambda: K.nibble_dense(np.zeros((2, 1), np.uint64), np.zeros((3, 1), np.uint64), 6,
+                            threshold=np.zeros(2)), "nibble_dense: expected 3 real thresholds"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3)), (3, 3), (1, 1), (1, 1, 1, 1), 1), "uint8"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4), np.uint8), (3, 3), (1, 1), (1, 1, 1, 1), 1), "NHWC"),
     (lambda: K.pixel_patches(np.zeros((1, 4, 4, 3), np.uint8), (3, 3), (0, 1), (1, 1, 1, 1), 1), "stride"),

@@ -421,8 +421,9 @@ def test_the_lookup_chain_splits_samples_into_groups():
     """On two threads or more the lookup form's chain takes groups of samples through
     every layer in one launch (kernels/chain.py ``_split_chain``); any group count (a
     multiple of the threads, at most one group per sample) gives the serial chain's
-    logits."""
+    logits, and so do the hidden layers as Harley–Seal tiles instead of nibble lookups."""
     from bnn_toroid.kernels.chain import pixel_dense_chain
+    from bnn_toroid.network import chain as chain_mod
     rng = np.random.default_rng(12)
     sizes = [300, 200, 130, 7]
     layers = [Dense(np.where(rng.random((b, a)) < 0.5, -1, 1), rng.integers(-40 * a, 40 * a, b) + (0.5 if i == 0 else 0))
@@ -432,12 +433,16 @@ def test_the_lookup_chain_splits_samples_into_groups():
     x = rng.integers(0, 256, (97, 300)).astype(np.uint8)
     net.predict(x[:1])
     ch = net._as_stack()._dense_chain()
-    args = (ch.first.weights(0, "lookup"), ch.t0, ch.wbuf, ch.woff, ch.tbuf, ch.toff, ch.dims,
-            ch.scale, ch.bias)
+    args = ch.args("lookup")
+    pats, poff, thr, toff = args[-1]
+    assert pats.size > 0 or not chain_mod.NIBBLES
+    tiles = args[:-1] + ((np.zeros(0, np.uint64), poff, np.zeros(0, np.uint64), toff),)
     for n in (1, 2, 5, 64, 97):
         want = pixel_dense_chain(x[:n], *args, 1)
+        assert np.array_equal(pixel_dense_chain(x[:n], *tiles, 1), want), n
         for threads in (2, 3, 5):
             assert np.array_equal(pixel_dense_chain(x[:n], *args, threads), want), (n, threads)
+            assert np.array_equal(pixel_dense_chain(x[:n], *tiles, threads), want), (n, threads)
 
 
 @pytest.mark.parametrize("layout", ["flat", "NHWC", "NCHW"])

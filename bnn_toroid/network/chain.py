@@ -16,10 +16,22 @@ from ..kernels._threads import PARALLEL_MIN_WORK
 from ..kernels.chain import pixel_dense_chain
 from ..kernels._simd import target_has
 from ..kernels.gemm import dense_tiles
+from ..kernels.nibbles import nibble_weights
+from ..kernels.pixels import pixel_thresholds
 from .first import pixels
 from .layers import Dense
 
 LOOKUP = target_has("avx2")
+# hidden binary layers as nibble lookups (vpshufb counts 32 units' 4-bit groups at once)
+# where vpshufb exists; Harley–Seal tiles elsewhere (docs/performance.md § 10)
+NIBBLES = LOOKUP
+
+
+def _flat(parts, count):
+    """uint64 arrays → (their concatenation, int64 offsets of each, padded to ``count``)."""
+    offs = np.zeros(count, np.int64)
+    offs[1:len(parts) + 1] = np.cumsum([len(q) for q in parts])
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), np.uint64), offs
 
 
 class DenseChain:
@@ -42,9 +54,15 @@ class DenseChain:
         self.woff = np.concatenate([[0], np.cumsum([len(w) for w in ws])]).astype(np.int64)
         self.tbuf = np.ascontiguousarray(np.concatenate(ts) if ts else np.zeros(0), np.int64)
         self.toff = np.concatenate([[0], np.cumsum([len(t) for t in ts])]).astype(np.int64)
+        self.nib = self._nibbles(dims, params) if NIBBLES else (
+            np.zeros(0, np.uint64), np.zeros(len(dims), np.int64), np.zeros(0, np.uint64),
+            np.zeros(len(dims), np.int64))
         self.scale = np.ascontiguousarray(params[-1]["scale"][0], np.float64)
         self.bias = np.ascontiguousarray(params[-1]["bias"][0], np.float64)
         self.t0 = first._pixel_thresholds(0)
+        # pixel_dense_chain's arguments after the first layer's weights, made once
+        self.tail = (self.t0, self.wbuf, self.woff, self.tbuf, self.toff, self.dims, self.scale,
+                     self.bias, self.nib)
         self.panels = {}  # first-layer weights by form, as the first call of each needs them
         self.k = layers[0].weights.shape[1]
         # sample shapes that prepare_input accepts and passes on unchanged, flattened in
@@ -56,6 +74,15 @@ class DenseChain:
         # counts it (binary_gemm_trusted: M·Kw words) against PARALLEL_MIN_WORK
         work = [m * kw for m, kw, _ in dims] + [K.pixels.pixel_work(1, layers[0].weights.shape[0], -(-self.k // 2))]
         self.rows = PARALLEL_MIN_WORK // max(work)
+
+    @staticmethod
+    def _nibbles(dims, params):
+        """The hidden binary layers' nibble patterns and int32 thresholds, each flat with
+        one offset per layer (the ``nib`` argument of :func:`.kernels.chain.pixel_dense_chain`)."""
+        hidden = list(zip(dims[:-1], params[1:-1]))
+        pats = [nibble_weights(p["w"][0], k).reshape(-1) for (_, _, k), p in hidden]
+        thr = [pixel_thresholds(p["T"][0], m) for (m, _, _), p in hidden]
+        return _flat(pats, len(dims)) + _flat(thr, len(dims))
 
     def __call__(self, xin):
         """Logits (1, N, classes), or None when the chain does not apply to ``xin``."""
@@ -101,5 +128,12 @@ class DenseChain:
         panels = self.panels.get(form)
         if panels is None:
             panels = self.panels[form] = self.first.weights(0, form)
-        return pixel_dense_chain(px, panels, self.t0, self.wbuf, self.woff, self.tbuf, self.toff,
-                                 self.dims, self.scale, self.bias, threads)
+        return pixel_dense_chain(px, panels, *self.tail, threads)
+
+    def args(self, form="lookup"):
+        """The arguments of :func:`.kernels.chain.pixel_dense_chain` after the pixels and
+        before the thread count, with the first layer's weights in ``form``."""
+        panels = self.panels.get(form)
+        if panels is None:
+            panels = self.panels[form] = self.first.weights(0, form)
+        return (panels,) + self.tail
