@@ -8,9 +8,10 @@ returning to Python. On the calling thread when every layer is small enough
 (``threads`` 1: below ``_threads.PARALLEL_MIN_WORK``); above that, the lookup form takes
 groups of samples through every layer in one parallel launch (:func:`_split_chain`),
 and the other forms run the parallel kernel of each layer whose own work reaches that
-size. The binary layers read their weights as Harley–Seal tiles made once
-(:func:`.gemm.dense_tiles`), which a single call of :func:`.gemm._gemm` cannot afford
-to make.
+size. The binary layers read weights laid out once, which a single call of
+:func:`.gemm._gemm` cannot afford to make: the hidden ones as nibble patterns
+(:mod:`.nibbles`) when the caller passes them, else as Harley–Seal tiles
+(:func:`.gemm.dense_tiles`), and the output layer always as tiles.
 """
 import numba as nb
 import numpy as np

@@ -1,14 +1,32 @@
-/* Throughput of the instructions the pixel kernels are built on, one core (AVX2).
+/* Throughput of the instructions the pixel and nibble kernels are built on, one core (AVX2).
  *
- *     gcc -O3 -mavx2 benchmarks/micro/byte_ops.c -o /tmp/byte_ops && /tmp/byte_ops
+ *     gcc -O2 -mavx2 benchmarks/micro/byte_ops.c -o /tmp/byte_ops && /tmp/byte_ops
  *
- * Prints, per second: vpmaddubsw alone (12 independent chains, latency hidden), the
- * bytes form's step (vpmaddubsw + vpaddw, 32 multiply-adds), and the lookup form's step
- * (2 vpshufb + 2 byte interleaves + 2 vpaddw, 128 multiply-adds); docs/performance.md § 7
- * compares them with the kernels' measured rates. Registers only: no memory traffic. */
-#include <immintrin.h>
+ * Registers only: the loops are written in assembly, so no accumulator goes through
+ * memory. (Round 3's version kept its accumulators in a C array that the compiler
+ * loaded and stored every iteration; its "one vpmaddubsw per cycle" measured that round
+ * trip, not the pipes: docs/performance.md section 10.) Each line prints instructions
+ * per cycle, the clock taken from a chain of dependent vpaddw (latency 1):
+ *   - vpmaddubsw, vpshufb, vpunpcklbw, vpaddw alone (8 independent chains);
+ *   - vpshufb with vpunpcklbw, and vpshufb with vpmaddubsw (which pipes they share);
+ *   - the steps of the kernels: bytes (vpmaddubsw + vpaddw: 32 multiply-adds), lookup
+ *     (2 vpshufb + 2 interleaves + 2 vpaddw: 128), nibble (vpshufb + vpaddb: 128
+ *     binary multiply-adds). */
 #include <stdio.h>
 #include <time.h>
+
+#define N 20000000L
+#define CLOBBER "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", \
+                "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
+/* one instruction on each of the 8 accumulators ymm0-7, ymm8 the other operand */
+#define ALL8(op) op " %%ymm8,%%ymm0,%%ymm0\n" op " %%ymm8,%%ymm1,%%ymm1\n" op " %%ymm8,%%ymm2,%%ymm2\n" \
+    op " %%ymm8,%%ymm3,%%ymm3\n" op " %%ymm8,%%ymm4,%%ymm4\n" op " %%ymm8,%%ymm5,%%ymm5\n"          \
+    op " %%ymm8,%%ymm6,%%ymm6\n" op " %%ymm8,%%ymm7,%%ymm7\n"
+/* a kernel step: op1 of ymm15 (a table, or pixels) and ymm8 into a temporary t, op2 adds
+ * it to accumulator j */
+#define STEP(op1, op2, j, t) op1 " %%ymm8,%%ymm15,%%ymm" #t "\n" op2 " %%ymm" #t ",%%ymm" #j ",%%ymm" #j "\n"
+#define STEPS8(op1, op2) STEP(op1, op2, 0, 9) STEP(op1, op2, 1, 10) STEP(op1, op2, 2, 11) \
+    STEP(op1, op2, 3, 12) STEP(op1, op2, 4, 13) STEP(op1, op2, 5, 14) STEP(op1, op2, 6, 9) STEP(op1, op2, 7, 10)
 
 static double now(void) {
     struct timespec t;
@@ -16,42 +34,33 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-#define N 100000000L
-#define KEEP8(a) __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), \
-                                       "+x"(a[4]), "+x"(a[5]), "+x"(a[6]), "+x"(a[7]))
+#define RATE(body, per) ({ double t0 = now();                                   \
+    for (long i = 0; i < N; i++) __asm__ volatile(body ::: CLOBBER);              \
+    (double)(per) * N / (now() - t0) / 1e9; })
 
 int main(void) {
-    __m256i a[12], x = _mm256_set1_epi8(3), y = _mm256_set1_epi8(5);
-    __m256i tl = _mm256_set1_epi8(3), th = _mm256_set1_epi8(1), idx = _mm256_set1_epi8(7);
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_epi16(i + 1);
-    double t = now();
-    for (long i = 0; i < N; i++) {
-        _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) a[j] = _mm256_maddubs_epi16(a[j], y);
-        KEEP8(a); __asm__ volatile("" : "+x"(a[8]), "+x"(a[9]), "+x"(a[10]), "+x"(a[11]));
+    for (int rep = 0; rep < 3; rep++) {
+        double ghz = RATE("vpaddw %%ymm8,%%ymm0,%%ymm0\n vpaddw %%ymm8,%%ymm0,%%ymm0\n"
+                          "vpaddw %%ymm8,%%ymm0,%%ymm0\n vpaddw %%ymm8,%%ymm0,%%ymm0\n", 4);
+        double madd = RATE(ALL8("vpmaddubsw") ALL8("vpmaddubsw"), 16) / ghz;
+        double shuf = RATE(ALL8("vpshufb") ALL8("vpshufb"), 16) / ghz;
+        double unpck = RATE(ALL8("vpunpcklbw") ALL8("vpunpcklbw"), 16) / ghz;
+        double add = RATE(ALL8("vpaddw") ALL8("vpaddw"), 16) / ghz;
+        double su = RATE(ALL8("vpshufb") ALL8("vpunpcklbw"), 16) / ghz;
+        double sm = RATE(ALL8("vpshufb") ALL8("vpmaddubsw"), 16) / ghz;
+        double bytes = RATE(STEPS8("vpmaddubsw", "vpaddw"), 8) / ghz;
+        double nib = RATE(STEPS8("vpshufb", "vpaddb"), 8) / ghz;
+        /* lookup step: lo/hi shuffles, two interleaves, two adds (per 32 units x 4 pixels) */
+        double lut = RATE("vpshufb %%ymm8,%%ymm10,%%ymm12\n vpshufb %%ymm8,%%ymm11,%%ymm13\n"
+                          "vpunpcklbw %%ymm13,%%ymm12,%%ymm14\n vpunpckhbw %%ymm13,%%ymm12,%%ymm15\n"
+                          "vpaddw %%ymm14,%%ymm0,%%ymm0\n vpaddw %%ymm15,%%ymm1,%%ymm1\n"
+                          "vpshufb %%ymm9,%%ymm10,%%ymm12\n vpshufb %%ymm9,%%ymm11,%%ymm13\n"
+                          "vpunpcklbw %%ymm13,%%ymm12,%%ymm14\n vpunpckhbw %%ymm13,%%ymm12,%%ymm15\n"
+                          "vpaddw %%ymm14,%%ymm2,%%ymm2\n vpaddw %%ymm15,%%ymm3,%%ymm3\n", 2) / ghz;
+        printf("%.2f GHz | per cycle: vpmaddubsw %.2f, vpshufb %.2f, vpunpcklbw %.2f, vpaddw %.2f, "
+               "vpshufb+vpunpcklbw %.2f, vpshufb+vpmaddubsw %.2f | steps per cycle: bytes %.2f "
+               "(%.0f MAC), lookup %.2f (%.0f MAC), nibble %.2f (%.0f binary MAC)\n",
+               ghz, madd, shuf, unpck, add, su, sm, bytes, 32 * bytes, lut, 128 * lut, nib, 128 * nib);
     }
-    double dt = now() - t;
-    printf("vpmaddubsw alone:        %.2f G/s\n", 12.0 * N / dt / 1e9);
-    t = now();
-    for (long i = 0; i < N; i++) {
-        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
-            a[j] = _mm256_add_epi16(a[j], _mm256_maddubs_epi16(x, a[(j + 4) % 8]));
-        KEEP8(a);
-    }
-    dt = now() - t;
-    printf("bytes step (madd + add): %.2f G/s = %.1f G MAC/s\n", 8.0 * N / dt / 1e9, 32 * 8.0 * N / dt / 1e9);
-    t = now();
-    for (long i = 0; i < N; i++) {
-        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-            __m256i lo = _mm256_shuffle_epi8(tl, a[j]), hi = _mm256_shuffle_epi8(th, a[j]);
-            a[j] = _mm256_add_epi16(a[j], _mm256_unpacklo_epi8(lo, hi));
-            a[j + 4] = _mm256_add_epi16(a[j + 4], _mm256_unpackhi_epi8(lo, hi));
-        }
-        KEEP8(a);
-    }
-    dt = now() - t;
-    printf("lookup step (128 MACs):  %.2f G/s = %.1f G MAC/s\n", 4.0 * N / dt / 1e9, 4.0 * 128 * N / dt / 1e9);
-    int s = 0;
-    for (int i = 0; i < 12; i++) s += _mm256_extract_epi16(a[i], 0);
-    (void)idx;
-    return s == 12345;
+    return 0;
 }
