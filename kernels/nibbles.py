@@ -23,7 +23,7 @@ import numpy as np
 
 from ._simd import vaddb, vload2x2, vload4, vpop4, vshufb, vstore, vsub2_u8_i32, vzero4
 from ._threads import PARALLEL_MIN_WORK, twin
-from .pixels import UNITS, _emit, pixel_thresholds
+from .pixels import UNITS, _emit, pixel_thresholds, task_span
 
 CHUNK = 60   # groups of 4 bits per byte count (60 · 4 = 240 <= 255); even: tables come in pairs
 ROWS = 8     # samples per task: their tables of a chunk (7.5 KB) stay in L1
@@ -72,12 +72,7 @@ def _nibble_dense(A, pf, p0, m, k, T, t0, h, bits, rows):
     ngroups = (n + rows - 1) // rows
     ranges = (blocks + PANELS - 1) // PANELS
     for task in nb.prange(ngroups * ranges):
-        g = task // ranges
-        r = task - g * ranges
-        s0 = g * rows
-        ns = min(s0 + rows, n) - s0
-        b0 = blocks * r // ranges
-        b1 = blocks * (r + 1) // ranges
+        s0, ns, b0, b1 = task_span(task, ranges, rows, n, blocks)
         nbk = b1 - b0
         tab = np.empty(ROWS * CHUNK * 2, np.uint64)  # sample si, group q: words (si·CHUNK + q)·2
         tot = np.empty((ROWS * nbk, UNITS // 2), np.uint64)  # int32 totals, row si·nbk + (b - b0)

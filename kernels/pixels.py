@@ -397,6 +397,17 @@ LUT_PANELS = 16   # at most this many panels per task (its int32 totals: 32 KB)
 
 
 @nb.njit(inline="always")
+def task_span(task, ranges, rows, n, blocks):
+    """Task ``task`` of a table kernel (groups of ``rows`` samples × ``ranges`` panel
+    ranges, ranges varying fastest): its first sample, its sample count and its panels
+    ``b0 … b1 - 1``."""
+    g = task // ranges
+    r = task - g * ranges
+    s0 = g * rows
+    return s0, min(s0 + rows, n) - s0, blocks * r // ranges, blocks * (r + 1) // ranges
+
+
+@nb.njit(inline="always")
 def _quad(x, x32, s, g, k, quads, aligned):
     """Pixels 4g … 4g+3 of sample ``s`` as one word (``x_{4g}`` lowest; 0 past the end)."""
     if aligned:
@@ -438,12 +449,7 @@ def _pixel_lut(x, pats, T, h, bits):
     groups = (n + rows - 1) // rows
     ranges = (blocks + LUT_PANELS - 1) // LUT_PANELS  # each range rebuilds its samples' tables
     for task in nb.prange(groups * ranges):
-        g = task // ranges
-        r = task - g * ranges
-        s0 = g * rows
-        ns = min(s0 + rows, n) - s0
-        b0 = blocks * r // ranges
-        b1 = blocks * (r + 1) // ranges
+        s0, ns, b0, b1 = task_span(task, ranges, rows, n, blocks)
         nbk = b1 - b0
         tab = np.empty(LUT_ROWS * QUADS * 8, np.uint64)
         tot = np.empty((LUT_ROWS * nbk, UNITS // 2), np.uint64)  # row si·nbk + (b - b0)
