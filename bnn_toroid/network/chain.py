@@ -125,10 +125,7 @@ class DenseChain:
             form = "signs"
         else:
             form = "pixels"
-        panels = self.panels.get(form)
-        if panels is None:
-            panels = self.panels[form] = self.first.weights(0, form)
-        return pixel_dense_chain(px, panels, *self.tail, threads)
+        return pixel_dense_chain(px, *self.args(form), threads)
 
     def args(self, form="lookup"):
         """The arguments of :func:`.kernels.chain.pixel_dense_chain` after the pixels and
