@@ -11,8 +11,8 @@ byte add. This is the table method of the pixel layer's lookup form
 and it is cheaper there: the entries (0–4) are single bytes, so there is no second
 table for high bytes and no interleave. Against the Harley–Seal tiles of
 :func:`.gemm.tiled_dense`, whose rows of 1024 bits are one 16-word group plus a
-5-popcount tail, it measured 0.78–0.83× the time on one thread at 32–64 rows and
-0.70–0.77× at one row (docs/performance.md § 10).
+5-popcount tail, it measured 0.79× the time on one thread at 32 rows, 0.69× at 64 and
+0.79× at one (docs/performance.md § 10).
 
 Byte counts grow by at most 4 a group, so they are exact over ``CHUNK`` = 60 groups
 (240 ≤ 255) and then widened into int32 totals. The weights take one byte per unit and
