@@ -23,14 +23,11 @@ import numpy as np
 
 from ._simd import vaddb, vload2x2, vload4, vpop4, vshufb, vstore, vsub2_u8_i32, vzero4
 from ._threads import PARALLEL_MIN_WORK, twin
-from .pixels import UNITS, _emit, pixel_thresholds, task_span
+from .pixels import UNITS, _emit, outputs, pixel_thresholds, task_span
 
 CHUNK = 60   # groups of 4 bits per byte count (60 · 4 = 240 <= 255); even: tables come in pairs
 ROWS = 8     # samples per task: their tables of a chunk (7.5 KB) stay in L1
 PANELS = 16  # at most this many panels of 64 units per task (its int32 totals: 32 KB)
-_NO_T = np.empty(0, np.uint64)
-_NO_H = np.empty((0, 0), np.int32)
-_NO_BITS = np.empty((0, 0), np.uint64)
 
 
 def nibble_weights(w_packed, k: int) -> np.ndarray:
@@ -149,15 +146,10 @@ def nibble_dense_t(A, pats, m: int, k: int, threshold=None):
     pf = pats.reshape(-1)
     work = nibble_work(n, m, k)
     rows = task_rows(n) if work >= PARALLEL_MIN_WORK else ROWS
-    if threshold is None:
-        h = np.empty((n, m), np.int32)
-        if h.size:
-            _nibble_dense(work, A, pf, 0, m, k, _NO_T, 0, h, _NO_BITS, rows)
-        return h
-    bits = np.empty((n, pats.shape[0]), np.uint64)
-    if bits.size:
-        _nibble_dense(work, A, pf, 0, m, k, threshold, 0, _NO_H, bits, rows)
-    return bits
+    T, h, bits, out = outputs(n, m, pats.shape[0], threshold)
+    if out.size:
+        _nibble_dense(work, A, pf, 0, m, k, T, 0, h, bits, rows)
+    return out
 
 
 @nb.njit(cache=True)

@@ -520,16 +520,21 @@ def pixel_lut_dense_t(x, pats, m: int, threshold=None):
 def _run(kernel, work, xs, ws, m: int, threshold):
     """Run a pixel kernel into a new output: int32 (N, m), or with ``threshold`` the
     packed bits (N, panels)."""
-    n = xs.shape[0]
+    T, h, bits, out = outputs(xs.shape[0], m, ws.shape[0], threshold)
+    if out.size:
+        kernel(work, xs, ws, T, h, bits)
+    return out
+
+
+def outputs(n: int, m: int, panels: int, threshold):
+    """A table kernel's ``T, h, bits`` arguments and the one of them it fills: new int32
+    sums (n, m) when ``threshold`` is None, else new packed bits (n, panels) against the
+    words ``threshold``; the unused ones are empty placeholders."""
     if threshold is None:
         h = np.empty((n, m), np.int32)
-        if h.size:
-            kernel(work, xs, ws, _NO_T, h, _NO_BITS)
-        return h
-    bits = np.empty((n, ws.shape[0]), np.uint64)
-    if bits.size:
-        kernel(work, xs, ws, threshold, _NO_H, bits)
-    return bits
+        return _NO_T, h, _NO_BITS, h
+    bits = np.empty((n, panels), np.uint64)
+    return threshold, _NO_H, bits, bits
 
 
 def pixel_thresholds(threshold, m: int) -> np.ndarray:

@@ -319,7 +319,7 @@ def test_nibble_dense_matches_reference(n, m, k, seed):
     for run in (K.nibbles._nibble_dense.serial, K.nibbles._nibble_dense.parallel):
         for rows in (1, 3, 8):
             h = np.empty((n, m), np.int32)
-            run(A, pats.reshape(-1), 0, m, k, K.nibbles._NO_T, 0, h, K.nibbles._NO_BITS, rows)
+            run(A, pats.reshape(-1), 0, m, k, K.pixels._NO_T, 0, h, K.pixels._NO_BITS, rows)
             assert np.array_equal(h, ref), (run, rows)
 
 
@@ -342,7 +342,7 @@ def test_nibble_counts_are_exact_at_their_byte_limit():
     pf = np.concatenate([np.full(24, 7, np.uint64), pats])
     tf = np.concatenate([np.full(10, 3, np.uint64), tw])
     bits = np.empty((n, 3), np.uint64)
-    K.nibbles._nibble_dense.serial(A, pf, 24, m, k, tf, 10, K.nibbles._NO_H, bits, 8)
+    K.nibbles._nibble_dense.serial(A, pf, 24, m, k, tf, 10, K.pixels._NO_H, bits, 8)
     assert np.array_equal(np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, :m],
                           (ref < t).astype(np.uint8))
 
@@ -356,8 +356,8 @@ def test_nibble_kernel_compiles_to_byte_shuffles():
         pytest.skip("the instructions are x86 AVX2's; other targets get the generic code")
     fresh = numba.njit(K.nibbles._nibble_dense.serial.py_func)
     A, W = np.zeros((3, 2), np.uint64), np.zeros((5, 2), np.uint64)
-    fresh(A, K.nibble_weights(W, 100).reshape(-1), 0, 5, 100, K.nibbles._NO_T, 0,
-          np.empty((3, 5), np.int32), K.nibbles._NO_BITS, 8)
+    fresh(A, K.nibble_weights(W, 100).reshape(-1), 0, 5, 100, K.pixels._NO_T, 0,
+          np.empty((3, 5), np.int32), K.pixels._NO_BITS, 8)
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert asm.count("vpshufb") >= 8 and asm.count("vpaddb") >= 8
 
@@ -374,8 +374,8 @@ def test_generic_nibble_lookups_are_exact(monkeypatch):
     A, W = K.pack_bits(x), K.pack_bits(w)
     fresh = numba.njit(K.nibbles._nibble_dense.serial.py_func)  # uncached: compiled with the patch
     h = np.empty((9, 70), np.int32)
-    fresh(A, K.nibble_weights(W, 203).reshape(-1), 0, 70, 203, K.nibbles._NO_T, 0, h,
-          K.nibbles._NO_BITS, 8)
+    fresh(A, K.nibble_weights(W, 203).reshape(-1), 0, 70, 203, K.pixels._NO_T, 0, h,
+          K.pixels._NO_BITS, 8)
     assert np.array_equal(h, gemm(x, w))
 
 

@@ -27,11 +27,13 @@ LOOKUP = target_has("avx2")
 NIBBLES = LOOKUP
 
 
-def _flat(parts, count):
-    """uint64 arrays → (their concatenation, int64 offsets of each, padded to ``count``)."""
+def _flat(parts, count, dtype=np.uint64):
+    """1-D arrays → (their concatenation as ``dtype``, int64 offsets: ``offs[i]`` where
+    part ``i`` starts, then the total, padded with it to ``count`` entries)."""
     offs = np.zeros(count, np.int64)
     offs[1:len(parts) + 1] = np.cumsum([len(q) for q in parts])
-    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), np.uint64), offs
+    offs[len(parts) + 1:] = offs[len(parts)]
+    return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype), offs
 
 
 class DenseChain:
@@ -50,10 +52,8 @@ class DenseChain:
             if "T" in p:
                 ts.append(p["T"][0])
         self.dims = np.array(dims, np.int64)
-        self.wbuf = np.ascontiguousarray(np.concatenate(ws))
-        self.woff = np.concatenate([[0], np.cumsum([len(w) for w in ws])]).astype(np.int64)
-        self.tbuf = np.ascontiguousarray(np.concatenate(ts) if ts else np.zeros(0), np.int64)
-        self.toff = np.concatenate([[0], np.cumsum([len(t) for t in ts])]).astype(np.int64)
+        self.wbuf, self.woff = _flat(ws, len(ws) + 1)
+        self.tbuf, self.toff = _flat(ts, len(ts) + 1, np.int64)
         self.nib = self._nibbles(dims, params) if NIBBLES else (
             np.zeros(0, np.uint64), np.zeros(len(dims), np.int64), np.zeros(0, np.uint64),
             np.zeros(len(dims), np.int64))
