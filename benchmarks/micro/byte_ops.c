@@ -11,7 +11,10 @@
  *   - vpshufb with vpunpcklbw, and vpshufb with vpmaddubsw (which pipes they share);
  *   - the steps of the kernels: bytes (vpmaddubsw + vpaddw: 32 multiply-adds), lookup
  *     (2 vpshufb + 2 interleaves + 2 vpaddw: 128), nibble (vpshufb + vpaddb: 128
- *     binary multiply-adds). */
+ *     binary multiply-adds);
+ *   - a step measured in round 7 and not kept (docs/performance.md section 11): pixel
+ *     tables split into low and high nibbles, byte sums over 4 groups, then widened by
+ *     vpmaddubsw (16 vpshufb + 16 vpaddb + 8 vpmaddubsw + 8 vpaddw: 1024 multiply-adds). */
 #include <stdio.h>
 #include <time.h>
 
@@ -57,10 +60,21 @@ int main(void) {
                           "vpshufb %%ymm9,%%ymm10,%%ymm12\n vpshufb %%ymm9,%%ymm11,%%ymm13\n"
                           "vpunpcklbw %%ymm13,%%ymm12,%%ymm14\n vpunpckhbw %%ymm13,%%ymm12,%%ymm15\n"
                           "vpaddw %%ymm14,%%ymm2,%%ymm2\n vpaddw %%ymm15,%%ymm3,%%ymm3\n", 2) / ghz;
+        /* split step: low/high-nibble tables (ymm10, ymm11) looked up by two pattern
+         * vectors (ymm8, ymm9: 64 units) for 4 groups into byte sums ymm4-7, then widened
+         * into int16 sums ymm0-3 (even and odd bytes; ymm12 stands for the constant
+         * weights 1 and 16) */
+#define SPLIT1(i, l, h) "vpshufb %%ymm" #i ",%%ymm10,%%ymm13\n vpaddb %%ymm13,%%ymm" #l ",%%ymm" #l "\n" \
+                        "vpshufb %%ymm" #i ",%%ymm11,%%ymm14\n vpaddb %%ymm14,%%ymm" #h ",%%ymm" #h "\n"
+#define SPLITG SPLIT1(8, 4, 5) SPLIT1(9, 6, 7)
+#define WIDEN(a, j) "vpmaddubsw %%ymm12,%%ymm" #a ",%%ymm15\n vpaddw %%ymm15,%%ymm" #j ",%%ymm" #j "\n"
+        double split = RATE(SPLITG SPLITG SPLITG SPLITG WIDEN(4, 0) WIDEN(5, 0) WIDEN(4, 1) WIDEN(5, 1)
+                            WIDEN(6, 2) WIDEN(7, 2) WIDEN(6, 3) WIDEN(7, 3), 1) / ghz;
         printf("%.2f GHz | per cycle: vpmaddubsw %.2f, vpshufb %.2f, vpunpcklbw %.2f, vpaddw %.2f, "
                "vpshufb+vpunpcklbw %.2f, vpshufb+vpmaddubsw %.2f | steps per cycle: bytes %.2f "
-               "(%.0f MAC), lookup %.2f (%.0f MAC), nibble %.2f (%.0f binary MAC)\n",
-               ghz, madd, shuf, unpck, add, su, sm, bytes, 32 * bytes, lut, 128 * lut, nib, 128 * nib);
+               "(%.0f MAC), lookup %.2f (%.0f MAC), nibble %.2f (%.0f binary MAC), split %.3f (%.0f MAC)\n",
+               ghz, madd, shuf, unpck, add, su, sm, bytes, 32 * bytes, lut, 128 * lut, nib, 128 * nib,
+               split, 1024 * split);
     }
     return 0;
 }
