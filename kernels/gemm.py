@@ -115,7 +115,9 @@ def hs_rows(A, a0, nrows, kw, Wt, w0, cnt, c0, ld):
         vstore(cnt, c0 + i * ld, r)
 
 
-@nb.njit(cache=True)
+# The register tiles and the prefetch are inlined into the task loop: as calls, once
+# per 4 columns, they took 10-13 % of a batch-1 product's time (docs/performance.md § 11).
+@nb.njit(inline="always")
 def _tile4x4(A, W, sa, s, i, j, kw):
     c00 = c01 = c02 = c03 = np.uint64(0)
     c10 = c11 = c12 = c13 = np.uint64(0)
@@ -150,7 +152,7 @@ def _tile4x4(A, W, sa, s, i, j, kw):
             c20, c21, c22, c23, c30, c31, c32, c33)
 
 
-@nb.njit(cache=True)
+@nb.njit(inline="always")
 def _tile1x4(A, W, sa, s, i, j, kw):
     c0 = c1 = c2 = c3 = np.uint64(0)
     for k in range(kw):
@@ -254,7 +256,7 @@ def tiled_dense(A, Wt, w0, m, k_true, T, out, bits):
 SMALL_CHUNK = 256
 
 
-@nb.njit(cache=True)
+@nb.njit(inline="always")
 def _prefetch_rows(W, s, j, kw):
     """Prefetch rows j .. j+3 of W[s] (a batch-1 product streams W from L3)."""
     m = W.shape[1]

@@ -63,6 +63,21 @@ def test_fused_threshold_pack_matches_reference(n, m, k, seed):
     assert np.array_equal(K.threshold_pack(gemm(x, w).astype(np.int32), t), fused)
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 600), st.integers(1, 5000), st.integers(0, 2**32 - 1))
+def test_small_batches_with_long_rows_match_reference(n, m, k, seed):
+    """Batches below the Harley-Seal path (1-7 rows: register tiles reading W in place)
+    over several 256-column tasks and rows of up to 79 words, int32 and thresholded."""
+    rng = np.random.default_rng(seed)
+    x, w = pm1(rng, (n, k)), pm1(rng, (m, k))
+    ref = gemm(x, w)
+    a, b = K.pack_bits(x), K.pack_bits(w)
+    assert np.array_equal(K.binary_gemm(a, b, k), ref)
+    t = rng.integers(-k - 1, k + 2, size=m)
+    assert np.array_equal(K.unpack_bits(K.binary_gemm(a, b, k, threshold=t), m),
+                          np.where(ref >= t, 1, -1))
+
+
 @SETTINGS
 @given(st.integers(1, 4), st.integers(0, 6), st.integers(1, 70), st.sampled_from(EDGE_K),
        st.booleans(), st.integers(0, 2**32 - 1))
