@@ -115,8 +115,8 @@ def hs_rows(A, a0, nrows, kw, Wt, w0, cnt, c0, ld):
         vstore(cnt, c0 + i * ld, r)
 
 
-# The register tiles and the prefetch are inlined into the task loop: as calls, once
-# per 4 columns, they took 10-13 % of a batch-1 product's time (docs/performance.md § 11).
+# The register tiles and the prefetch are inlined into the task loop: as calls, one per
+# tile, they cost 8-12 % of a batch-1 product's time (docs/performance.md § 11).
 @nb.njit(inline="always")
 def _tile4x4(A, W, sa, s, i, j, kw):
     c00 = c01 = c02 = c03 = np.uint64(0)
