@@ -445,6 +445,26 @@ def test_the_lookup_chain_splits_samples_into_groups():
             assert np.array_equal(pixel_dense_chain(x[:n], *tiles, threads), want), (n, threads)
 
 
+def test_a_chain_built_without_nibble_patterns_gives_the_same_logits(monkeypatch):
+    """Where ``vpshufb`` is missing the chain is built without nibble patterns (empty
+    buffers, zero offsets) and runs its hidden layers as Harley–Seal tiles: the same
+    logits as the chain built with them."""
+    from bnn_toroid.network import chain as chain_mod
+    rng = np.random.default_rng(13)
+    sizes = [200, 130, 70, 5]
+    layers = [Dense(np.where(rng.random((b, a)) < 0.5, -1, 1), rng.integers(-40 * a, 40 * a, b) + (0.5 if i == 0 else 0))
+              for i, (a, b) in enumerate(zip(sizes[:-2], sizes[1:-1]))]
+    layers.append(Dense(np.where(rng.random((5, 70)) < 0.5, -1, 1), out_scale=rng.normal(size=5)))
+    x = rng.integers(0, 256, (40, 200)).astype(np.uint8)
+    want = BinaryNetwork(layers, (200,)).predict(x)
+    monkeypatch.setattr(chain_mod, "NIBBLES", False)
+    net = BinaryNetwork(layers, (200,))
+    got = net.predict(x)
+    pats, poff, thr, toff = net._as_stack()._dense_chain().nib
+    assert pats.size == 0 and thr.size == 0 and not poff.any() and not toff.any()
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("layout", ["flat", "NHWC", "NCHW"])
 def test_the_chain_fast_path_takes_only_what_prepare_input_would_pass(layout, monkeypatch):
     """``predict`` hands a uint8 C-contiguous batch straight to the chain (no

@@ -54,9 +54,8 @@ class DenseChain:
         self.dims = np.array(dims, np.int64)
         self.wbuf, self.woff = _flat(ws, len(ws) + 1)
         self.tbuf, self.toff = _flat(ts, len(ts) + 1, np.int64)
-        self.nib = self._nibbles(dims, params) if NIBBLES else (
-            np.zeros(0, np.uint64), np.zeros(len(dims), np.int64), np.zeros(0, np.uint64),
-            np.zeros(len(dims), np.int64))
+        # no nibble patterns: empty buffers with all-zero offsets, as _nibbles lays them out
+        self.nib = self._nibbles(dims, params) if NIBBLES else _flat([], len(dims)) + _flat([], len(dims))
         self.scale = np.ascontiguousarray(params[-1]["scale"][0], np.float64)
         self.bias = np.ascontiguousarray(params[-1]["bias"][0], np.float64)
         self.t0 = first._pixel_thresholds(0)
