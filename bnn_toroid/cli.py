@@ -277,7 +277,7 @@ def cmd_demo(args):
 def cmd_sweep(args):
     from .sweep import run_sweep
     report = run_sweep(args.config, executor=args.executor, workers=args.workers, out=args.out,
-                       seed=args.seed, quiet=args.quiet)
+                       seed=args.seed, quiet=args.quiet, update=args.update)
     _emit(args, report)
 
 
@@ -371,7 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="JSON config file")
     p.add_argument("--executor", default="local", help="local (process pool), ray, or inline (this process; for debugging)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default="sweep_out")
+    p.add_argument("--out", default="sweep_out",
+                   help="results folder; a re-run into it resumes (skips finished tasks)")
+    p.add_argument("--update", action="store_true",
+                   help="accept a folder made with a changed config: keep the finished tasks whose "
+                        "inputs did not change, redo the rest")
     _common(p)
     p.set_defaults(func=cmd_sweep)
     return parser

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "sign", "sign_ste", "Sign", "Normalize", "Scale", "BinaryLinear", "BinaryConv2d",
+    "sign", "sign_ste", "Sign", "glorot_limit", "Normalize", "Scale", "BinaryLinear", "BinaryConv2d",
     "BinaryMLP", "BinaryConvNet", "MLP", "LeNet", "CommitteeMachine", "same_padding",
 ]
 
@@ -107,16 +107,44 @@ class Scale(nn.Module):
         return x * self.value
 
 
+def glorot_limit(fan_in: int, fan_out: int) -> float:
+    r"""Half-width of the Glorot (Xavier) uniform initialisation,
+    :math:`\sqrt{6 / (\text{fan\_in} + \text{fan\_out})}`.
+
+    Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
+    networks", AISTATS 2010. larq's binary layers default to ``glorot_uniform`` latent
+    weights; BinaryNet (Courbariaux et al. 2016) uses the same scale. For a convolution
+    the fans count the kernel's receptive field: ``C·kh·kw`` and ``F·kh·kw``.
+    """
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+def _glorot_(weight: torch.Tensor):
+    """Latent weights ~ U(-L, L), L = :func:`glorot_limit` of the layer's fans. The scale
+    matters for binary layers: with clipping at ±1, a latent weight at U(-1, 1) needs an
+    update ~15x larger to change sign than one at this scale (docs/training.md)."""
+    out_f, in_f = weight.shape[0], weight.shape[1]
+    field = int(math.prod(weight.shape[2:])) if weight.dim() > 2 else 1
+    lim = glorot_limit(in_f * field, out_f * field)
+    with torch.no_grad():
+        weight.uniform_(-lim, lim)
+
+
 class BinaryLinear(nn.Linear):
     """Dense layer with ±1 weights ``sign(W_latent)``; inputs are used as given.
 
     ``y = x sign(W)^T + b``. The latent weights are what the optimiser updates
-    (BinaryNet); :meth:`clip_` keeps them in [-1, 1].
+    (BinaryNet); :meth:`clip_` keeps them in [-1, 1]. They start at Glorot uniform scale
+    (:func:`glorot_limit`), as in larq and BinaryNet; the bias, if any, at 0.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__(in_features, out_features, bias=bias)
-        nn.init.uniform_(self.weight, -1.0, 1.0)
+
+    def reset_parameters(self):
+        _glorot_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def binary_weight(self) -> torch.Tensor:
         return sign_ste(self.weight)
@@ -157,7 +185,12 @@ class BinaryConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=bias)
         self.pad_mode = padding
         self.pad_value = float(pad_value)
-        nn.init.uniform_(self.weight, -1.0, 1.0)
+
+    def reset_parameters(self):
+        """Glorot uniform latent weights (fans over the receptive field), zero bias."""
+        _glorot_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def binary_weight(self) -> torch.Tensor:
         return sign_ste(self.weight)

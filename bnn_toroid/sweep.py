@@ -10,8 +10,12 @@ A sweep is a set of independent *tasks* run on a pool of worker processes:
    networks the fingerprint of the symmetry class and the weight count.
 3. ``pair``: one per unordered pair, once both ends are trained: distance raw and after
    symmetry removal (Hamming fraction for binary; per-parameter Euclidean raw and
-   ``normalized_aligned`` on the toroid for real-valued, as ``bnn-toroid analyze``) and
-   the error barrier of each requested path (METHODS §6, as ``bnn-toroid connect``).
+   ``normalized_aligned`` on the toroid for real-valued, as ``bnn-toroid analyze``).
+4. ``path``: one per pair and requested path kind: the error curve and barrier of that
+   path (docs/methods.md, "Paths", as ``bnn-toroid connect``).
+
+Every finished task is saved under ``OUT/state/`` as it finishes, so a re-run resumes
+(:func:`run_sweep`).
 
 Tasks receive plain JSON-able dicts (file paths, never network objects) and return plain
 dicts. Every task runs on one thread (torch, Numba and BLAS) and seeds torch and numpy
@@ -21,7 +25,7 @@ whatever order the tasks finish:
 - ``train``: ``torch.manual_seed(seed)`` before the model is built, then
   ``train.fit(..., seed=seed)``: minima of different methods with the same seed start
   from the same initial weights.
-- ``minimum`` and ``pair``: global RNGs seeded from :func:`task_seed` of the task key;
+- ``minimum``, ``pair`` and ``path``: global RNGs seeded from :func:`task_seed` of the task key;
   the analyses themselves take the sweep's ``seed`` (common random numbers across
   minima), so ``bnn-toroid analyze OUT/minima/*.npz --seed S`` and ``bnn-toroid connect``
   reproduce the numbers.
@@ -334,15 +338,28 @@ def _task_train(spec: dict) -> dict:
     for k in ("lr", "batch_size"):
         if spec[k] is not None:
             kw[k] = spec[k]
+    log_path = spec.get("file_log")
+
+    def log(line):
+        if log_path:
+            with open(log_path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {spec['name']} {line}\n")
+
+    log(f"start {spec['method']} seed {spec['seed']}, {spec['epochs']} epochs")
     hist = train.fit(model, data, method=spec["method"], epochs=spec["epochs"], seed=spec["seed"],
-                     quiet=True, **kw)
+                     quiet=True, log=log, **kw)
     model.eval()
     if spec["kind"] == "binary":
         BinaryNetwork.from_torch(model).save(spec["file"])
     else:
         save_model(model, spec["file"], spec["model"], extra={"method": spec["method"], "seed": spec["seed"]})
-    return {"history": {"loss": list(hist.loss), "train_error": list(hist.train_error)},
-            "train_seconds": hist.seconds}
+    log(f"saved after {hist.seconds:.1f} s: {hist.summary()}")
+    from ._files import sha256_file
+    keep = ("loss", "train_error", "lr", "phase", "gamma", "replica_distance", "replica_hamming",
+            "random_label_error")
+    return {"history": {k: list(getattr(hist, k)) for k in keep if getattr(hist, k)},
+            "config": hist.config, "diagnostics": hist.diagnostics,
+            "train_seconds": hist.seconds, "file_sha256": sha256_file(spec["file"])}
 
 
 def _load(path):
@@ -380,41 +397,48 @@ def _task_minimum(spec: dict) -> dict:
 
 
 def _task_pair(spec: dict) -> dict:
-    import numpy as np
-
-    from . import align, distance, paths
+    from . import align, distance
     _seed_globals(task_seed("pair", spec["a"], spec["b"], spec["sweep_seed"]))
     a, b = _load(spec["file_a"]), _load(spec["file_b"])
-    data = _load_data(spec["data"], "train", spec["data_seed"])
-    binary = spec["kind"] == "binary"
-    if binary:
+    if spec["kind"] == "binary":
         raw = distance(a, b)
         aligned = distance(a, align(b, reference=a))
     else:
         raw = distance(a, b, kind="raw")
         aligned = distance(a, b, kind="normalized_aligned")
-    res = {"distance_raw": float(raw), "distance_aligned": float(aligned), "barriers": {}}
-    seed, pts, al = spec["sweep_seed"], spec["points"], spec["align"]
-    for kind in spec["paths"]:
-        if kind == "random":
-            p = paths.random_flip(a, b, points=pts, seed=seed, align=al)
-        elif kind == "search":
-            p = paths.search(a, b, data, seed=seed, align=al, quiet=True, points=pts, **spec["search"])
-        elif kind == "bend":
-            kw = {"quiet": True} if binary else {}
-            p = paths.single_bend(a, b, data, points=pts, seed=seed, align=al, **kw, **spec["bend"])
-        elif kind == "linear":
-            p = paths.linear(a, b, points=pts, align=al)
-        else:
-            p = paths.geodesic(a, b, points=pts, align=al)
-        errors = np.asarray(p.errors(data), float)
-        bar = p.barrier(data)
-        res["barriers"][kind] = {"barrier": float(bar.max_error), "height": float(bar.height),
-                                 "fractions": np.asarray(p.fractions, float), "errors": errors}
-    return res
+    return {"distance_raw": float(raw), "distance_aligned": float(aligned)}
 
 
-_TASKS = {"train": _task_train, "minimum": _task_minimum, "pair": _task_pair}
+def _task_path(spec: dict) -> dict:
+    """One path kind between one pair: its error curve and barrier (one task each, so a
+    path kind added to a config runs alone on resume)."""
+    import numpy as np
+
+    from . import paths
+    _seed_globals(task_seed("path", spec["a"], spec["b"], spec["path"], spec["sweep_seed"]))
+    a, b = _load(spec["file_a"]), _load(spec["file_b"])
+    data = _load_data(spec["data"], "train", spec["data_seed"])
+    binary = spec["kind"] == "binary"
+    seed, pts, al, kind = spec["sweep_seed"], spec["points"], spec["align"], spec["path"]
+    if kind == "random":
+        p = paths.random_flip(a, b, points=pts, seed=seed, align=al)
+    elif kind == "search":
+        p = paths.search(a, b, data, seed=seed, align=al, quiet=True, points=pts, **spec["search"])
+    elif kind == "bend":
+        kw = {"quiet": True} if binary else {}
+        p = paths.single_bend(a, b, data, points=pts, seed=seed, align=al, **kw, **spec["bend"])
+    elif kind == "linear":
+        p = paths.linear(a, b, points=pts, align=al)
+    else:
+        p = paths.geodesic(a, b, points=pts, align=al)
+    errors = np.asarray(p.errors(data), float)
+    from .paths.base import Barrier
+    bar = Barrier.from_errors(errors)
+    return {"barrier": float(bar.max_error), "height": float(bar.height),
+            "fractions": np.asarray(p.fractions, float), "errors": errors}
+
+
+_TASKS = {"train": _task_train, "minimum": _task_minimum, "pair": _task_pair, "path": _task_path}
 
 
 def run_task(kind: str, spec: dict) -> dict:
@@ -536,9 +560,78 @@ def _make_pool(executor, workers, quiet):
 
 
 # ---------------------------------------------------------------------------- driver
+_STATE = "state"          # OUT/state/<kind>/<key>.json: one finished task each
+_CONFIG = "sweep_config.json"
+
+
+def _spec_hash(spec: dict, deps: dict) -> str:
+    """What a task's result depends on: its spec without file locations (a folder can
+    move) and the content hashes of the minima it reads."""
+    body = {k: v for k, v in spec.items() if not k.startswith("file")}
+    text = json.dumps({"spec": body, "deps": deps}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _state_file(out: Path, kind: str, key: str) -> Path:
+    return out / _STATE / kind / f"{key.replace('~', '__')}.json"
+
+
+def _read_state(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None   # missing or unreadable (a crash cannot leave half a file: writes are atomic)
+
+
+def _write_json(path: Path, obj):
+    from ._files import atomic_write
+    from .cli import _jsonable
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _config_diff(old: dict, new: dict) -> list:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _claim_folder(out: Path, cfg: dict, seed: int, update: bool):
+    """Record the config a folder is made with; refuse a different one unless ``update``.
+    A stale report or error log never outlives the run that starts here."""
+    want = {"config": cfg, "seed": seed}
+    path = out / _CONFIG
+    if path.exists():
+        have = _read_state(path)
+        if have is None:
+            raise SweepError(f"sweep: {path} is not readable JSON; this folder's state is unknown. "
+                             "Use a new --out folder")
+        if have != want:
+            changed = _config_diff(have.get("config", {}), cfg) + (["seed"] if have.get("seed") != seed else [])
+            if not update:
+                raise SweepError(
+                    f"sweep: {out} was made with a different config (changed: {', '.join(changed)}). "
+                    "Use a new --out folder, or --update to keep the finished tasks whose inputs "
+                    "did not change and redo the rest")
+    for stale in ("sweep.json", "sweep_error.txt"):
+        try:
+            (out / stale).unlink()
+        except FileNotFoundError:
+            pass
+    _write_json(path, want)
+
+
 def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep_out", seed: int = 0,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, update: bool = False) -> dict:
     """Train every ``(method, seed)`` minimum of a config, analyse each one and every pair.
+
+    Resumable: every finished task is saved at once under ``OUT/state/`` (and every
+    minimum under ``OUT/minima/``), and a re-run of the same config into the same folder
+    skips the tasks whose saved result still matches their inputs (the task's options and
+    the content hash of each minimum it reads). So a sweep can be interrupted, crash or
+    span sessions and lose only the tasks in flight. A folder made with another config
+    is refused unless ``update=True``, which keeps the finished tasks whose inputs did
+    not change and redoes the rest. Training tasks write one line per epoch to
+    ``OUT/logs/NAME.log``; the driver appends one line per finished task to
+    ``OUT/sweep.log``.
 
     Parameters
     ----------
@@ -547,14 +640,19 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
         or ``"inline"`` (this process, one task at a time; for debugging).
     workers : tasks in flight at once (local: worker processes; ray: CPUs of a new local
         instance, and the cap on submitted tasks).
-    out : folder for ``minima/*.npz`` and ``sweep.json`` (written atomically).
+    out : folder for ``minima/*.npz``, ``state/``, ``logs/`` and ``sweep.json`` (every file
+        written atomically).
     seed : the sweep's seed: training subset of the data and the analyses' random draws.
     quiet : no progress bar.
+    update : accept a folder made with a different config (see above).
 
-    Returns the report written to ``OUT/sweep.json``: ``config`` (normalised), ``kind``,
-    ``names``, ``minima`` (per-minimum results), ``pairs`` (pairwise table), ``distance``
-    (matrices ``raw`` and ``aligned`` in ``names`` order) and ``timings``. Everything but
-    ``timings``, ``executor``, ``workers`` and ``out`` is identical between executors.
+    Returns the report written to ``OUT/sweep.json`` once every task has finished:
+    ``config`` (normalised), ``kind``, ``names``, ``minima`` (per-minimum results with
+    the training history and diagnostics), ``pairs`` (pairwise table), ``distance``
+    (matrices ``raw`` and ``aligned`` in ``names`` order) and ``timings`` (every task's
+    seconds, whichever run computed it, and this run's wall time). Everything but
+    ``timings``, ``executor``, ``workers``, ``out`` and ``resumed`` is identical between
+    executors and between a fresh and a resumed run.
     """
     t_start = time.perf_counter()
     if executor not in EXECUTORS:
@@ -572,36 +670,89 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
     check_config(cfg, seed)
     out = Path(out)
     (out / "minima").mkdir(parents=True, exist_ok=True)
+    _claim_folder(out, cfg, seed, update)
+    (out / "logs").mkdir(exist_ok=True)
 
+    from ._files import sha256_file
     names = [f"{m}-{s}" for m in cfg["methods"] for s in cfg["seeds"]]
     files = {n: str((out / "minima" / f"{n}.npz").resolve()) for n in names}
     base = {"data": cfg["data"], "data_seed": seed, "sweep_seed": seed, "kind": cfg["kind"]}
-    queue = deque()
-    for m in cfg["methods"]:
-        for s in cfg["seeds"]:
-            queue.append(("train", f"{m}-{s}", {
-                **base, "name": f"{m}-{s}", "method": m, "seed": s, "model": cfg["model"],
-                "epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
-                "no_norm": cfg["no_norm"], "options": cfg["method_options"].get(m, {}),
-                "file": files[f"{m}-{s}"]}))
     an = cfg["analyses"]
     pair_list = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
-    total = len(names) * 2 + len(pair_list)
+    total = len(names) * 2 + len(pair_list) * (1 + len(an["paths"]))
+
+    def train_spec(m, s):
+        n = f"{m}-{s}"
+        return {**base, "name": n, "method": m, "seed": s, "model": cfg["model"],
+                "epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
+                "no_norm": cfg["no_norm"], "options": cfg["method_options"].get(m, {}),
+                "file": files[n], "file_log": str((out / "logs" / f"{n}.log").resolve())}
+
+    results = {"train": {}, "minimum": {}, "pair": {}, "path": {}}
+    seconds, hashes, minimum_sha = {}, {}, {}
+    resumed = []
+
+    def finished(kind, key, spec, deps):
+        """The saved result of this task if it is still valid, else None."""
+        h = _spec_hash(spec, deps)
+        hashes[(kind, key)] = h
+        st = _read_state(_state_file(out, kind, key))
+        if st is None or st.get("hash") != h:
+            return None
+        if kind == "train":
+            f = Path(spec["file"])
+            if not f.exists() or sha256_file(f) != st["result"].get("file_sha256"):
+                return None
+        return st
+
+    def accept(kind, key, r, was_resumed=False):
+        results[kind][key] = r["result"]
+        seconds[f"{kind}:{key}"] = r["seconds"]
+        if kind == "train":
+            minimum_sha[key] = r["result"]["file_sha256"]
+        if was_resumed:
+            resumed.append(f"{kind}:{key}")
 
     def follow_ups(name, trained):
-        yield "minimum", name, {**base, "name": name, "file": files[name], "local_energy": an["local_energy"]}
+        yield "minimum", name, {**base, "name": name, "file": files[name],
+                                "local_energy": an["local_energy"]}, {name: minimum_sha[name]}
         for a, b in pair_list:
             if name in (a, b) and a in trained and b in trained:
-                yield "pair", f"{a}~{b}", {**base, "a": a, "b": b, "file_a": files[a], "file_b": files[b],
-                                           "paths": an["paths"], "points": an["points"], "align": an["align"],
-                                           "search": an["search"], "bend": an["bend"]}
+                deps = {a: minimum_sha[a], b: minimum_sha[b]}
+                ends = {**base, "a": a, "b": b, "file_a": files[a], "file_b": files[b]}
+                yield "pair", f"{a}~{b}", ends, deps
+                for kind in an["paths"]:
+                    opts = {"search": an["search"]} if kind == "search" else \
+                        {"bend": an["bend"]} if kind == "bend" else {}
+                    yield "path", f"{a}~{b}~{kind}", {**ends, "path": kind, "points": an["points"],
+                                                       "align": an["align"], **opts}, deps
 
-    from tqdm.auto import tqdm
-    results = {"train": {}, "minimum": {}, "pair": {}}
-    seconds = {}
+    queue = deque()
     trained = set()
-    pool = _make_pool(executor, workers, quiet)
-    bar = tqdm(total=total, disable=quiet, desc=f"sweep[{executor}]", unit="task")
+
+    def enqueue(items):
+        for kind, key, spec, deps in items:
+            st = finished(kind, key, spec, deps)
+            if st is not None:
+                accept(kind, key, st, was_resumed=True)
+                if kind == "train":
+                    trained.add(key)
+                    enqueue(follow_ups(key, trained))
+            else:
+                queue.append((kind, key, spec))
+
+    enqueue(("train", f"{m}-{s}", train_spec(m, s), {}) for m in cfg["methods"] for s in cfg["seeds"])
+
+    log_path = out / "sweep.log"
+
+    def log(line):
+        with open(log_path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    log(f"start: {len(resumed)} of {total} tasks already finished, {executor} executor, {workers} workers")
+    from tqdm.auto import tqdm
+    pool = _make_pool(executor, workers, quiet) if queue else None
+    bar = tqdm(total=total, initial=len(resumed), disable=quiet, desc=f"sweep[{executor}]", unit="task")
     inflight = {}
     failed = None
     done = False
@@ -609,38 +760,46 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
         while queue or inflight:
             while queue and len(inflight) < workers and failed is None:
                 kind, key, spec = queue.popleft()
-                inflight[pool.submit(kind, spec)] = (kind, key)
+                inflight[pool.submit(kind, spec)] = (kind, key, spec)
             if not inflight:
                 break
             for h in pool.wait(inflight):
-                kind, key = inflight.pop(h)
+                kind, key, spec = inflight.pop(h)
                 try:
                     r = pool.result(h)
                 except Exception as e:  # noqa: BLE001 - the worker died (crash, OOM kill, ...)
                     r = {"ok": False, "error": f"{type(e).__name__} (worker lost): {str(e)[:200]}",
                          "traceback": traceback.format_exc(), "seconds": 0.0}
-                seconds[f"{kind}:{key}"] = r["seconds"]
                 bar.update(1)
                 if not r["ok"]:
+                    log(f"FAILED {kind} {key} after {r['seconds']:.1f} s: {r['error']}")
                     if failed is None:
                         failed = (kind, key, r)
                     continue
-                results[kind][key] = r["result"]
+                _write_json(_state_file(out, kind, key), {"kind": kind, "key": key, "hash": hashes[(kind, key)],
+                                                          "result": r["result"], "seconds": r["seconds"]})
+                accept(kind, key, r)
+                log(f"done {kind} {key} in {r['seconds']:.1f} s")
                 if kind == "train":
                     trained.add(key)
-                    queue.extend(follow_ups(key, trained))
+                    enqueue(follow_ups(key, trained))
                 bar.set_postfix_str(f"{kind} {key}", refresh=False)
             if failed is not None:
                 queue.clear()
         done = True
     finally:   # an exception here (Ctrl-C): cancel what is queued or running, do not wait
         bar.close()
-        pool.close(abort=not done, pending=list(inflight))
+        if pool is not None:
+            pool.close(abort=not done, pending=list(inflight))
+        if not done:
+            log("interrupted; re-run the same command to resume")
     if failed is not None:
         kind, key, r = failed
-        log = out / "sweep_error.txt"
-        log.write_text(f"task {kind} {key} failed\n\n{r['traceback']}")
-        raise SweepError(f"sweep: task {kind} {key} failed: {r['error']} (traceback in {log})")
+        err = out / "sweep_error.txt"
+        from ._files import atomic_write
+        atomic_write(err, lambda f: f.write(f"task {kind} {key} failed\n\n{r['traceback']}".encode()))
+        raise SweepError(f"sweep: task {kind} {key} failed: {r['error']} (traceback in {err}; "
+                         "finished tasks are kept, re-run to resume)")
 
     import numpy as np
     minima = {}
@@ -648,7 +807,7 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
         m, s = n.rsplit("-", 1)
         tr = results["train"][n]
         minima[n] = {"method": m, "seed": int(s), "file": f"minima/{n}.npz", "history": tr["history"],
-                     **results["minimum"][n]}
+                     "diagnostics": tr.get("diagnostics", {}), **results["minimum"][n]}
     k = len(names)
     raw, aligned = np.zeros((k, k)), np.zeros((k, k))
     pairs = []
@@ -657,23 +816,23 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
         i, j = names.index(a), names.index(b)
         raw[i, j] = raw[j, i] = r["distance_raw"]
         aligned[i, j] = aligned[j, i] = r["distance_aligned"]
-        pairs.append({"a": a, "b": b, **r})
-    task_sum = sum(seconds.values())
+        pairs.append({"a": a, "b": b, **r,
+                      "barriers": {k: results["path"][f"{a}~{b}~{k}"] for k in an["paths"]}})
     total_s = time.perf_counter() - t_start
     report = {
         "command": "sweep", "config": cfg, "kind": cfg["kind"], "seed": seed, "executor": executor,
         "workers": workers, "out": str(out), "names": names, "minima": minima, "pairs": pairs,
         "distance": {"kind": "hamming" if cfg["kind"] == "binary" else "per-parameter euclidean "
                      "(raw) / normalized_aligned (aligned)", "raw": raw.tolist(), "aligned": aligned.tolist()},
-        "timings": {"total_seconds": total_s, "task_seconds_sum": task_sum,
+        "resumed": sorted(resumed),
+        "timings": {"this_run_seconds": total_s, "task_seconds_sum": sum(seconds.values()),
                     "train_seconds": {n: results["train"][n]["train_seconds"] for n in names},
                     "tasks": seconds},
     }
-    from ._files import atomic_write
     from .cli import _jsonable
     report = _jsonable(report)
-    text = json.dumps(report, indent=2, sort_keys=True)
-    atomic_write(out / "sweep.json", lambda f: f.write(text.encode()))
+    _write_json(out / "sweep.json", report)
+    log(f"finished: wrote {out / 'sweep.json'} ({len(resumed)} tasks resumed, {total_s:.1f} s this run)")
     if not quiet:
         _summary(report)
     return report
@@ -689,10 +848,14 @@ def results_of(report: dict) -> dict:
 
 def _summary(report):
     lines = [f"sweep: {len(report['names'])} minima, {len(report['pairs'])} pairs, "
-             f"{report['executor']} executor, {report['timings']['total_seconds']:.1f} s"]
+             f"{report['executor']} executor, {report['timings']['this_run_seconds']:.1f} s this run"
+             + (f" ({len(report['resumed'])} tasks resumed)" if report["resumed"] else "")]
     for n, m in report["minima"].items():
         lines.append(f"  {n:12s} train error {100 * m['train_error']:6.2f}%"
                      + (f"  test {100 * m['test_error']:6.2f}%" if "test_error" in m else ""))
+        if m.get("diagnostics"):
+            from .diagnostics import summary
+            lines.append(f"  {'':12s} {summary(m['diagnostics'])}")
     for p in report["pairs"]:
         bars = "  ".join(f"{k} {100 * v['barrier']:.1f}%" for k, v in p["barriers"].items())
         lines.append(f"  {p['a']} ~ {p['b']}: distance {p['distance_raw']:.4f} raw / "

@@ -1,22 +1,27 @@
 """Training loops that find minima of different flatness (Pittorino et al., ICML 2022,
-"Deep Networks on Toroids", §5 and METHODS §7).
+"Deep Networks on Toroids", §5; docs/methods.md, "Training").
 
 :func:`fit` trains a torch model in place with one of
 
-- ``"sgd"``: SGD with Nesterov momentum and a cosine-annealed learning rate;
-- ``"rsgd"``: replicated SGD, ``y`` replicas elastically coupled to their centre
-  (Pittorino et al., ICLR 2021, "Entropic gradient descent algorithms and wide flat
-  minima"); the centre is the solution, flatter than SGD's;
+- ``"sgd"``: the base optimiser (Adam for binary models, SGD with Nesterov momentum for
+  real-valued ones) with a cosine-annealed learning rate;
+- ``"rsgd"``: replicated SGD, ``y`` independently initialised replicas elastically
+  coupled to their centre (Pittorino et al., ICLR 2021, "Entropic gradient descent
+  algorithms and wide flat minima"; Baldassi et al., PNAS 2020); the centre is the
+  solution, flatter than SGD's;
 - ``"adv"``: adversarial initialisation (Liu, Papailiopoulos & Achlioptas, NeurIPS 2020,
-  "Bad global minima exist and SGD can reach them") followed by SGD; sharper minima;
+  "Bad global minima exist and SGD can reach them"): fit random labels first, then the
+  true ones; sharper minima;
 - ``"sam"``: sharpness-aware minimisation (Foret et al., ICLR 2021) **[ours]**.
 
 Binary models (any model containing :class:`~bnn_toroid.nn.BinaryLinear` or
 :class:`~bnn_toroid.nn.BinaryConv2d`) are trained BinaryNet style (Hubara, Courbariaux
-et al., NeurIPS 2016): the optimiser updates latent float weights, the forward pass uses
-their sign with a straight-through estimator (:func:`bnn_toroid.nn.sign_ste`), and after
-every optimiser step every module with a ``clip_()`` method clamps its latent weights to
-[-1, 1]. Real-valued models train normally.
+et al., NeurIPS 2016): the optimiser updates latent float weights (Glorot-scale at
+initialisation), the forward pass uses their sign with a straight-through estimator
+(:func:`bnn_toroid.nn.sign_ste`), and after every optimiser step every module with a
+``clip_()`` method clamps its latent weights to [-1, 1]. BatchNorm parameters sit in
+their own parameter group with their own learning rate. Real-valued models train
+normally. Every run ends with :mod:`bnn_toroid.diagnostics` in ``History.diagnostics``.
 
 Inputs are used as given, converted to float32 batch by batch (uint8 images become
 0..255): models that want standardised inputs carry a :class:`~bnn_toroid.nn.Normalize`
@@ -28,7 +33,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -37,33 +42,48 @@ from torch import nn
 
 from . import nn as bnn
 from .datasets import Dataset
+from .diagnostics import snapshot
 
 __all__ = ["fit", "History", "evaluate", "recompute_bn_stats", "input_norm", "is_binary",
-           "adversarial_copy", "METHODS"]
+           "adversarial_copy", "METHODS", "OPTIMIZERS", "REPLICA_INITS", "defaults"]
 
 METHODS = ("sgd", "rsgd", "adv", "sam")
+OPTIMIZERS = ("adam", "sgd")
+REPLICA_INITS = ("independent", "perturbed")
 
-# Defaults measured on digits / Fashion-MNIST (docs/training.md).
-_DEFAULT_LR = {"binary": 10.0, "real": 0.05}
-# RSGD coupling defaults [ours]: gamma grows 1000-fold over the run, and gamma0 is set so
-# that the integrated elastic pull sum_t eta_t gamma_t / (1 - mu) is about 10 (with the
-# cosine schedule, integral_0^1 1000^u (1 + cos(pi u)) / 2 du = 12.3).
-_GAMMA_GROWTH = 1000.0
-_GAMMA_PULL = 0.8
+# The recipe's defaults, chosen by measurement on Fashion-MNIST (docs/training.md):
+# binary models train with Adam on Glorot-scale latent weights, BatchNorm at its own rate;
+# real-valued ones with SGD + Nesterov.
+_DEFAULTS = {
+    "binary": {"optimizer": "adam", "lr": 1e-2, "bn_lr": 1e-3},
+    "real": {"optimizer": "sgd", "lr": 0.05, "bn_lr": 0.05},
+}
+# RSGD's coupling grows 10^4-fold over the run, as in the authors' robust-ensemble code
+# (Pittorino et al. 2021); gamma0 balances the coupling term against the data loss.
+_GAMMA_GROWTH = 1e4
+# ADV's pre-training stops at this random-label train error (Liu et al. need the random
+# labels memorised), or at its epoch cap.
+_ADV_TARGET = 0.05
+
+
+def defaults(binary: bool) -> dict:
+    """The optimiser, peak learning rate and BatchNorm learning rate :func:`fit` uses
+    when none is given, for a binary (``True``) or real-valued model."""
+    return dict(_DEFAULTS["binary" if binary else "real"])
 
 
 @dataclass
 class History:
-    """What :func:`fit` did, one entry per epoch.
+    """What :func:`fit` did, one entry per epoch, and the health of the result.
 
     ``loss[e]``: mean training loss over epoch ``e``'s minibatches (the data term only;
     for ``rsgd`` averaged over replicas, without the coupling; for ``adv``'s first
     phase, on the augmented data). ``train_error[e]``: fraction of the training set
     (true labels) misclassified by the model (for ``rsgd``: the centre, with
     recomputed BatchNorm statistics) in eval mode at the end of epoch ``e``.
-    ``lr[e]``: learning rate at the start of epoch ``e``. ``phase[e]``: ``"adv_init"``
-    for the adversarial pre-training epochs of ``adv`` (followed by ``"sgd"`` epochs),
-    else the method name.
+    ``lr[e]``: the weights' learning rate at the start of epoch ``e``. ``phase[e]``:
+    ``"adv_init"`` for the adversarial pre-training epochs of ``adv`` (followed by
+    ``"sgd"`` epochs), else the method name.
 
     ``rsgd`` only: ``gamma[e]`` (coupling at the end of epoch ``e``),
     ``replica_distance[e]`` (mean over replicas of ``‖w_a − w̄‖ / sqrt(n_params)`` over
@@ -71,6 +91,13 @@ class History:
     of the fraction of binary weights whose sign differs from the centre's).
     ``adv`` only: ``random_label_error[e]`` for the pre-training epochs, the error on
     the random-label, pixel-zeroed copy. ``seconds``: wall time of the whole call.
+
+    ``diagnostics`` (:func:`bnn_toroid.diagnostics.diagnose`): per layer the fraction of
+    signs changed from the initialisation (binary) or the relative weight change (real),
+    constant and dead hidden units, and for ``adv`` ``random_label_error`` /
+    ``random_labels_fitted`` / ``adv_epochs_run`` and ``signs_changed_since_adv``, for
+    ``rsgd`` the final ``replica_distance`` and ``replica_hamming``. :meth:`summary`
+    gives it as one line.
     """
 
     method: str
@@ -84,6 +111,12 @@ class History:
     random_label_error: list = field(default_factory=list)
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """The diagnostics as one line (empty before :func:`fit` filled them)."""
+        from .diagnostics import summary
+        return summary(self.diagnostics) if self.diagnostics else ""
 
     @property
     def epochs(self) -> int:
@@ -326,9 +359,35 @@ class _FrozenBN:
             m.momentum = mom
 
 
-def _sgd(params, lr, momentum, weight_decay):
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0,
-                           weight_decay=weight_decay)
+def _param_groups(model, lr, bn_lr, weight_decay):
+    """Two groups: BatchNorm's affine parameters at ``bn_lr`` without weight decay, and
+    every other trainable parameter at ``lr``. Each group keeps its peak rate in
+    ``"peak_lr"`` for the schedule. A unit's threshold is ``μ − β σ / γ``: a large step
+    on γ or β throws it to an extreme and the unit dies, so BatchNorm gets an ordinary
+    rate even where latent binary weights need a large one."""
+    bn_ids = {id(p) for m in _bns(model) for p in m.parameters(recurse=False)}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in bn_ids]
+    bn = [p for p in model.parameters() if p.requires_grad and id(p) in bn_ids]
+    groups = []
+    if rest:
+        groups.append({"params": rest, "lr": lr, "peak_lr": lr, "weight_decay": weight_decay,
+                       "name": "weights"})
+    if bn:
+        groups.append({"params": bn, "lr": bn_lr, "peak_lr": bn_lr, "weight_decay": 0.0,
+                       "name": "batchnorm"})
+    return groups
+
+
+def _make_opt(model, opt, lr, bn_lr, momentum, weight_decay):
+    groups = _param_groups(model, lr, bn_lr, weight_decay)
+    if opt == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+def _set_lr(opt, factor):
+    for g in opt.param_groups:
+        g["lr"] = g["peak_lr"] * factor
 
 
 def _train_params(model):
@@ -340,78 +399,97 @@ def _train_params(model):
 # --------------------------------------------------------------------------------------
 
 def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
-        lr: Optional[float] = None, batch_size: int = 128, momentum: float = 0.9,
+        lr: Optional[float] = None, optimizer: Optional[str] = None,
+        bn_lr: Optional[float] = None, batch_size: int = 128, momentum: float = 0.9,
         weight_decay: float = 0.0, seed: int = 0, quiet: bool = False,
-        replicas: int = 5, gamma0: Optional[float] = None, gamma1: Optional[float] = None,
+        replicas: int = 5, replica_init: str = "independent", gamma0: Optional[float] = None,
+        gamma_growth: float = _GAMMA_GROWTH, gamma1: Optional[float] = None,
         replica_noise: float = 0.5, adv_epochs: Optional[int] = None,
-        adv_fraction: float = 0.1, adv_lr: Optional[float] = None,
-        sam_rho: float = 0.05, eval_batch_size: int = 2048) -> History:
+        adv_target: float = _ADV_TARGET, adv_fraction: float = 0.1,
+        adv_lr: Optional[float] = None, sam_rho: float = 0.05,
+        eval_batch_size: int = 2048, diagnostics: bool = True,
+        log: Optional[Callable[[str], None]] = None) -> History:
     r"""Train ``model`` in place on ``data`` and return its :class:`History`.
 
-    Pittorino et al., ICML 2022, §5 / METHODS §7. Loss: cross-entropy
+    Pittorino et al., ICML 2022, §5; docs/methods.md, "Training". Loss: cross-entropy
     ``ℓ(w) = -log softmax(f_w(x))_y`` (binary cross-entropy on the logit for one-output
-    models). Learning rate, per optimiser step ``t`` of ``T``:
+    models). Learning rate of every parameter group, per optimiser step ``t`` of ``T``:
     ``η_t = η · ½(1 + cos(π t / T))`` (cosine annealing, Loshchilov & Hutter 2017).
-    Every update is SGD with Nesterov momentum ``μ`` and weight decay ``λ``
-    (``v ← μ v + g + λ w``; ``w ← w − η_t (g + λ w + μ v)``). Binary models: ``g`` is the
+
+    Optimisers (``optimizer``; default by model kind, :func:`defaults`):
+
+    - ``"adam"`` (Kingma & Ba 2015), the default for binary models as in BinaryNet
+      (Courbariaux et al. 2016; Hubara et al. 2016) and larq's examples;
+    - ``"sgd"``: SGD with Nesterov momentum ``μ`` and weight decay ``λ``
+      (``v ← μ v + g + λ w``; ``w ← w − η_t (g + λ w + μ v)``), the default for
+      real-valued models.
+
+    Parameters sit in two groups: BatchNorm's γ and β at ``bn_lr`` with no weight decay,
+    everything else at ``lr`` with weight decay ``λ``. Binary models: ``g`` is the
     straight-through gradient w.r.t. the latent weights, which are clipped to [-1, 1]
-    after every step (BinaryNet, Hubara et al. 2016).
+    after every step (BinaryNet).
 
     Methods
     -------
     ``"sgd"``
-        The update above on minibatches of a fresh random permutation each epoch.
-    ``"rsgd"`` (replicated SGD, Pittorino et al. ICLR 2021; ICML 2022 §5)
-        ``y = replicas`` copies ``w_a`` of the model, each perturbed at start by
-        ``w_a ← w + replica_noise · std(W) · z`` per parameter tensor (``z ~ N(0,1)``;
-        BatchNorm's constant initial weights stay equal), each with its own minibatch
-        order and momentum buffer, minimise
+        The base optimiser on minibatches of a fresh random permutation each epoch.
+    ``"rsgd"`` (replicated SGD, Pittorino et al. ICLR 2021; Baldassi et al. PNAS 2020)
+        ``y = replicas`` replicas ``w_a``. ``replica_init="independent"`` (default, as the
+        authors run it): replica 0 is ``model``'s own initialisation and every other one
+        a fresh one (``reset_parameters()`` of every layer under its own seed);
+        ``"perturbed"``: copies of ``model`` perturbed by
+        ``w_a ← w + replica_noise · std(W) · z`` per tensor (``z ~ N(0,1)``). Each
+        replica, with its own minibatch order and optimiser state, minimises
 
-        .. math:: \sum_a \ell(w_a) + \frac{\gamma_t}{2} \sum_a \|w_a - \bar w\|^2,
+        .. math:: \ell(w_a) + \frac{\gamma_t}{2} \|w_a - \bar w\|^2,
                   \qquad \bar w = \frac1y \sum_a w_a,
 
-        so replica ``a`` gets the extra gradient ``γ_t (w_a − w̄)`` (the centre is the
-        replicas' mean, recomputed before every synchronous step; the ``w̄``-terms of the
-        gradient cancel). ``γ_t = γ0 (1 + γ1)^t`` with ``t`` the epoch, fractional within
-        an epoch (``t = step / steps_per_epoch``). Defaults **[ours]**, scale-free in the
-        learning rate and data size: ``γ1 = 1000^{1/E} − 1`` (γ grows 1000-fold over the
-        ``E = epochs``) and ``γ0 = 0.8 (1 − μ) / (η S E)`` with ``S`` steps per epoch, so
-        the integrated pull ``Σ_t η_t γ_t / (1 − μ)`` on ``w_a − w̄`` is ≈ 10 (the spread
-        of the replicas shrinks by ≈ e^{-10}, most of it in the second half). The
-        coupling acts on all trainable parameters (latent weights for binary layers, BN
-        affine parameters too). At the end of every epoch (and so at the end of
-        training) ``w̄`` is loaded into ``model`` and its BatchNorm statistics are
-        recomputed on the training data (:func:`recompute_bn_stats`); for binary models
-        the solution is ``sign(w̄)`` of the mean latent weights.
+        so it gets the extra gradient ``γ_t (w_a − w̄)`` (the centre is recomputed before
+        every synchronous step). ``γ_t = γ0 · G^{t/E}`` with ``t`` in epochs (fractional
+        within one), ``E = epochs`` and ``G = gamma_growth`` (10⁴; ``gamma1`` instead
+        sets the per-epoch rate ``γ_t = γ0 (1 + γ1)^t``). ``γ0`` (default) balances the
+        two terms at the start: mean data loss over replicas = mean coupling term
+        ``½ ‖w_a − w̄‖²`` × γ0, on the first 10 minibatches. This is the authors'
+        robust-ensemble schedule; their loss averages over replicas and multiplies the
+        learning rate by ``y``, which is the same update as this per-replica form. The
+        coupling acts on every trainable parameter. At the end of every epoch ``w̄`` is
+        loaded into ``model`` and its BatchNorm statistics are recomputed on the
+        training data (:func:`recompute_bn_stats`); for binary models the solution is
+        ``sign(w̄)`` of the mean latent weights.
     ``"adv"`` (Liu et al. NeurIPS 2020, §4)
-        ``adv_epochs`` (default: ``epochs``) epochs of SGD on the training set plus
-        :func:`adversarial_copy` of it (uniform random labels, ``adv_fraction`` of each
-        image's pixels zeroed), learning rate ``adv_lr`` (default ``lr``), then
-        ``epochs`` epochs of SGD on the true labels with a fresh optimiser and schedule.
+        Pre-training on the training set plus :func:`adversarial_copy` of it (uniform
+        random labels, ``adv_fraction`` of each image's pixels zeroed) at the constant
+        rate ``adv_lr`` (default ``lr``) with no weight decay, until the random-label
+        copy's train error is at most ``adv_target`` (default 5 %) or after
+        ``adv_epochs`` epochs (default ``max(50, 5 · epochs)``), whichever comes first;
+        then ``epochs`` epochs on the true labels with a fresh optimiser and schedule.
+        ``History.diagnostics["random_labels_fitted"]`` says whether the target was met.
     ``"sam"`` (Foret et al. ICLR 2021, Alg. 1) **[ours]**
         ``ε = ρ g / ‖g‖`` (global norm over all parameters), gradient
         ``g' = ∇ℓ(w + ε)`` (BatchNorm running statistics not updated on this pass), then
-        the SGD update at ``w`` with ``g'``.
+        the base optimiser's step at ``w`` with ``g'``.
 
     Parameters
     ----------
     model : a torch module mapping a float32 batch to ``(batch, classes)`` logits.
     data : a :class:`~bnn_toroid.datasets.Dataset` or an ``(x, y)`` pair of arrays.
         ``x`` is used as given, cast to float32 per batch.
-    lr : peak learning rate ``η`` (default 10.0 for binary models, whose latent weights
-        live in [-1, 1] and get small STE gradients; 0.05 for real-valued ones).
+    lr, bn_lr, optimizer : peak learning rates of the weights and of BatchNorm, and the
+        optimiser (``None``: :func:`defaults` for the model's kind).
     epochs, batch_size, momentum, weight_decay : as in the formulas above (``epochs``
-        counts the SGD epochs; ``adv`` adds ``adv_epochs`` before them).
-    replicas, gamma0, gamma1, replica_noise : ``rsgd``'s ``y``, ``γ0``, ``γ1`` (``None``:
-        the defaults above) and initial perturbation.
-    adv_epochs, adv_fraction, adv_lr : ``adv``'s pre-training length, fraction of zeroed
-        pixels (Liu et al. use 10 %) and learning rate.
+        counts the true-label epochs; ``adv`` adds its pre-training before them).
+    replicas, replica_init, gamma0, gamma_growth, gamma1, replica_noise : ``rsgd``'s
+        ``y``, start, coupling schedule and (``"perturbed"`` only) initial noise.
+    adv_epochs, adv_target, adv_fraction, adv_lr : ``adv``'s epoch cap, stopping error,
+        fraction of zeroed pixels (Liu et al. use 10 %) and learning rate.
     sam_rho : SAM's radius ``ρ`` (Foret et al.'s default 0.05).
     seed : seeds ``torch.manual_seed``, the ``torch.Generator`` for shuffling and
-        replica noise and the numpy generator for the adversarial copy: equal seeds,
-        equal initial models and equal thread counts give bitwise equal weights.
+        replicas and the numpy generator for the adversarial copy: equal seeds, equal
+        initial models and equal thread counts give bitwise equal weights.
     quiet : hide the tqdm progress bar over epochs.
     eval_batch_size : batch size of the end-of-epoch evaluation and BN recomputation.
+    diagnostics : compute ``History.diagnostics`` at the end (on up to 10 000 samples).
+    log : a callable that receives one line per epoch (for long runs' log files).
 
     Returns the :class:`History`; ``model`` holds the trained weights and is left in
     eval mode.
@@ -423,19 +501,26 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
     if not isinstance(model, nn.Module):
         raise ValueError(f"fit: model must be a torch.nn.Module, got {type(model).__name__}")
     binary = is_binary(model)
+    d = defaults(binary)
+    optimizer = d["optimizer"] if optimizer is None else optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"fit: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    optimizer = optimizer.lower()
     if lr is None:
-        lr = _DEFAULT_LR["binary" if binary else "real"]
+        lr = d["lr"] if optimizer == d["optimizer"] else defaults(not binary)["lr"]
+    if bn_lr is None:
+        bn_lr = d["bn_lr"] if optimizer == d["optimizer"] else lr
     _check_int("epochs", epochs, 1)
     _check_int("batch_size", batch_size, 1)
     _check_int("replicas", replicas, 1)
     _check_int("eval_batch_size", eval_batch_size, 1)
     if adv_epochs is None:
-        adv_epochs = epochs
+        adv_epochs = max(50, 5 * epochs)
     _check_int("adv_epochs", adv_epochs, 0)
     if adv_lr is None:
         adv_lr = lr
-    for nm, v in (("lr", lr), ("adv_lr", adv_lr)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+    for nm, v in (("lr", lr), ("bn_lr", bn_lr), ("adv_lr", adv_lr)):
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"fit: {nm} must be a finite number > 0, got {v!r}")
     if not 0 <= momentum < 1:
         raise ValueError(f"fit: momentum must lie in [0, 1), got {momentum!r}")
@@ -444,10 +529,16 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
     for nm, v in (("gamma0", gamma0), ("gamma1", gamma1)):
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"fit: {nm} must be a finite number >= 0, got {v!r}")
+    if not (isinstance(gamma_growth, (int, float)) and math.isfinite(gamma_growth) and gamma_growth >= 1):
+        raise ValueError(f"fit: gamma_growth must be a finite number >= 1, got {gamma_growth!r}")
+    if replica_init not in REPLICA_INITS:
+        raise ValueError(f"fit: replica_init must be one of {', '.join(REPLICA_INITS)}, got {replica_init!r}")
     if not (math.isfinite(replica_noise) and replica_noise >= 0):
         raise ValueError(f"fit: replica_noise must be >= 0, got {replica_noise!r}")
     if not 0 <= adv_fraction <= 1:
         raise ValueError(f"fit: adv_fraction must lie in [0, 1], got {adv_fraction!r}")
+    if not 0 <= adv_target < 1:
+        raise ValueError(f"fit: adv_target must lie in [0, 1), got {adv_target!r}")
     if not (math.isfinite(sam_rho) and sam_rho > 0):
         raise ValueError(f"fit: sam_rho must be > 0, got {sam_rho!r}")
 
@@ -456,42 +547,54 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    initial = snapshot(model)
     hist = History(method=method, config=dict(
-        epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
-        weight_decay=weight_decay, seed=seed, binary=binary, n_train=len(y)))
+        epochs=epochs, optimizer=optimizer, lr=lr, bn_lr=bn_lr, batch_size=batch_size,
+        momentum=momentum, weight_decay=weight_decay, seed=seed, binary=binary, n_train=len(y)))
     total_epochs = epochs + (adv_epochs if method == "adv" else 0)
+    base = dict(opt=optimizer, lr=lr, bn_lr=bn_lr, batch_size=batch_size, momentum=momentum,
+                weight_decay=weight_decay, eval_bs=eval_batch_size, log=log)
+    extra = {}
 
     from tqdm.auto import tqdm
     bar = tqdm(total=total_epochs, disable=quiet, desc=f"fit[{method}]", leave=False)
     try:
         if method == "rsgd":
-            steps_per_epoch = -(-len(y) // batch_size)
-            if gamma1 is None:
-                gamma1 = _GAMMA_GROWTH ** (1.0 / epochs) - 1.0
-            if gamma0 is None:
-                gamma0 = _GAMMA_PULL * (1.0 - momentum) / (lr * steps_per_epoch * epochs)
-            hist.config.update(replicas=replicas, gamma0=gamma0, gamma1=gamma1,
-                               replica_noise=replica_noise)
-            _fit_rsgd(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
-                      weight_decay, replicas, gamma0, gamma1, replica_noise, binary,
-                      eval_batch_size)
+            hist.config.update(replicas=replicas, replica_init=replica_init,
+                               gamma_growth=gamma_growth, gamma1=gamma1,
+                               replica_noise=replica_noise if replica_init == "perturbed" else None)
+            _fit_rsgd(model, x, y, hist, bar, gen, epochs, replicas, replica_init, gamma0,
+                      gamma_growth, gamma1, replica_noise, binary, seed, **base)
+            extra = {"replica_distance": hist.replica_distance[-1],
+                     "replica_hamming": hist.replica_hamming[-1] if hist.replica_hamming else None}
         else:
             if method == "adv" and adv_epochs > 0:
-                hist.config.update(adv_epochs=adv_epochs, adv_fraction=adv_fraction,
-                                   adv_lr=adv_lr)
+                hist.config.update(adv_epochs=adv_epochs, adv_target=adv_target,
+                                   adv_fraction=adv_fraction, adv_lr=adv_lr)
                 k = num_classes if num_classes is not None else max(n_out, 2)
                 x_adv, y_rand = adversarial_copy(x.numpy(), k, adv_fraction, seed)
                 x_adv, y_rand = torch.from_numpy(x_adv), torch.from_numpy(y_rand)
+                kw = dict(base, lr=adv_lr, bn_lr=bn_lr * adv_lr / lr, weight_decay=0.0)
                 _fit_plain(model, torch.cat([x, x_adv]), torch.cat([y, y_rand]), hist, bar,
-                           gen, adv_epochs, adv_lr, batch_size, momentum, weight_decay,
-                           None, "adv_init", (x, y), (x_adv, y_rand), eval_batch_size)
+                           gen, adv_epochs, None, "adv_init", (x, y), (x_adv, y_rand),
+                           schedule="constant", stop_below=adv_target, **kw)
+                bar.total = len(hist.loss) + epochs
+                reached = hist.random_label_error[-1]
+                extra = {"random_label_error": reached, "random_labels_fitted": reached <= adv_target,
+                         "adv_epochs_run": len(hist.random_label_error)}
+                hist.config["adv_epochs_run"] = extra["adv_epochs_run"]
+                adv_start = snapshot(model)
             rho = sam_rho if method == "sam" else None
-            _fit_plain(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
-                       weight_decay, rho, "sgd" if method == "adv" else method, (x, y), None,
-                       eval_batch_size)
+            _fit_plain(model, x, y, hist, bar, gen, epochs, rho,
+                       "sgd" if method == "adv" else method, (x, y), None, **base)
     finally:
         bar.close()
     model.eval()
+    if diagnostics:
+        from .diagnostics import diagnose
+        hist.diagnostics = {**diagnose(model, x, initial), **extra}
+        if method == "adv" and extra:
+            hist.diagnostics["signs_changed_since_adv"] = diagnose(model, x[:1], adv_start)["signs_changed"]
     hist.seconds = time.perf_counter() - t_start
     return hist
 
@@ -501,11 +604,21 @@ def _check_int(name, v, lo):
         raise ValueError(f"fit: {name} must be an integer >= {lo}, got {v!r}")
 
 
-def _fit_plain(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
-               weight_decay, rho, phase, eval_data, rand_data, eval_bs):
-    """SGD (rho None) or SAM (rho > 0) epochs on (x, y), recording into hist."""
+def _say(log, hist, extra=""):
+    if log is not None:
+        e = len(hist.loss) - 1
+        log(f"epoch {e + 1} [{hist.phase[-1]}] loss {hist.loss[-1]:.4f} "
+            f"train error {100 * hist.train_error[-1]:.2f} %{extra}")
+
+
+def _fit_plain(model, x, y, hist, bar, gen, epochs, rho, phase, eval_data, rand_data, *,
+               opt, lr, bn_lr, batch_size, momentum, weight_decay, eval_bs, log,
+               schedule="cosine", stop_below=None):
+    """Epochs of the base optimiser (rho None) or SAM (rho > 0) on (x, y), recording into
+    hist. ``schedule="constant"`` keeps the peak rate; ``stop_below`` ends the phase
+    once the error on ``rand_data`` is at most that value."""
+    optim = _make_opt(model, opt, lr, bn_lr, momentum, weight_decay)
     params = _train_params(model)
-    opt = _sgd(params, lr, momentum, weight_decay)
     clippers = _clippers(model)
     n = len(y)
     steps_per_epoch = -(-n // batch_size)
@@ -516,19 +629,20 @@ def _fit_plain(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(n, generator=gen)
-        hist.lr.append(_cosine(lr, step, total))
+        factor = 1.0 if schedule == "constant" else _cosine(1.0, step, total)
+        hist.lr.append(lr * factor)
         tot = 0.0
         for s in _batches(n, batch_size):
             idx = perm[s]
             xb, yb = x[idx].to(dev, torch.float32), y[idx].to(dev)
-            for g in opt.param_groups:
-                g["lr"] = _cosine(lr, step, total)
-            opt.zero_grad(set_to_none=True)
+            if schedule != "constant":
+                _set_lr(optim, _cosine(1.0, step, total))
+            optim.zero_grad(set_to_none=True)
             loss = _loss(model(xb), yb)
             loss.backward()
             if rho is not None:
-                _sam_perturbed_grad(model, params, opt, xb, yb, rho, frozen)
-            opt.step()
+                _sam_perturbed_grad(model, params, optim, xb, yb, rho, frozen)
+            optim.step()
             for m in clippers:
                 m.clip_()
             tot += loss.item() * len(yb)
@@ -536,10 +650,15 @@ def _fit_plain(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
         hist.loss.append(tot / n)
         hist.phase.append(phase)
         hist.train_error.append(_evaluate_tensors(model, *eval_data, eval_bs)[1])
+        note = ""
         if rand_data is not None:
             hist.random_label_error.append(_evaluate_tensors(model, *rand_data, eval_bs)[1])
+            note = f", random-label error {100 * hist.random_label_error[-1]:.2f} %"
         bar.update(1)
         bar.set_postfix(loss=f"{hist.loss[-1]:.4f}", err=f"{hist.train_error[-1]:.4f}")
+        _say(log, hist, note)
+        if stop_below is not None and hist.random_label_error[-1] <= stop_below:
+            break
 
 
 def _sam_perturbed_grad(model, params, opt, xb, yb, rho, frozen):
@@ -559,20 +678,57 @@ def _sam_perturbed_grad(model, params, opt, xb, yb, rho, frozen):
             p.sub_(e)
 
 
-def _fit_rsgd(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
-              weight_decay, y_rep, gamma0, gamma1, noise, binary, eval_bs):
+def _replicas(model, y_rep, how, noise, gen, seed):
+    """The replicas' starting points: replica 0 is ``model`` itself (a copy), the others
+    fresh initialisations under seeds drawn from ``seed`` (``"independent"``), or noisy
+    copies (``"perturbed"``)."""
     reps = [copy.deepcopy(model) for _ in range(y_rep)]
-    for r in reps:
-        with torch.no_grad():
-            for p in _train_params(r):
-                if p.numel() > 1 and noise > 0:
-                    sd = float(p.std())
-                    if sd > 0:
-                        p.add_(torch.randn(p.shape, generator=gen).to(p) * (noise * sd))
+    for a, r in enumerate(reps[1:], start=1):
+        if how == "independent":
+            state = torch.random.get_rng_state()
+            torch.manual_seed(seed * 1000003 + a)
+            for m in r.modules():
+                if m is not r and callable(getattr(m, "reset_parameters", None)) \
+                        and any(p.requires_grad for p in m.parameters(recurse=False)):
+                    m.reset_parameters()
+            torch.random.set_rng_state(state)
+        else:
+            with torch.no_grad():
+                for p in _train_params(r):
+                    if p.numel() > 1 and noise > 0:
+                        sd = float(p.std())
+                        if sd > 0:
+                            p.add_(torch.randn(p.shape, generator=gen).to(p) * (noise * sd))
         for m in _clippers(r):
             m.clip_()
+    return reps
+
+
+@torch.no_grad()
+def _balanced_gamma0(reps, rparams, x, y, batch_size, dev, gen):
+    """γ0 with ``γ0 · mean_a ½‖w_a − w̄‖² = mean_a ℓ(w_a)`` on up to 10 minibatches (the
+    authors' rule: coupling and data loss equal at the start). 0 if the replicas start
+    equal (one replica, or no noise)."""
+    n = min(len(y), 10 * batch_size)
+    idx = torch.randperm(len(y), generator=gen)[:n]
+    xb, yb = x[idx].to(dev, torch.float32), y[idx].to(dev)
+    losses = []
+    for r in reps:
+        was = r.training
+        r.eval()
+        losses.append(float(_loss(r(xb), yb)))
+        r.train(was)
+    centre = [torch.stack([ps[i] for ps in rparams]).mean(0) for i in range(len(rparams[0]))]
+    coupling = np.mean([0.5 * sum(float(((p - c) ** 2).sum()) for p, c in zip(ps, centre))
+                        for ps in rparams])
+    return float(np.mean(losses) / coupling) if coupling > 0 else 0.0
+
+
+def _fit_rsgd(model, x, y, hist, bar, gen, epochs, y_rep, how, gamma0, growth, gamma1, noise,
+              binary, seed, *, opt, lr, bn_lr, batch_size, momentum, weight_decay, eval_bs, log):
+    reps = _replicas(model, y_rep, how, noise, gen, seed)
     rparams = [_train_params(r) for r in reps]
-    opts = [_sgd(ps, lr, momentum, weight_decay) for ps in rparams]
+    opts = [_make_opt(r, opt, lr, bn_lr, momentum, weight_decay) for r in reps]
     clippers = [_clippers(r) for r in reps]
     centre_params = _train_params(model)
     binary_idx = _binary_param_indices(model)
@@ -582,6 +738,10 @@ def _fit_rsgd(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
     total = epochs * steps_per_epoch
     step = 0
     dev = _device(model)
+    if gamma0 is None:
+        gamma0 = _balanced_gamma0(reps, rparams, x, y, batch_size, dev, gen)
+    rate = (1.0 + gamma1) if gamma1 is not None else growth ** (1.0 / epochs)
+    hist.config.update(gamma0=gamma0, gamma_rate=rate)
 
     def load_centre():
         with torch.no_grad():
@@ -597,18 +757,17 @@ def _fit_rsgd(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
         hist.lr.append(_cosine(lr, step, total))
         tot = 0.0
         for s in _batches(n, batch_size):
-            eta = _cosine(lr, step, total)
-            gamma = gamma0 * (1.0 + gamma1) ** (step / steps_per_epoch)
+            factor = _cosine(1.0, step, total)
+            gamma = gamma0 * rate ** (step / steps_per_epoch)
             with torch.no_grad():
                 centre = [torch.stack([ps[i] for ps in rparams]).mean(0)
                           for i in range(len(centre_params))]
             for a, r in enumerate(reps):
                 idx = perms[a][s]
                 xb, yb = x[idx].to(dev, torch.float32), y[idx].to(dev)
-                opt = opts[a]
-                for g in opt.param_groups:
-                    g["lr"] = eta
-                opt.zero_grad(set_to_none=True)
+                o = opts[a]
+                _set_lr(o, factor)
+                o.zero_grad(set_to_none=True)
                 loss = _loss(r(xb), yb)
                 loss.backward()
                 with torch.no_grad():
@@ -616,14 +775,14 @@ def _fit_rsgd(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
                         if p.grad is None:
                             p.grad = torch.zeros_like(p)
                         p.grad.add_(p - c, alpha=gamma)
-                opt.step()
+                o.step()
                 for m in clippers[a]:
                     m.clip_()
                 tot += loss.item() * len(yb)
             step += 1
         hist.loss.append(tot / (n * y_rep))
         hist.phase.append("rsgd")
-        hist.gamma.append(gamma0 * (1.0 + gamma1) ** (step / steps_per_epoch))
+        hist.gamma.append(gamma0 * rate ** (step / steps_per_epoch))
         load_centre()
         with torch.no_grad():
             n_par = sum(c.numel() for c in centre_params)
@@ -639,6 +798,9 @@ def _fit_rsgd(model, x, y, hist, bar, gen, epochs, lr, batch_size, momentum,
         bar.update(1)
         bar.set_postfix(loss=f"{hist.loss[-1]:.4f}", err=f"{hist.train_error[-1]:.4f}",
                         dist=f"{hist.replica_distance[-1]:.3g}")
+        _say(log, hist, f", gamma {hist.gamma[-1]:.3g}, replica distance "
+                        f"{hist.replica_distance[-1]:.3g}"
+             + (f", replica Hamming {hist.replica_hamming[-1]:.4f}" if binary_idx else ""))
 
 
 def _binary_param_indices(model):

@@ -2,8 +2,8 @@
 from .core import BinaryNetwork, NetworkStack
 from .files import FORMAT_VERSION, NetworkFileError, load, read_meta, save
 from .freeze import from_torch
-from .layers import Conv2d, Dense, MaxPool2d, NetworkError, fold_sign_affine
+from .layers import BatchNormRecord, Conv2d, Dense, MaxPool2d, NetworkError, fold_sign_affine
 
-__all__ = ["BinaryNetwork", "NetworkStack", "Dense", "Conv2d", "MaxPool2d", "NetworkError",
+__all__ = ["BinaryNetwork", "NetworkStack", "BatchNormRecord", "Dense", "Conv2d", "MaxPool2d", "NetworkError",
            "NetworkFileError", "fold_sign_affine", "from_torch", "load", "save", "read_meta",
            "FORMAT_VERSION"]

@@ -1,6 +1,7 @@
 """The network file format: ``.npz`` arrays plus JSON metadata, never pickle.
 
-The archive holds the packed weights, thresholds and output affine of every layer and a
+The archive holds the packed weights, thresholds and output affine of every layer (and
+each hidden layer's :class:`~.layers.BatchNormRecord`, when it has one) and a
 ``meta`` entry: UTF-8 JSON with the format version, the architecture and the SHA-256 of
 the arrays. Loading checks all three, so a truncated, tampered or newer file is refused
 with a message that says which.
@@ -12,7 +13,7 @@ import numpy as np
 from .. import kernels as K
 from .._files import ArchiveError, read_npz, sha256_arrays, write_npz
 from .core import BinaryNetwork
-from .layers import Conv2d, Dense, MaxPool2d
+from .layers import BatchNormRecord, Conv2d, Dense, MaxPool2d
 
 FORMAT = "bnn_toroid.BinaryNetwork"
 FORMAT_VERSION = 1
@@ -42,6 +43,10 @@ def _encode(net: BinaryNetwork):
         if isinstance(layer, Conv2d):
             spec.update(stride=list(layer.stride), padding=layer.padding)
             arrays[f"{key}.pad_value"] = np.asarray(layer.pad_value, np.float64)
+        if layer.bn is not None:
+            arrays[f"{key}.bn_ratio"] = layer.bn.ratio
+            arrays[f"{key}.bn_eps"] = layer.bn.eps
+            spec["bn_after_pool"] = layer.bn.after_pool
         specs.append(spec)
     if net.input_scale is not None:
         arrays["input_scale"] = net.input_scale
@@ -103,6 +108,9 @@ def load(path) -> BinaryNetwork:
             w = K.unpack_bits(arrays[f"{key}.weights"], k).reshape(shape)
             kw = dict(threshold=arrays.get(f"{key}.threshold"), out_scale=arrays.get(f"{key}.out_scale"),
                       out_bias=arrays.get(f"{key}.out_bias"))
+            if f"{key}.bn_ratio" in arrays:
+                kw["bn"] = BatchNormRecord(arrays[f"{key}.bn_ratio"], arrays[f"{key}.bn_eps"],
+                                           bool(spec.get("bn_after_pool", False)))
             if spec["type"] == "Dense":
                 layers.append(Dense(w, **kw))
             elif spec["type"] == "Conv2d":

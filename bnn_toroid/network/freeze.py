@@ -18,7 +18,7 @@ from torch import nn
 from .. import kernels as K
 from .. import nn as bnn
 from .core import BinaryNetwork
-from .layers import Conv2d, Dense, MaxPool2d, NetworkError, fold_sign_affine
+from .layers import BatchNormRecord, Conv2d, Dense, MaxPool2d, NetworkError, fold_sign_affine
 
 _SKIP = (nn.Identity, nn.Dropout)
 
@@ -44,6 +44,7 @@ class _Block:
         self.pool = None
         self.pool_before_affine = False
         self.signed = False
+        self.bn = None   # (gamma, beta, eps, after_pool) of the block's BatchNorm
 
     def affine(self, a, b):
         n = self.module.out_features if isinstance(self.module, nn.Linear) else self.module.out_channels
@@ -90,6 +91,7 @@ def _blocks(model):
             g = _np(m.weight) if m.affine else np.ones_like(inv)
             beta = _np(m.bias) if m.affine else np.zeros_like(inv)
             cur.affine(g * inv, beta - g * inv * _np(m.running_mean))
+            cur.bn = (g, beta, float(m.eps), cur.pool is not None)
         elif isinstance(m, bnn.Scale):
             if cur is None or cur.signed:
                 raise NetworkError(f"{where}: Scale must follow a binary layer")
@@ -169,6 +171,7 @@ def from_torch(model, input_shape=None, input_layout=None) -> BinaryNetwork:
         c_in = input_shape[0] if (len(input_shape) == 3 and norm is not None and norm.mean.numel() > 1) else 1
 
     input_scale = None
+    std_scale = 1.0
     layers = []
     for bi, blk in enumerate(blocks):
         m = blk.module
@@ -200,6 +203,7 @@ def from_torch(model, input_shape=None, input_layout=None) -> BinaryNetwork:
             b = b - a * (wsum * (mean / std)[None, :]).sum(axis=1)
             if np.allclose(std, std[0], rtol=0, atol=0):
                 a = a / std[0]
+                std_scale = float(std[0])
             elif isinstance(m, bnn.BinaryConv2d) or len(geom) == 3 or len(input_shape) == 3:
                 input_scale = 1.0 / std if len(geom) == 3 else np.repeat(1.0 / std, geom[0] // chans)
             else:
@@ -215,12 +219,21 @@ def from_torch(model, input_shape=None, input_layout=None) -> BinaryNetwork:
             break
         # On real input h is real (or an integer held in a float): keep the exact bound.
         w_f, t, flipped = fold_sign_affine(w, a, b, integer=not real)
+        bn = None
+        if blk.bn is not None:
+            g, beta, eps, after_pool = blk.bn
+            with np.errstate(divide="ignore"):
+                ratio = np.where(g != 0, beta / np.abs(np.where(g != 0, g, 1.0)),
+                                 np.where(beta >= 0, np.inf, -np.inf))
+            # h here is in raw input units when a scalar input std was folded (a /= std).
+            s_in = std_scale if real else 1.0
+            bn = BatchNormRecord(ratio, eps * s_in ** 2, after_pool)
         if isinstance(m, bnn.BinaryLinear):
-            layers.append(Dense(w_f, threshold=t))
+            layers.append(Dense(w_f, threshold=t, bn=bn))
             geom = (n,)
         else:
             layers.append(Conv2d(w_f, threshold=t, stride=tuple(m.stride), padding=m.pad_mode,
-                                 pad_value=pad_value))
+                                 pad_value=pad_value, bn=bn))
             _, (ho, wo) = K.conv_pads(geom[0], geom[1], w.shape[1], w.shape[2], tuple(m.stride), m.pad_mode)
             geom = (ho, wo, n)
             if blk.pool is not None:

@@ -58,18 +58,69 @@ def _threshold(t, n, what):
 
 
 @dataclass(eq=False)
+class BatchNormRecord:
+    r"""What a hidden layer's BatchNorm leaves behind once folded into its threshold: enough
+    to re-estimate the threshold from new statistics (:func:`bnn_toroid.recalibrate`).
+
+    A unit with BatchNorm ``(γ, β, ε)`` before its sign fires iff
+    ``γ (h − μ) / sqrt(σ² + ε) + β ≥ 0``. In the folded frame (rows flipped where
+    ``γ < 0``, so ``h_f = sign(γ) h``) that is
+
+    .. math:: h_f \ge \mu_f - \sqrt{\sigma^2 + arepsilon_h}\,ho, \qquad ho = eta / |\gamma|,
+
+    with ``μ_f``, ``σ²`` the mean and variance of ``h_f`` over the data. ``ratio`` is
+    ``ρ`` per unit (``±inf`` for ``γ = 0``: a constant unit), ``eps`` is ``ε`` in the units
+    of the frozen layer's ``h`` (``ε·s²`` when an input scale ``s`` was folded into a first
+    layer), and ``after_pool`` says the statistics are taken after the max-pool that
+    follows a convolution (BatchNorm after MaxPool2d, as in the paper's conv nets).
+    A sign reversal of a unit negates its ``ratio``; a permutation moves it with the unit.
+    """
+
+    ratio: np.ndarray
+    eps: np.ndarray
+    after_pool: bool = False
+
+    def __post_init__(self):
+        self.ratio = np.asarray(self.ratio, np.float64).reshape(-1)
+        self.eps = np.broadcast_to(np.asarray(self.eps, np.float64), self.ratio.shape).copy()
+        if np.isnan(self.ratio).any() or np.isnan(self.eps).any() or (self.eps < 0).any():
+            raise NetworkError("BatchNormRecord: ratio must not be NaN and eps must be >= 0")
+        self.after_pool = bool(self.after_pool)
+
+    def take(self, perm, flip=None) -> "BatchNormRecord":
+        """The record after reordering units by ``perm`` and reversing those in ``flip``."""
+        r = self.ratio[perm].copy()
+        if flip is not None:
+            r[np.asarray(flip, bool)] *= -1
+        return BatchNormRecord(r, self.eps[perm], self.after_pool)
+
+
+def _check_bn(layer, n):
+    if layer.bn is None:
+        return
+    if not isinstance(layer.bn, BatchNormRecord):
+        raise NetworkError(f"{type(layer).__name__}.bn: expected a BatchNormRecord, got {type(layer.bn).__name__}")
+    if layer.threshold is None:
+        raise NetworkError(f"{type(layer).__name__}.bn: only a hidden layer (with thresholds) has a BatchNorm record")
+    if layer.bn.ratio.shape != (n,):
+        raise NetworkError(f"{type(layer).__name__}.bn: {layer.bn.ratio.size} ratios for {n} units")
+
+
+@dataclass(eq=False)
 class Dense:
     """Fully connected ±1 layer. ``weights`` (units, in_features); when the input is
     spatial (H, W, C), features are flattened in NHWC order (C fastest).
 
     Hidden: ``threshold`` (units,). Output: ``threshold=None`` and
-    ``logits = out_scale * h + out_bias``.
+    ``logits = out_scale * h + out_bias``. ``bn``: an optional :class:`BatchNormRecord`
+    (it does not change the function; :func:`bnn_toroid.recalibrate` uses it).
     """
 
     weights: np.ndarray
     threshold: np.ndarray | None = None
     out_scale: np.ndarray | None = None
     out_bias: np.ndarray | None = None
+    bn: BatchNormRecord | None = None
 
     def __post_init__(self):
         self.weights = as_pm1(self.weights, "Dense.weights")
@@ -95,6 +146,7 @@ class Conv2d:
     pad_value: object = 0
     out_scale: np.ndarray | None = None
     out_bias: np.ndarray | None = None
+    bn: BatchNormRecord | None = None
 
     def __post_init__(self):
         self.weights = as_pm1(self.weights, "Conv2d.weights")
@@ -151,6 +203,7 @@ def _finish(layer, n):
     else:
         layer.out_scale = _vector(layer.out_scale, n, f"{name}.out_scale", default=1.0)
         layer.out_bias = _vector(layer.out_bias, n, f"{name}.out_bias", default=0.0)
+    _check_bn(layer, n)
 
 
 def fold_sign_affine(weights, a, b, integer: bool = True):

@@ -21,6 +21,8 @@ from ..network import BinaryNetwork, Conv2d, Dense, MaxPool2d
 from .base import Path
 from .moves import (_fan_in_parity, _real_layer, apply_moves, as_xy, check_pair, errors_along,
                     moves_between)
+from ..network.recalibrate import infer_records
+from .recompute import check_bn, errors_recomputed
 from .search import _aligned, _point_ks
 
 __all__ = ["FlipPath", "SingleBendPath", "random_flip", "single_bend", "midpoint_start",
@@ -46,8 +48,9 @@ class FlipPath(Path):
         n_moves: number of moves.
     """
 
-    def __init__(self, a, b, moves, orders, points):
+    def __init__(self, a, b, moves, orders, points, bn="frozen", bn_data=None):
         self.a, self.b = a, b
+        self.bn, self.bn_data = bn, bn_data
         self.moves = moves
         self.orders = np.asarray(orders, np.int64).reshape(len(orders), len(moves))
         self.order = moves[self.orders[0]]
@@ -59,7 +62,7 @@ class FlipPath(Path):
 
     def __repr__(self):
         return (f"FlipPath(moves={self.n_moves}, hamming={self.hamming:.4f}, points={len(self)}, "
-                f"orders={len(self.orders)})")
+                f"orders={len(self.orders)}, bn={self.bn!r})")
 
     def point(self, i: int) -> BinaryNetwork:
         """The network after the first ``k_i`` moves of the first order."""
@@ -78,6 +81,11 @@ class FlipPath(Path):
         the endpoints, shared by all orders, are evaluated once."""
         x, y = as_xy(data)
         out = np.empty((len(self.orders), len(self)))
+        if self.bn == "recompute":
+            stats = (x, y) if self.bn_data is None else self.bn_data
+            for r, perm in enumerate(self.orders):
+                out[r] = errors_recomputed(self.a, self.b, self.moves[perm], self._ks, (x, y), stats)
+            return out
         ends = errors_along(self.a, self.moves, [0, self.n_moves], (x, y))
         inner = slice(1, len(self) - 1)
         for r, perm in enumerate(self.orders):
@@ -88,11 +96,13 @@ class FlipPath(Path):
 
     def errors(self, data) -> np.ndarray:
         r"""Train error at every point, averaged over the orders (Pittorino et al. 2022, §4):
-        ``E_i = (1/R) Σ_r E(θ^{(r)}_{k_i})``."""
+        ``E_i = (1/R) Σ_r E(θ^{(r)}_{k_i})``. With ``bn="recompute"`` every point's
+        thresholds are first re-estimated on ``bn_data`` (default: ``data``)."""
         return self.errors_per_order(data).mean(axis=0)
 
 
-def random_flip(a, b, points: int = 21, seed: int = 0, align=True, orders: int = 1) -> FlipPath:
+def random_flip(a, b, points: int = 21, seed: int = 0, align=True, orders: int = 1,
+                bn: str = "frozen", bn_data=None) -> FlipPath:
     r"""Random-order binary path from ``a`` to ``b`` (Pittorino et al. 2022, §4; METHODS §6).
 
     ``b`` is first aligned to ``a`` (``align=True``: :func:`bnn_toroid.symmetry.binary.align`,
@@ -105,15 +115,21 @@ def random_flip(a, b, points: int = 21, seed: int = 0, align=True, orders: int =
         a, b: frozen :class:`BinaryNetwork` s of one architecture. A torch model raises a
             TypeError: freeze it with ``BinaryNetwork.from_torch(model.eval())``.
         points: points on the path, endpoints included (>= 2).
+        bn: ``"frozen"`` (each point's thresholds follow the threshold moves) or
+            ``"recompute"``: every point's thresholds are re-estimated from its
+            pre-activation statistics on ``bn_data`` (default: the data the errors are
+            measured on), with the BatchNorm records interpolated between the ends
+            (:mod:`bnn_toroid.paths.recompute`).
     """
     points = _check_int("random_flip: points", points, 2)
     orders = _check_int("random_flip: orders", orders, 1)
+    bn = check_bn(bn, "random_flip")
     a, b = check_pair(a, b)
     b = _aligned(a, b, align)
     moves = moves_between(a, b)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(len(moves)) for _ in range(orders)]
-    return FlipPath(a, b, moves, perms, points)
+    return FlipPath(a, b, moves, perms, points, bn, bn_data)
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,18 +345,23 @@ def _freeze_like(model, template: BinaryNetwork) -> BinaryNetwork:
 
 
 def single_bend(a, b, data, epochs: int = 20, lr=None, seed: int = 0, points: int = 21,
-                align=True, batch_size: int = 128, quiet: bool = True, orders: int = 1) -> SingleBendPath:
+                align=True, batch_size: int = 128, quiet: bool = True, orders: int = 1,
+                bn: str = "frozen", bn_data=None) -> SingleBendPath:
     r"""Single-bend binary path (METHODS §6; Pittorino et al. 2022, §4): ``a → m → b``.
 
     1. ``b`` is aligned to ``a`` (as in :func:`random_flip`).
     2. The midpoint starts at equal Hamming distance from both ends
        (:func:`midpoint_start`).
     3. It is trained on ``data`` with BinaryNet SGD (:func:`bnn_toroid.train.fit`,
-       ``method="sgd"``: Nesterov momentum, cosine learning rate, STE, latent weights
-       clipped to [−1, 1]) from latent weights ``±0.5`` (:func:`to_torch`), then frozen
-       with :meth:`BinaryNetwork.from_torch`.
+       ``method="sgd"``, ``optimizer="sgd"``: Nesterov momentum, cosine learning rate
+       from ``lr`` (default 10), STE, latent weights clipped to [−1, 1]) from latent
+       weights ``±0.5`` (:func:`to_torch`), then frozen with
+       :meth:`BinaryNetwork.from_torch`.
     4. The path is ``random_flip(a, m)`` followed by ``random_flip(m, b)``, ``points``
-       points on each half (seeds ``seed`` and ``seed + 1``).
+       points on each half (seeds ``seed`` and ``seed + 1``). ``bn="recompute"`` as in
+       :func:`random_flip`; the midpoint (trained without BatchNorm) gets the record
+       recovered from its thresholds on ``bn_data``
+       (:func:`~bnn_toroid.network.recalibrate.infer_records`).
 
     Raises:
         NotImplementedError: networks :func:`to_torch` cannot express (min-pooled channels,
@@ -349,14 +370,21 @@ def single_bend(a, b, data, epochs: int = 20, lr=None, seed: int = 0, points: in
     from ..train import fit
 
     points = _check_int("single_bend: points", points, 2)
+    bn = check_bn(bn, "single_bend")
     a, b = check_pair(a, b)
     x, y = as_xy(data)
     b = _aligned(a, b, align)
     m0 = midpoint_start(a, b, seed)
     model, x_order = to_torch(m0, x)
-    history = fit(model, (x_order(x), y), method="sgd", epochs=epochs, lr=lr, seed=seed,
+    # The midpoint's latent weights start at ±0.5 and its thresholds are biases in units
+    # of h: plain SGD at a large rate moves both (measured in docs/binary_landscape.md).
+    history = fit(model, (x_order(x), y), method="sgd", epochs=epochs,
+                  lr=10.0 if lr is None else lr, optimizer="sgd", seed=seed,
                   batch_size=batch_size, quiet=quiet)
     mid = _freeze_like(model, m0)
-    first = random_flip(a, mid, points=points, seed=seed, align=False, orders=orders)
-    second = random_flip(mid, b, points=points, seed=seed + 1, align=False, orders=orders)
+    if bn == "recompute":
+        mid = infer_records(mid, (x, y) if bn_data is None else bn_data)
+    first = random_flip(a, mid, points=points, seed=seed, align=False, orders=orders, bn=bn, bn_data=bn_data)
+    second = random_flip(mid, b, points=points, seed=seed + 1, align=False, orders=orders, bn=bn,
+                         bn_data=bn_data)
     return SingleBendPath(a, b, mid, m0, first, second, history)

@@ -348,6 +348,7 @@ class SearchPath(Path):
         self.evals_per_second = self.evaluations / self.seconds if self.seconds > 0 else float("nan")
         self.note = note
         self.n_detours = int(n_detours)
+        self.bn, self.bn_data = "frozen", None
 
     def __repr__(self):
         return (f"SearchPath(method={self.method!r}, moves={self.n_moves}, detours={self.n_detours}, "
@@ -372,7 +373,15 @@ class SearchPath(Path):
     def errors(self, data, every_move: bool = False) -> np.ndarray:
         r"""Train error ``E(θ_k)`` at the ``points`` evenly spaced points, or after every move
         (``len(order) + 1`` values) with ``every_move=True``; full batched evaluation at the
-        points, an incremental replay (when supported) for every move."""
+        points, an incremental replay (when supported) for every move. With
+        ``bn="recompute"`` the points' thresholds are re-estimated first (points only)."""
+        if self.bn == "recompute":
+            if every_move:
+                raise ValueError("SearchPath.errors: every_move=True is not available with "
+                                 "bn='recompute' (each point is recalibrated on its own)")
+            from .recompute import errors_recomputed
+            stats = data if self.bn_data is None else self.bn_data
+            return errors_recomputed(self.a, self.b, self.order, self._ks, data, stats)
         if every_move:
             ev = make_evaluator(self.a, data)
             return np.concatenate([[ev.wrong], ev.commit(self.order)]) / ev.n
@@ -627,7 +636,7 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
            detours: int = 0, seed: int = 0, align=True, max_steps=None, quiet: bool = False,
            points: int = 21, start: str = "greedy", anneal_steps=None, t_start=None, t_end=None,
            window=None, tie_weight: float = 0.05, incremental: bool = True,
-           chunk: int = DEFAULT_CHUNK) -> SearchPath:
+           chunk: int = DEFAULT_CHUNK, bn: str = "frozen", bn_data=None) -> SearchPath:
     r"""Search for an order of the moves from ``a`` to ``b`` with a low barrier
     ``B = max_t E_train(θ_t)`` (every move counted; module docstring, METHODS §6 [ours]).
 
@@ -652,6 +661,11 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
             proposal window and plateau tie-breaker λ (module docstring).
         incremental: use the incremental evaluator when the network allows it.
         chunk: candidates per NetworkStack call for the full evaluator.
+        bn: ``"frozen"``, or ``"recompute"``: the order is searched with the thresholds
+            the moves give (the incremental evaluator needs them fixed), and
+            :meth:`SearchPath.errors` then evaluates its points with thresholds
+            re-estimated on ``bn_data`` (default: the data passed to ``errors``), as
+            :func:`~bnn_toroid.paths.binary.random_flip` does.
         quiet: hide the progress bar.
 
     Returns:
@@ -671,6 +685,8 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
     if detours and (method == "beam" or (method == "anneal" and start == "random")):
         raise ValueError("search: detours are supported by method='greedy' and by 'anneal' "
                          "started from greedy, not by 'beam' or a random start")
+    from .recompute import check_bn
+    bn = check_bn(bn, "search")
     a, b = check_pair(a, b)
     x, y = as_xy(data)
     b = _aligned(a, b, align)
@@ -708,5 +724,7 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
             evals += ev_a
     finally:
         bar.close()
-    return SearchPath(a, b, order, trace, ev.n, method, points, evals, time.perf_counter() - t0,
+    path = SearchPath(a, b, order, trace, ev.n, method, points, evals, time.perf_counter() - t0,
                       note, n_det)
+    path.bn, path.bn_data = bn, bn_data
+    return path

@@ -144,11 +144,12 @@ def permute_units(net: BinaryNetwork, i: int, perm=None, flip=None) -> BinaryNet
         t = t.copy()
         t[flip] = flip_threshold(t[flip], fan, uniform) if t.dtype == np.int64 else flip_threshold(t[flip])
     w = layer.weights[perm] * sign.reshape((-1,) + (1,) * (layer.weights.ndim - 1))
+    bn = None if layer.bn is None else layer.bn.take(perm, flip)
     if isinstance(layer, Dense):
-        layers[i] = Dense(w, threshold=t)
+        layers[i] = Dense(w, threshold=t, bn=bn)
     else:
         layers[i] = Conv2d(w, threshold=t, stride=layer.stride, padding=layer.padding,
-                           pad_value=layer.pad_value)
+                           pad_value=layer.pad_value, bn=bn)
     pool, j = _consumer(net, i)
     if pool is not None:
         p = net.layers[pool]
@@ -160,10 +161,10 @@ def permute_units(net: BinaryNetwork, i: int, perm=None, flip=None) -> BinaryNet
     nw = cols.reshape(nxt.weights.shape)
     if isinstance(nxt, Dense):
         layers[j] = Dense(nw, threshold=nxt.threshold, out_scale=nxt.out_scale if nxt.threshold is None else None,
-                          out_bias=nxt.out_bias if nxt.threshold is None else None)
+                          out_bias=nxt.out_bias if nxt.threshold is None else None, bn=nxt.bn)
     else:
         layers[j] = Conv2d(nw, threshold=nxt.threshold, stride=nxt.stride, padding=nxt.padding,
-                           pad_value=nxt.pad_value)
+                           pad_value=nxt.pad_value, bn=nxt.bn)
     return net.with_layers(layers)
 
 
@@ -339,9 +340,9 @@ def canonicalize(net: BinaryNetwork) -> BinaryNetwork:
 
 def _with_threshold(layer, t):
     if isinstance(layer, Dense):
-        return Dense(layer.weights, threshold=t)
+        return Dense(layer.weights, threshold=t, bn=layer.bn)
     return Conv2d(layer.weights, threshold=t, stride=layer.stride, padding=layer.padding,
-                  pad_value=layer.pad_value)
+                  pad_value=layer.pad_value, bn=layer.bn)
 
 
 def fingerprint(net: BinaryNetwork) -> str:
@@ -351,6 +352,10 @@ def fingerprint(net: BinaryNetwork) -> str:
     from ..network.files import _encode
     c = canonicalize(net)
     arrays, meta = _encode(c)
+    # BatchNorm records do not change the function, so they are not part of its class.
+    arrays = {k: v for k, v in arrays.items() if ".bn_" not in k}
+    for spec in meta["layers"]:
+        spec.pop("bn_after_pool", None)
     h = hashlib.sha256(sha256_arrays(arrays).encode())
     h.update(repr((meta["input_shape"], meta["input_layout"], meta["binarize_input"],
                    meta["layers"])).encode())
