@@ -100,7 +100,7 @@ def diagnose(model: nn.Module, x, initial: dict | None = None, max_samples: int 
     first ``max_samples`` rows of ``x`` (see :func:`_unit_stats`). ``signs_changed`` at
     the top level is the binary layers' pooled fraction (``None`` for real models).
     """
-    x = torch.as_tensor(np.asarray(x[:max_samples]) if not isinstance(x, torch.Tensor) else x[:max_samples])
+    x = torch.as_tensor(np.array(x[:max_samples]) if not isinstance(x, torch.Tensor) else x[:max_samples])
     layers, changed, total = [], 0, 0
     for name, m in _weight_layers(model):
         w = m.weight.detach()

@@ -101,6 +101,61 @@ def _options(v, what, func, reserved):
     return dict(v)
 
 
+_PATH_RESERVED = {"a", "b", "data", "seed", "quiet", "points"}
+_PATH_KEYS = {"kind", "name", "search_n"}
+
+
+def _path_func(kind, binary):
+    import importlib
+
+    from . import paths as P
+    if kind == "search":
+        return importlib.import_module("bnn_toroid.paths.search").search
+    if kind == "bend":
+        return P.binary.single_bend if binary else P.continuous.single_bend
+    return {"random": P.binary.random_flip, "linear": P.continuous.linear,
+            "geodesic": P.continuous.geodesic}[kind]
+
+
+def _path_list(v, binary, spec, kind_defaults, align):
+    """``analyses.paths``: kind names, or objects ``{"kind", "name"?, "search_n"?,
+    options...}`` whose options are the path function's keyword arguments. Returns one
+    dict per path: ``name`` (unique, the report's key), ``kind``, ``options`` (the
+    kind's defaults from ``analyses.search`` / ``analyses.bend``, then the entry's own,
+    with ``align`` from ``analyses.align`` unless given) and ``search_n``."""
+    allowed = BINARY_PATHS if binary else REAL_PATHS
+    what = "binary" if binary else "real-valued"
+    if isinstance(v, (str, dict)):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        _err(f"analyses.paths must be a list of path kinds from {list(allowed)} or path objects, got {v!r}")
+    out = []
+    for i, p in enumerate(v):
+        where = f"analyses.paths[{i}]"
+        if isinstance(p, str):
+            p = {"kind": p}
+        if not isinstance(p, dict) or not isinstance(p.get("kind"), str):
+            _err(f"{where} must be a path kind or an object with a 'kind', got {p!r}")
+        kind = p["kind"]
+        if kind not in allowed:
+            _err(f"{where}: {kind!r} is not available for {what} models ({spec}); choose from {', '.join(allowed)}")
+        name = p.get("name", kind)
+        if not isinstance(name, str) or not name or any(c in name for c in "/\\~") or name.startswith("."):
+            _err(f"{where}.name must be a non-empty name without '/', '\\' or '~', got {name!r}")
+        search_n = p.get("search_n")
+        if search_n is not None and (kind != "search" or not (_is_int(search_n) and search_n >= 1)):
+            _err(f"{where}.search_n: a positive sample count, for 'search' paths only, got {search_n!r}")
+        opts = {k: val for k, val in p.items() if k not in _PATH_KEYS}
+        opts = _options(opts, where, _path_func(kind, binary), _PATH_RESERVED)
+        merged = {"align": align, **kind_defaults.get(kind, {}), **opts}
+        out.append({"name": name, "kind": kind, "options": merged, "search_n": search_n})
+    names = [p["name"] for p in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        _err(f"analyses.paths has duplicate names {dup}; give each entry its own 'name'")
+    return out
+
+
 def load_config(config) -> dict:
     """Read (a path to a JSON file) or take (a dict) a sweep config, check it and return it
     normalised: every optional key filled with its default. Raises :class:`SweepError`
@@ -222,43 +277,31 @@ def load_config(config) -> dict:
             grid = ([0.0, 0.002, 0.005, 0.01, 0.02, 0.05] if binary
                     else [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
         le = {grid_key: grid, "samples": samples}
-    allowed = BINARY_PATHS if binary else REAL_PATHS
-    path_kinds = an.get("paths", ["random"] if binary else ["linear", "geodesic"])
-    if isinstance(path_kinds, str):
-        path_kinds = [path_kinds]
-    if not isinstance(path_kinds, list) or not all(isinstance(p, str) for p in path_kinds):
-        _err(f"analyses.paths must be a list of path kinds from {list(allowed)}, got {path_kinds!r}")
-    for p in path_kinds:
-        if p not in allowed:
-            _err(f"analyses.paths: {p!r} is not available for {'binary' if binary else 'real-valued'} "
-                 f"models ({spec}); choose from {', '.join(allowed)}")
-    if len(set(path_kinds)) != len(path_kinds):
-        _err(f"analyses.paths has duplicates: {path_kinds}")
+    import importlib
+
+    from . import paths as P
+    search_func = importlib.import_module("bnn_toroid.paths.search").search  # the module, not the wrapper
+    bend_func = P.binary.single_bend if binary else P.continuous.single_bend
+    search_opts = _options(an.get("search"), "analyses.search", search_func, _PATH_RESERVED)
+    bend_opts = _options(an.get("bend"), "analyses.bend", bend_func, _PATH_RESERVED)
     points = an.get("points", 21)
     if not (_is_int(points) and points >= 2):
         _err(f"analyses.points must be an integer >= 2, got {points!r}")
     align = an.get("align", True)
     if not isinstance(align, bool):
         _err(f"analyses.align must be true or false, got {align!r}")
-
-    import importlib
-
-    from . import paths as P
-    search_func = importlib.import_module("bnn_toroid.paths.search").search  # the module, not the wrapper
-    search_opts = _options(an.get("search"), "analyses.search", search_func,
-                           {"a", "b", "data", "seed", "align", "quiet", "points"})
-    bend_func = P.binary.single_bend if binary else P.continuous.single_bend
-    bend_opts = _options(an.get("bend"), "analyses.bend", bend_func,
-                         {"a", "b", "data", "seed", "align", "quiet", "points"})
-    if search_opts and "search" not in path_kinds:
-        _err("analyses.search options given but 'search' is not in analyses.paths")
-    if bend_opts and "bend" not in path_kinds:
-        _err("analyses.bend options given but 'bend' is not in analyses.paths")
+    path_list = _path_list(an.get("paths", ["random"] if binary else ["linear", "geodesic"]), binary, spec,
+                           {"search": search_opts, "bend": bend_opts}, align)
+    kinds = {p["kind"] for p in path_list}
+    if search_opts and "search" not in kinds:
+        _err("analyses.search options given but no 'search' path is in analyses.paths")
+    if bend_opts and "bend" not in kinds:
+        _err("analyses.bend options given but no 'bend' path is in analyses.paths")
 
     return {"data": data, "model": spec, "kind": "binary" if binary else "real", "methods": methods,
             "seeds": list(seeds), "epochs": epochs, "lr": lr, "batch_size": batch_size,
             "no_norm": no_norm, "method_options": method_options,
-            "analyses": {"local_energy": le, "paths": path_kinds, "points": points, "align": align,
+            "analyses": {"local_energy": le, "paths": path_list, "points": points, "align": align,
                          "search": search_opts, "bend": bend_opts}}
 
 
@@ -410,32 +453,42 @@ def _task_pair(spec: dict) -> dict:
 
 
 def _task_path(spec: dict) -> dict:
-    """One path kind between one pair: its error curve and barrier (one task each, so a
-    path kind added to a config runs alone on resume)."""
+    """One path between one pair: its error curve and barrier on the training data (one
+    task each, so a path added to a config runs alone on resume). A search with
+    ``search_n`` runs on the first ``search_n`` training samples and also reports its
+    errors on those (``errors_search_data``) beside the full set's (the held-out check)."""
     import numpy as np
 
     from . import paths
-    _seed_globals(task_seed("path", spec["a"], spec["b"], spec["path"], spec["sweep_seed"]))
+    from .paths.base import Barrier
+    p = spec["path"]
+    _seed_globals(task_seed("path", spec["a"], spec["b"], p["name"], spec["sweep_seed"]))
     a, b = _load(spec["file_a"]), _load(spec["file_b"])
     data = _load_data(spec["data"], "train", spec["data_seed"])
-    binary = spec["kind"] == "binary"
-    seed, pts, al, kind = spec["sweep_seed"], spec["points"], spec["align"], spec["path"]
+    seed, pts, kind, opts = spec["sweep_seed"], spec["points"], p["kind"], dict(p["options"])
+    res = {}
     if kind == "random":
-        p = paths.random_flip(a, b, points=pts, seed=seed, align=al)
+        path = paths.random_flip(a, b, points=pts, seed=seed, **opts)
     elif kind == "search":
-        p = paths.search(a, b, data, seed=seed, align=al, quiet=True, points=pts, **spec["search"])
+        sub = (data.x[:p["search_n"]], data.y[:p["search_n"]]) if p["search_n"] else data
+        path = paths.search(a, b, sub, seed=seed, quiet=True, points=pts, **opts)
+        # timings vary from run to run: the report keeps them apart from the results
+        res.update(n_moves=path.n_moves, trace_barrier=path.trace_barrier.max_error,
+                   timing={"search_seconds": path.seconds, "evals_per_second": path.evals_per_second})
+        if p["search_n"]:
+            res["errors_search_data"] = np.asarray(path.errors(sub), float)
+            res["search_n"] = p["search_n"]
     elif kind == "bend":
-        kw = {"quiet": True} if binary else {}
-        p = paths.single_bend(a, b, data, points=pts, seed=seed, align=al, **kw, **spec["bend"])
+        kw = {"quiet": True} if spec["kind"] == "binary" else {}
+        path = paths.single_bend(a, b, data, points=pts, seed=seed, **kw, **opts)
     elif kind == "linear":
-        p = paths.linear(a, b, points=pts, align=al)
+        path = paths.linear(a, b, points=pts, **opts)
     else:
-        p = paths.geodesic(a, b, points=pts, align=al)
-    errors = np.asarray(p.errors(data), float)
-    from .paths.base import Barrier
+        path = paths.geodesic(a, b, points=pts, **opts)
+    errors = np.asarray(path.errors(data), float)
     bar = Barrier.from_errors(errors)
     return {"barrier": float(bar.max_error), "height": float(bar.height),
-            "fractions": np.asarray(p.fractions, float), "errors": errors}
+            "fractions": np.asarray(path.fractions, float), "errors": errors, **res}
 
 
 _TASKS = {"train": _task_train, "minimum": _task_minimum, "pair": _task_pair, "path": _task_path}
@@ -721,11 +774,8 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
                 deps = {a: minimum_sha[a], b: minimum_sha[b]}
                 ends = {**base, "a": a, "b": b, "file_a": files[a], "file_b": files[b]}
                 yield "pair", f"{a}~{b}", ends, deps
-                for kind in an["paths"]:
-                    opts = {"search": an["search"]} if kind == "search" else \
-                        {"bend": an["bend"]} if kind == "bend" else {}
-                    yield "path", f"{a}~{b}~{kind}", {**ends, "path": kind, "points": an["points"],
-                                                       "align": an["align"], **opts}, deps
+                for p in an["paths"]:
+                    yield "path", f"{a}~{b}~{p['name']}", {**ends, "path": p, "points": an["points"]}, deps
 
     queue = deque()
     trained = set()
@@ -810,14 +860,18 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
                      "diagnostics": tr.get("diagnostics", {}), **results["minimum"][n]}
     k = len(names)
     raw, aligned = np.zeros((k, k)), np.zeros((k, k))
-    pairs = []
+    pairs, search_timings = [], {}
+    for k, r in results["path"].items():
+        if "timing" in r:
+            r = results["path"][k] = dict(r)
+            search_timings[k] = r.pop("timing")
     for a, b in pair_list:
         r = results["pair"][f"{a}~{b}"]
         i, j = names.index(a), names.index(b)
         raw[i, j] = raw[j, i] = r["distance_raw"]
         aligned[i, j] = aligned[j, i] = r["distance_aligned"]
         pairs.append({"a": a, "b": b, **r,
-                      "barriers": {k: results["path"][f"{a}~{b}~{k}"] for k in an["paths"]}})
+                      "barriers": {p["name"]: results["path"][f"{a}~{b}~{p['name']}"] for p in an["paths"]}})
     total_s = time.perf_counter() - t_start
     report = {
         "command": "sweep", "config": cfg, "kind": cfg["kind"], "seed": seed, "executor": executor,
@@ -827,7 +881,7 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
         "resumed": sorted(resumed),
         "timings": {"this_run_seconds": total_s, "task_seconds_sum": sum(seconds.values()),
                     "train_seconds": {n: results["train"][n]["train_seconds"] for n in names},
-                    "tasks": seconds},
+                    "tasks": seconds, "search": search_timings},
     }
     from .cli import _jsonable
     report = _jsonable(report)

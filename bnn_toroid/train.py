@@ -52,11 +52,15 @@ OPTIMIZERS = ("adam", "sgd")
 REPLICA_INITS = ("independent", "perturbed")
 
 # The recipe's defaults, chosen by measurement on Fashion-MNIST (docs/training.md):
-# binary models train with Adam on Glorot-scale latent weights, BatchNorm at its own rate;
-# real-valued ones with SGD + Nesterov.
-_DEFAULTS = {
-    "binary": {"optimizer": "adam", "lr": 1e-2, "bn_lr": 1e-3},
-    "real": {"optimizer": "sgd", "lr": 0.05, "bn_lr": 0.05},
+# both kinds train with SGD + Nesterov (the base optimiser of the authors' RSGD), binary
+# ones on Glorot-scale latent weights with BatchNorm at its own, much lower, rate.
+# (kind, optimizer) -> (lr, bn_lr).
+_OPTIMIZER = {"binary": "sgd", "real": "sgd"}
+_RATES = {
+    ("binary", "adam"): (3e-3, 1e-3),
+    ("binary", "sgd"): (10.0, 0.05),   # latent weights get small STE gradients
+    ("real", "sgd"): (0.05, 0.05),
+    ("real", "adam"): (1e-3, 1e-3),
 }
 # RSGD's coupling grows 10^4-fold over the run, as in the authors' robust-ensemble code
 # (Pittorino et al. 2021); gamma0 balances the coupling term against the data loss.
@@ -66,10 +70,14 @@ _GAMMA_GROWTH = 1e4
 _ADV_TARGET = 0.05
 
 
-def defaults(binary: bool) -> dict:
+def defaults(binary: bool, optimizer: Optional[str] = None) -> dict:
     """The optimiser, peak learning rate and BatchNorm learning rate :func:`fit` uses
-    when none is given, for a binary (``True``) or real-valued model."""
-    return dict(_DEFAULTS["binary" if binary else "real"])
+    when none is given, for a binary (``True``) or real-valued model (and, if given, that
+    optimiser)."""
+    kind = "binary" if binary else "real"
+    opt = _OPTIMIZER[kind] if optimizer is None else optimizer
+    lr, bn_lr = _RATES[(kind, opt)]
+    return {"optimizer": opt, "lr": lr, "bn_lr": bn_lr}
 
 
 @dataclass
@@ -406,7 +414,7 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
         gamma_growth: float = _GAMMA_GROWTH, gamma1: Optional[float] = None,
         replica_noise: float = 0.5, adv_epochs: Optional[int] = None,
         adv_target: float = _ADV_TARGET, adv_fraction: float = 0.1,
-        adv_lr: Optional[float] = None, sam_rho: float = 0.05,
+        adv_lr: Optional[float] = None, adv_size: Optional[int] = None, sam_rho: float = 0.05,
         eval_batch_size: int = 2048, diagnostics: bool = True,
         log: Optional[Callable[[str], None]] = None) -> History:
     r"""Train ``model`` in place on ``data`` and return its :class:`History`.
@@ -444,8 +452,11 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
         .. math:: \ell(w_a) + \frac{\gamma_t}{2} \|w_a - \bar w\|^2,
                   \qquad \bar w = \frac1y \sum_a w_a,
 
-        so it gets the extra gradient ``γ_t (w_a − w̄)`` (the centre is recomputed before
-        every synchronous step). ``γ_t = γ0 · G^{t/E}`` with ``t`` in epochs (fractional
+        After each optimiser step on the data loss, the coupling's step follows as
+        ``w_a ← w_a − min(1, η γ_t) (w_a − w̄)`` (``η`` the peak rate of the
+        parameter's group; the centre is recomputed before every synchronous step).
+        With plain SGD this is the coupling's gradient step; kept apart from the
+        optimiser it is not renormalised by Adam and cannot overshoot the centre. ``γ_t = γ0 · G^{t/E}`` with ``t`` in epochs (fractional
         within one), ``E = epochs`` and ``G = gamma_growth`` (10⁴; ``gamma1`` instead
         sets the per-epoch rate ``γ_t = γ0 (1 + γ1)^t``). ``γ0`` (default) balances the
         two terms at the start: mean data loss over replicas = mean coupling term
@@ -458,7 +469,9 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
         ``sign(w̄)`` of the mean latent weights.
     ``"adv"`` (Liu et al. NeurIPS 2020, §4)
         Pre-training on the training set plus :func:`adversarial_copy` of it (uniform
-        random labels, ``adv_fraction`` of each image's pixels zeroed) at the constant
+        random labels, ``adv_fraction`` of each image's pixels zeroed; of a seeded random
+        subset of ``adv_size`` images if given, for models that cannot memorise a whole
+        training set of random labels in reasonable time) at the constant
         rate ``adv_lr`` (default ``lr``) with no weight decay, until the random-label
         copy's train error is at most ``adv_target`` (default 5 %) or after
         ``adv_epochs`` epochs (default ``max(50, 5 · epochs)``), whichever comes first;
@@ -480,8 +493,9 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
         counts the true-label epochs; ``adv`` adds its pre-training before them).
     replicas, replica_init, gamma0, gamma_growth, gamma1, replica_noise : ``rsgd``'s
         ``y``, start, coupling schedule and (``"perturbed"`` only) initial noise.
-    adv_epochs, adv_target, adv_fraction, adv_lr : ``adv``'s epoch cap, stopping error,
-        fraction of zeroed pixels (Liu et al. use 10 %) and learning rate.
+    adv_epochs, adv_target, adv_fraction, adv_lr, adv_size : ``adv``'s epoch cap,
+        stopping error, fraction of zeroed pixels (Liu et al. use 10 %), learning rate and
+        number of random-label images (``None``: one per training image).
     sam_rho : SAM's radius ``ρ`` (Foret et al.'s default 0.05).
     seed : seeds ``torch.manual_seed``, the ``torch.Generator`` for shuffling and
         replicas and the numpy generator for the adversarial copy: equal seeds, equal
@@ -501,15 +515,14 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
     if not isinstance(model, nn.Module):
         raise ValueError(f"fit: model must be a torch.nn.Module, got {type(model).__name__}")
     binary = is_binary(model)
-    d = defaults(binary)
-    optimizer = d["optimizer"] if optimizer is None else optimizer
-    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+    if optimizer is not None and (not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS):
         raise ValueError(f"fit: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    optimizer = optimizer.lower()
+    d = defaults(binary, None if optimizer is None else optimizer.lower())
+    optimizer = d["optimizer"]
     if lr is None:
-        lr = d["lr"] if optimizer == d["optimizer"] else defaults(not binary)["lr"]
+        lr = d["lr"]
     if bn_lr is None:
-        bn_lr = d["bn_lr"] if optimizer == d["optimizer"] else lr
+        bn_lr = d["bn_lr"]
     _check_int("epochs", epochs, 1)
     _check_int("batch_size", batch_size, 1)
     _check_int("replicas", replicas, 1)
@@ -537,6 +550,8 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
         raise ValueError(f"fit: replica_noise must be >= 0, got {replica_noise!r}")
     if not 0 <= adv_fraction <= 1:
         raise ValueError(f"fit: adv_fraction must lie in [0, 1], got {adv_fraction!r}")
+    if adv_size is not None and not (isinstance(adv_size, (int, np.integer)) and adv_size >= 1):
+        raise ValueError(f"fit: adv_size must be an integer >= 1 or None, got {adv_size!r}")
     if not 0 <= adv_target < 1:
         raise ValueError(f"fit: adv_target must lie in [0, 1), got {adv_target!r}")
     if not (math.isfinite(sam_rho) and sam_rho > 0):
@@ -570,9 +585,15 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
         else:
             if method == "adv" and adv_epochs > 0:
                 hist.config.update(adv_epochs=adv_epochs, adv_target=adv_target,
-                                   adv_fraction=adv_fraction, adv_lr=adv_lr)
+                                   adv_fraction=adv_fraction, adv_lr=adv_lr,
+                                   adv_size=len(y) if adv_size is None else min(adv_size, len(y)))
                 k = num_classes if num_classes is not None else max(n_out, 2)
-                x_adv, y_rand = adversarial_copy(x.numpy(), k, adv_fraction, seed)
+                src = x.numpy()
+                if adv_size is not None and adv_size < len(src):
+                    # a seeded random subset: the random labels a model can memorise
+                    pick = np.sort(np.random.default_rng(seed + 7919).permutation(len(src))[:adv_size])
+                    src = src[pick]
+                x_adv, y_rand = adversarial_copy(src, k, adv_fraction, seed)
                 x_adv, y_rand = torch.from_numpy(x_adv), torch.from_numpy(y_rand)
                 kw = dict(base, lr=adv_lr, bn_lr=bn_lr * adv_lr / lr, weight_decay=0.0)
                 _fit_plain(model, torch.cat([x, x_adv]), torch.cat([y, y_rand]), hist, bar,
@@ -729,6 +750,8 @@ def _fit_rsgd(model, x, y, hist, bar, gen, epochs, y_rep, how, gamma0, growth, g
     reps = _replicas(model, y_rep, how, noise, gen, seed)
     rparams = [_train_params(r) for r in reps]
     opts = [_make_opt(r, opt, lr, bn_lr, momentum, weight_decay) for r in reps]
+    # which centre tensor each replica parameter is pulled towards
+    centre_of = [{id(p): i for i, p in enumerate(ps)} for ps in rparams]
     clippers = [_clippers(r) for r in reps]
     centre_params = _train_params(model)
     binary_idx = _binary_param_indices(model)
@@ -770,12 +793,11 @@ def _fit_rsgd(model, x, y, hist, bar, gen, epochs, y_rep, how, gamma0, growth, g
                 o.zero_grad(set_to_none=True)
                 loss = _loss(r(xb), yb)
                 loss.backward()
-                with torch.no_grad():
-                    for p, c in zip(rparams[a], centre):
-                        if p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                        p.grad.add_(p - c, alpha=gamma)
+                pull = _elastic_pull(o, centre_of[a], centre, gamma)
                 o.step()
+                with torch.no_grad():
+                    for p, d in pull:
+                        p.sub_(d)
                 for m in clippers[a]:
                     m.clip_()
                 tot += loss.item() * len(yb)
@@ -801,6 +823,23 @@ def _fit_rsgd(model, x, y, hist, bar, gen, epochs, y_rep, how, gamma0, growth, g
         _say(log, hist, f", gamma {hist.gamma[-1]:.3g}, replica distance "
                         f"{hist.replica_distance[-1]:.3g}"
              + (f", replica Hamming {hist.replica_hamming[-1]:.4f}" if binary_idx else ""))
+
+
+@torch.no_grad()
+def _elastic_pull(opt, index, centre, gamma):
+    """RSGD's coupling step ``α (w − w̄)`` of every parameter, from the weights before the
+    optimiser's step, with ``α = min(1, η γ)`` and ``η`` the group's peak learning rate.
+
+    Subtracted after the data step, it is the coupling term's gradient step of plain SGD.
+    Kept out of the optimiser, it is not rescaled by Adam's per-coordinate
+    normalisation (which, fed ``γ (w − w̄)``, lets the pull drown the data gradient once
+    γ has grown), and the ``min`` keeps it stable where the gradient form oscillates
+    (``η γ > 2``): at ``α = 1`` a replica becomes the centre plus its own data step."""
+    out = []
+    for g in opt.param_groups:
+        alpha = min(1.0, g["peak_lr"] * gamma)
+        out += [(p, (p - centre[index[id(p)]]) * alpha) for p in g["params"]]
+    return out
 
 
 def _binary_param_indices(model):

@@ -81,7 +81,7 @@ def test_binary_report_fields(binary_runs):
     assert on_disk == local
     names = ["sgd-0", "sgd-1", "rsgd-0", "rsgd-1"]
     assert local["names"] == names and local["kind"] == "binary" and local["seed"] == 0
-    assert local["config"]["analyses"]["paths"] == ["random", "search"]
+    assert [p["name"] for p in local["config"]["analyses"]["paths"]] == ["random", "search"]
     for n in names:
         m = local["minima"][n]
         assert m["method"] == n.split("-")[0] and m["seed"] == int(n.split("-")[1])
@@ -109,7 +109,7 @@ def test_binary_report_fields(binary_runs):
             assert bar["barrier"] == max(e)
             assert e[0] == local["minima"][p["a"]]["train_error"]
     t = local["timings"]
-    assert t["total_seconds"] > 0 and len(t["tasks"]) == 4 + 4 + 6
+    assert t["this_run_seconds"] > 0 and len(t["tasks"]) == 4 + 4 + 6 + 6 * 2
     assert set(t["train_seconds"]) == set(names)
 
 
@@ -161,11 +161,11 @@ def test_load_config_fills_defaults():
                        "epochs": 1})
     assert cfg["data"] == {"name": "digits", "n": None, "test": False, "path": None}
     assert cfg["methods"] == ["sgd"] and cfg["seeds"] == [3] and cfg["kind"] == "binary"
-    assert cfg["analyses"]["paths"] == ["random"] and cfg["analyses"]["points"] == 21
+    assert [p["kind"] for p in cfg["analyses"]["paths"]] == ["random"] and cfg["analyses"]["points"] == 21
     assert cfg["analyses"]["local_energy"]["samples"] == 10
     real = load_config({"data": "digits", "model": "mlp:64-16-10", "methods": ["sgd"], "seeds": [0],
                         "epochs": 1})
-    assert real["analyses"]["paths"] == ["linear", "geodesic"]
+    assert [p["name"] for p in real["analyses"]["paths"]] == ["linear", "geodesic"]
     assert "sigma" in real["analyses"]["local_energy"]
 
 
@@ -201,7 +201,11 @@ def _cfg(**over):
     ({"analyses": {"local_energy": {"sigma": [0.1]}}}, "take 'eps'"),
     ({"analyses": {"local_energy": {"eps": [2.0]}}}, r"must lie in \[0.0, 1.0\]"),
     ({"analyses": {"search": {"beam": 3}, "paths": ["search"]}}, r"unknown option\(s\) \['beam'\]"),
-    ({"analyses": {"search": {"candidates": 3}}}, "'search' is not in analyses.paths"),
+    ({"analyses": {"search": {"candidates": 3}}}, "no 'search' path is in analyses.paths"),
+    ({"analyses": {"paths": ["random", {"kind": "random", "orders": 2}]}}, "duplicate names"),
+    ({"analyses": {"paths": [{"kind": "random", "bogus": 1}]}}, r"paths\[0\]: unknown option\(s\) \['bogus'\]"),
+    ({"analyses": {"paths": [{"kind": "random", "search_n": 10}]}}, "for 'search' paths only"),
+    ({"analyses": {"paths": [{"kind": "random", "name": "../x"}]}}, "without '/'"),
     ({"method_options": {"sgd": {"momentun": 0.5}}}, r"method_options.sgd: unknown option\(s\) \['momentun'\]"),
     ({"method_options": {"adv": {"adv_epochs": 1}}}, "'adv' is not one of the sweep's methods"),
 ])

@@ -62,7 +62,7 @@ def test_binary_mlp_trains(method, digits, digits_test):
     kw = dict(replicas=3) if method == "rsgd" else {}
     h = T.fit(model, digits, method, epochs=15, batch_size=64, quiet=True, **kw)
     assert h.method == method and h.seconds > 0
-    n_ep = 30 if method == "adv" else 15
+    n_ep = 15 + len(h.random_label_error)
     assert len(h.loss) == len(h.train_error) == len(h.lr) == len(h.phase) == n_ep
     assert h.train_error[-1] < BINARY_MAX_TRAIN_ERR, h.train_error
     assert h.train_error[-1] == pytest.approx(T.evaluate(model, digits)[1])
@@ -87,8 +87,8 @@ def test_rsgd_replicas_approach_centre(digits):
     d, ham, g = h.replica_distance, h.replica_hamming, h.gamma
     assert len(d) == len(ham) == len(g) == 8
     assert all(b > a for a, b in zip(g, g[1:]))                 # gamma grows
-    assert g[-1] / g[0] == pytest.approx(1000 ** (7 / 8), rel=1e-6)
-    assert d[0] > 0.05 and d[-1] < 0.1 * d[0]                    # latent distance shrinks
+    assert g[-1] / g[0] == pytest.approx(1e4 ** (7 / 8), rel=1e-6)    # 10^4 over the run
+    assert d[0] > 1e-3 and d[-1] < 0.1 * d[0]                    # latent distance shrinks
     assert ham[-1] < 0.5 * ham[0]                                # binary weights agree more
     assert h.config["gamma0"] > 0 and h.config["replicas"] == 3
 
@@ -119,12 +119,12 @@ def test_recompute_bn_stats_single_batch(digits):
 
 def test_adv_pretraining_fits_random_labels(digits, digits_test):
     model = _real(digits, sizes=(64, 256, 256, 10))
-    h = T.fit(model, digits, "adv", epochs=5, adv_epochs=20, lr=0.1, batch_size=64, quiet=True)
-    assert h.phase == ["adv_init"] * 20 + ["sgd"] * 5
-    assert len(h.random_label_error) == 20
-    # chance is 90 %; measured ~1-5 % after 20 epochs
-    assert h.random_label_error[-1] < 0.3, h.random_label_error
-    assert h.random_label_error[0] > h.random_label_error[-1]
+    h = T.fit(model, digits, "adv", epochs=5, adv_epochs=40, lr=0.1, batch_size=64, quiet=True)
+    k = len(h.random_label_error)
+    assert h.phase == ["adv_init"] * k + ["sgd"] * 5
+    # the pre-training stops as soon as the random labels are fitted (chance is 90 %)
+    assert k < 40 and h.random_label_error[-1] <= 0.05 < min(h.random_label_error[:-1])
+    assert h.diagnostics["random_labels_fitted"] and h.diagnostics["adv_epochs_run"] == k
     assert h.train_error[-1] < REAL_MAX_TRAIN_ERR
 
 

@@ -150,6 +150,11 @@ def from_torch(model, input_shape=None, input_layout=None) -> BinaryNetwork:
         raise NetworkError("from_torch: the model is in training mode (BatchNorm would use batch "
                            "statistics); call model.eval() first")
     norm, binarize, blocks = _blocks(model)
+    if norm is not None and binarize:
+        # sign((x - m) / s) is sign(x - m); the frozen network binarises raw inputs at 0
+        raise NetworkError("from_torch: a Normalize before the input Sign is not supported (the frozen "
+                           "network binarises raw inputs as x >= 0); drop input_norm or binarise "
+                           "inputs that are already centred")
     first = blocks[0].module
     conv_model = any(isinstance(b.module, bnn.BinaryConv2d) for b in blocks)
     if input_shape is None:

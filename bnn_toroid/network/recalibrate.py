@@ -117,8 +117,10 @@ def recalibrate(net: BinaryNetwork, data, batch_size: int = 4096,
 def infer_records(net: BinaryNetwork, data, eps: float = 1e-5, batch_size: int = 4096,
                   max_samples: int | None = None) -> BinaryNetwork:
     r"""``net`` with a BatchNorm record on every hidden layer that lacks one, recovered
-    from its thresholds and the data: ``ρ = (μ − T) / sqrt(σ² + ε)``, the ratio for which
-    :func:`recalibrate` on ``data`` gives back ``T`` (up to its rounding). For networks
+    from its thresholds and the data: ``ρ = (μ − T + ½) / sqrt(σ² + ε)`` for integer
+    thresholds (``T`` stands for the bounds in ``(T − 1, T]``; ``μ − T`` on real input),
+    the ratio for which :func:`recalibrate` on ``data`` gives back ``T``. Units that no
+    input can switch (``T ≤ −K`` or ``T > K``) stay constant. For networks
     trained without BatchNorm, or built by hand (the single bend's midpoint)."""
     from .layers import BatchNormRecord
     x = np.asarray(getattr(data, "x", data[0] if isinstance(data, (tuple, list)) else data))
@@ -132,8 +134,15 @@ def infer_records(net: BinaryNetwork, data, eps: float = 1e-5, batch_size: int =
         probe = net.with_layers(layers[:i] + [_with_bn(layer, rec)] + layers[i + 1:])
         mean, var = _moments(probe, i, x, batch_size)
         t = layer.threshold.astype(np.float64)
+        k = int(np.prod(layer.weights.shape[1:]))
+        # an integer T stands for every bound in (T - 1, T]: take the middle, so that
+        # recalibrating on the same data rounds back to T
+        mid = t - 0.5 if layer.threshold.dtype == np.int64 else t
         with np.errstate(divide="ignore", invalid="ignore"):
-            rho = np.where(np.isfinite(t), (mean - t) / np.sqrt(var + eps), -np.sign(t) * np.inf)
+            rho = (mean - mid) / np.sqrt(var + eps)
+        const_on = np.isneginf(t) | ((layer.threshold.dtype == np.int64) & (t <= -k))
+        const_off = np.isposinf(t) | ((layer.threshold.dtype == np.int64) & (t > k))
+        rho = np.where(const_on, np.inf, np.where(const_off, -np.inf, rho))
         layers[i] = _with_bn(layer, BatchNormRecord(rho, eps))
     return net.with_layers(layers)
 
