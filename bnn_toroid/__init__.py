@@ -13,15 +13,16 @@ from importlib import import_module
 from ._version import __version__
 
 _SUBMODULES = ("datasets", "nn", "train", "network", "symmetry", "geometry", "landscape",
-               "paths", "io", "onnx", "larq", "kernels", "plots", "bench", "cli", "demo", "sweep")
+               "paths", "io", "onnx", "larq", "kernels", "plots", "bench", "cli", "demo", "sweep",
+               "diagnostics")
 _NAMES = {
     "BinaryNetwork": "network", "NetworkStack": "network", "load": "network", "save": "network",
     "canonicalize": "symmetry", "fingerprint": "symmetry", "align": "symmetry", "normalize": "symmetry",
-    "distance": "geometry", "local_energy": "landscape",
+    "distance": "geometry", "local_energy": "landscape", "recalibrate": "network",
 }
 
 __all__ = ["BinaryNetwork", "NetworkStack", "load", "save", "canonicalize", "fingerprint",
-           "align", "normalize", "distance", "local_energy", "paths", "datasets", "nn",
+           "align", "normalize", "distance", "local_energy", "recalibrate", "paths", "datasets", "nn",
            "train", "kernels", "onnx", "__version__"]
 
 

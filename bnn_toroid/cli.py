@@ -120,10 +120,12 @@ def cmd_train(args):
     report = {"command": "train", "model": args.model, "kind": kind, "data": args.data,
               "method": args.method, "seed": args.seed, "epochs": args.epochs, "output": args.output,
               "train_error": train_err, "test_error": test_err, "seconds": hist.seconds,
-              "history": {"loss": hist.loss, "train_error": hist.train_error}}
+              "history": {"loss": hist.loss, "train_error": hist.train_error},
+              "config": hist.config, "diagnostics": hist.diagnostics}
     _say(args, f"{args.method} {args.model} on {args.data}: train error {100 * train_err:.2f}%"
          + (f", test error {100 * test_err:.2f}%" if test_err is not None else "")
          + f" ({hist.seconds:.1f} s) -> {args.output}")
+    _say(args, f"  {hist.summary()}")
     _emit(args, report)
 
 

@@ -1,0 +1,83 @@
+"""A sweep interrupted mid-way resumes where it stopped and ends with the same results as
+an uninterrupted run; a folder refuses another config unless told to update it."""
+import json
+
+import pytest
+
+from bnn_toroid import sweep as S
+
+CFG = {
+    "data": {"name": "digits", "n": 120},
+    "model": "bmlp:64-8-10",
+    "methods": ["sgd"],
+    "seeds": [0, 1],
+    "epochs": 2,
+    "analyses": {"local_energy": {"eps": [0.0, 0.05], "samples": 2},
+                 "paths": ["random", {"kind": "random", "name": "raw", "align": False}],
+                 "points": 5},
+}
+
+
+def _cfg(tmp_path, cfg, name="c.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps(cfg))
+    return str(p)
+
+
+def _interrupt_paths(monkeypatch):
+    """Make every path task raise KeyboardInterrupt (as Ctrl-C would) in the inline executor."""
+    def boom(spec):
+        raise KeyboardInterrupt
+    monkeypatch.setitem(S._TASKS, "path", boom)
+
+
+def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, CFG)
+    fresh = S.run_sweep(cfg, executor="inline", out=tmp_path / "fresh", quiet=True)
+    assert fresh["resumed"] == []
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_paths(m)
+        with pytest.raises(KeyboardInterrupt):
+            S.run_sweep(cfg, executor="inline", out=out, quiet=True)
+    assert "interrupted" in (out / "sweep.log").read_text()
+    assert not (out / "sweep.json").exists()                      # no half-finished report
+    done = sorted(p.stem for p in (out / "state" / "train").glob("*.json"))
+    assert done == ["sgd-0", "sgd-1"]
+
+    again = S.run_sweep(cfg, executor="inline", out=out, quiet=True)
+    assert {"train:sgd-0", "train:sgd-1"} <= set(again["resumed"])
+    assert not any(r.startswith("path:") for r in again["resumed"])
+    assert S.results_of(again) == S.results_of(fresh)
+
+    third = S.run_sweep(cfg, executor="inline", out=out, quiet=True)   # nothing left to do
+    assert len(third["resumed"]) == 2 * 2 + 1 * (1 + 2)
+    assert S.results_of(third) == S.results_of(fresh)
+
+
+def test_changed_config_refused_unless_update(tmp_path):
+    out = tmp_path / "o"
+    S.run_sweep(_cfg(tmp_path, CFG), executor="inline", out=out, quiet=True)
+    changed = json.loads(json.dumps(CFG))
+    changed["analyses"]["points"] = 7                             # only the paths change
+    cfg2 = _cfg(tmp_path, changed, "c2.json")
+    with pytest.raises(S.SweepError, match="--update"):
+        S.run_sweep(cfg2, executor="inline", out=out, quiet=True)
+    r = S.run_sweep(cfg2, executor="inline", out=out, quiet=True, update=True)
+    # training, local energy and distances are kept; every path is redone
+    assert {"train:sgd-0", "train:sgd-1", "minimum:sgd-0", "minimum:sgd-1", "pair:sgd-0~sgd-1"} \
+        == set(r["resumed"])
+    assert all(len(b["errors"]) == 7 for b in r["pairs"][0]["barriers"].values())
+    assert json.loads((out / "sweep_config.json").read_text())["config"]["analyses"]["points"] == 7
+
+
+def test_edited_minimum_file_invalidates_its_analyses(tmp_path):
+    """The analyses of a minimum depend on its file's content, not its name."""
+    out = tmp_path / "o"
+    cfg = _cfg(tmp_path, CFG)
+    S.run_sweep(cfg, executor="inline", out=out, quiet=True)
+    (out / "state" / "train" / "sgd-1.json").unlink()               # retrain sgd-1 ...
+    r = S.run_sweep(cfg, executor="inline", out=out, quiet=True)
+    # ... which gives the same bytes (seeded), so its analyses stay valid
+    assert "minimum:sgd-1" in r["resumed"] and "train:sgd-1" not in r["resumed"]
