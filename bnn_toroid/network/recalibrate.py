@@ -78,6 +78,10 @@ def recalibrate(net: BinaryNetwork, data, batch_size: int = 4096,
     own weights, this reproduces its thresholds up to the difference between the running
     statistics of training and the full-data statistics. Layers without a record keep
     their thresholds. Returns a new network; ``net`` is unchanged.
+
+    Re-estimating BatchNorm statistics at every point of a path between two networks is
+    the practice of Garipov et al. (NeurIPS 2018, "Loss surfaces, mode connectivity, and
+    fast ensembling of DNNs"); here it acts on the folded integer thresholds.
     """
     if not isinstance(net, BinaryNetwork):
         raise TypeError(f"recalibrate: expected a BinaryNetwork, got {type(net).__name__}")

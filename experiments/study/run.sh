@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="${1:-/work/study_runs}"
 mkdir -p "$root"
-for cfg in binary_fmnist real_mnist; do
+for cfg in binary_fmnist real_mnist real_fmnist binary_fmnist_1001; do
     bnn-toroid sweep "$here/$cfg.json" --out "$root/$cfg" --workers 2 -q \
         --json "$root/$cfg.report.json"
 done
