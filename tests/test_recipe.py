@@ -7,23 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from bnn_toroid import datasets as D
 from bnn_toroid import diagnostics as G
 from bnn_toroid import nn as bnn
 from bnn_toroid import train as T
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return D.load("digits")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("layer, fans", [

@@ -9,23 +9,12 @@ from bnn_toroid import nn as bnn
 from bnn_toroid import train as T
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids oversubscribing a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _head(model, k):
     """The first k modules of a Sequential model as a plain nn.Sequential."""
     return nn.Sequential(*list(model)[:k])
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return D.load("digits")
 
 
 @pytest.fixture(scope="module")
