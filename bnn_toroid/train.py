@@ -471,7 +471,8 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
         Pre-training on the training set plus :func:`adversarial_copy` of it (uniform
         random labels, ``adv_fraction`` of each image's pixels zeroed; of a seeded random
         subset of ``adv_size`` images if given, for models that cannot memorise a whole
-        training set of random labels in reasonable time) at the constant
+        training set of random labels in reasonable time; a subset copy is repeated
+        ``n // adv_size`` times so that random and true labels weigh the same) at the constant
         rate ``adv_lr`` (default ``lr``) with no weight decay, until the random-label
         copy's train error is at most ``adv_target`` (default 5 %) or after
         ``adv_epochs`` epochs (default ``max(50, 5 · epochs)``), whichever comes first;
@@ -595,8 +596,16 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
                     src = src[pick]
                 x_adv, y_rand = adversarial_copy(src, k, adv_fraction, seed)
                 x_adv, y_rand = torch.from_numpy(x_adv), torch.from_numpy(y_rand)
+                reps = len(x) // len(x_adv)
+                hist.config["adv_repeats"] = max(reps, 1)
+                if reps > 1:
+                    # repeated so the random labels weigh as much as the true ones: a small
+                    # copy among 60,000 true images is otherwise hardly seen (docs/training.md)
+                    x_adv_seen, y_rand_seen = x_adv.repeat((reps,) + (1,) * (x.dim() - 1)), y_rand.repeat(reps)
+                else:
+                    x_adv_seen, y_rand_seen = x_adv, y_rand
                 kw = dict(base, lr=adv_lr, bn_lr=bn_lr * adv_lr / lr, weight_decay=0.0)
-                _fit_plain(model, torch.cat([x, x_adv]), torch.cat([y, y_rand]), hist, bar,
+                _fit_plain(model, torch.cat([x, x_adv_seen]), torch.cat([y, y_rand_seen]), hist, bar,
                            gen, adv_epochs, None, "adv_init", (x, y), (x_adv, y_rand),
                            schedule="constant", stop_below=adv_target, **kw)
                 bar.total = len(hist.loss) + epochs

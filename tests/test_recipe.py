@@ -113,6 +113,18 @@ def test_adv_stops_at_target_or_cap(digits):
     assert "NOT fitted" in h.summary()
 
 
+def test_adv_small_copy_is_repeated_to_weigh_as_much_as_the_true_labels(digits):
+    torch.manual_seed(0)
+    model = bnn.BinaryMLP([64, 256, 256, 10], input_norm=T.input_norm(digits))
+    h = T.fit(model, digits, "adv", epochs=1, adv_epochs=40, adv_size=100, quiet=True)
+    assert h.config["adv_size"] == 100 and h.config["adv_repeats"] == len(digits.y) // 100
+    # 100 random labels seen 14 times an epoch: memorised well before the cap
+    assert h.diagnostics["random_labels_fitted"] is True
+    assert h.diagnostics["adv_epochs_run"] < 40
+    full = T.fit(bnn.MLP([64, 8, 10]), digits, "adv", epochs=1, adv_epochs=1, quiet=True)
+    assert full.config["adv_repeats"] == 1
+
+
 def test_diagnostics_signs_changed_and_stuck_units(digits):
     torch.manual_seed(0)
     model = bnn.BinaryMLP([64, 40, 10], input_norm=T.input_norm(digits)).eval()

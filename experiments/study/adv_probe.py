@@ -17,7 +17,9 @@ from bnn_toroid.io import build_model
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
 p.add_argument("--data", default="fashion-mnist")
-p.add_argument("--adv-lr", type=float, required=True)
+p.add_argument("--adv-lr", type=float, default=None)
+p.add_argument("--optimizer", default=None)
+p.add_argument("--batch-size", type=int, default=None)
 p.add_argument("--cap", type=int, default=20)
 p.add_argument("--adv-size", type=int, default=None, help="random-label images (default: all)")
 p.add_argument("--target", type=float, default=0.05)
@@ -29,6 +31,7 @@ torch.manual_seed(a.seed)
 model = build_model(a.model, input_norm=train.input_norm(tr))
 t = time.time()
 h = train.fit(model, tr, "adv", epochs=1, adv_epochs=a.cap, adv_lr=a.adv_lr, adv_target=a.target,
-              adv_size=a.adv_size,
+              adv_size=a.adv_size, **({"optimizer": a.optimizer} if a.optimizer else {}),
+              **({"batch_size": a.batch_size} if a.batch_size else {}),
               seed=a.seed, quiet=True, log=lambda s: print(f"{time.time() - t:7.0f}s {s}", flush=True))
 print("summary:", h.summary(), flush=True)
