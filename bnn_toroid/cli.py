@@ -1,8 +1,10 @@
 """The ``bnn-toroid`` command: a thin layer over the library.
 
 Every subcommand takes ``--seed``, ``--json [FILE]`` (a machine-readable report on stdout,
-or to FILE) and ``--quiet``. Errors print one line, ``bnn-toroid: error: ...``, and exit
-with status 2; no traceback unless ``BNN_TOROID_DEBUG=1``.
+or to FILE) and ``--quiet``. Errors print one line, ``bnn-toroid: error: ...``, with no
+traceback unless ``BNN_TOROID_DEBUG=1``. Exit status: 0 success, 1 a failure while
+running (a bad file, a failed task), 2 a usage error (a bad or inapplicable option, an
+output that cannot be written: found before any work starts), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -15,11 +17,55 @@ from pathlib import Path
 
 import numpy as np
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class CommandError(Exception):
-    """A user-facing failure: printed as one line."""
+    """A user-facing failure while running: printed as one line, exit status 1."""
+
+
+class UsageError(CommandError):
+    """A bad or inapplicable option, found before any work: exit status 2."""
+
+
+def _nonneg_int(text):
+    """``--seed``: one rule for every subcommand and the sweep (an integer >= 0)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _pos_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _points(text):
+    v = _pos_int(text)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {v}")
+    return v
+
+
+def _finite_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +90,36 @@ def _emit(args, report: dict):
         from ._files import atomic_write
         atomic_write(args.json, lambda f: f.write(text.encode()))
         _say(args, f"report written to {args.json}")
+
+
+def _check_output(path, what):
+    """Refuse an output path that cannot be written, before the work that fills it: the
+    message names the user's path, not a temporary file."""
+    if path is None or path == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{what} {path}: is a folder; expected a file name")
+    if p.exists() and not p.is_file():
+        raise UsageError(f"{what} {path}: exists and is not a regular file; expected a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: folder {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{what} {path}: exists and is not writable")
+
+
+def _check_folder(path, what):
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} {path}: exists and is not a folder")
+    first = p
+    while not first.exists():       # the nearest existing ancestor must be writable
+        first = first.parent
+    if not os.access(first, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {first} is not writable")
 
 
 def _jsonable(v):
@@ -77,7 +153,7 @@ def _load_net(path):
     try:
         return load_any(path)
     except ValueError as e:
-        raise CommandError(str(e)) from None
+        raise CommandError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
 
 
 def _is_binary(net):
@@ -99,6 +175,8 @@ def cmd_train(args):
     from . import train
     from .io import build_model, is_binary_spec, save_model
     from .network import BinaryNetwork
+    _check_output(args.output, "--output")
+    _check_output(args.json, "--json")
     data = _data(args.data, "train", args.n, args.seed)
     norm = train.input_norm(data) if not args.no_norm else None
     torch.manual_seed(args.seed)  # before building: the seed sets the initial weights
@@ -140,15 +218,49 @@ def _local_energy(net, data, args):
     return {"x": x, "mean": le.mean, "std": le.std, "base_error": le.base_error}
 
 
+def _report_names(paths):
+    """One report key per network: the file stem, or more of the path where stems repeat."""
+    if len({str(Path(p).resolve()) for p in paths}) != len(paths):
+        seen = [p for p in paths if sum(Path(q).resolve() == Path(p).resolve() for q in paths) > 1]
+        raise UsageError(f"analyze: the same network file is given more than once ({seen[0]}); "
+                         "expected each file once")
+    names = [Path(p).stem for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    names = [str(Path(p).with_suffix("")) for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [str(Path(p).resolve()) for p in paths]
+
+
 def cmd_analyze(args):
+    _check_output(args.json, "--json")
     from . import align, distance, fingerprint
+    from .landscape.binary import DEFAULT_EPS
+    from .landscape.continuous import DEFAULT_SIGMA
+    names = _report_names(args.nets)
+    _check_output(args.figure, "--figure")
+    if args.figure:
+        from .plots import figure_format
+        try:
+            figure_format(args.figure)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     nets = [_load_net(p) for p in args.nets]
     kinds = {_is_binary(n) for n in nets}
     if len(kinds) > 1:
-        raise CommandError("analyze: mix of binary and real-valued networks; analyse each kind separately")
+        raise UsageError("analyze: mix of binary and real-valued networks; analyse each kind separately")
+    binary = _is_binary(nets[0])
+    if binary and args.sigma is not None:
+        raise UsageError("analyze: --sigma (noise levels) applies to real-valued networks; "
+                         "binary networks take --eps (flip fractions)")
+    if not binary and args.eps is not None:
+        raise UsageError("analyze: --eps (flip fractions) applies to binary networks; "
+                         "real-valued networks take --sigma (noise levels)")
+    args.eps = list(DEFAULT_EPS) if args.eps is None else args.eps
+    args.sigma = list(DEFAULT_SIGMA) if args.sigma is None else args.sigma
     data = _data(args.data, "train", args.n, args.seed)
     test = _data(args.data, "test", None, args.seed) if args.test else None
-    names = [Path(p).stem for p in args.nets]
     report = {"command": "analyze", "data": args.data, "n": len(data), "networks": {}}
     for name, net in zip(names, nets):
         _say(args, f"analysing {name} ...")
@@ -175,7 +287,8 @@ def cmd_analyze(args):
                 aligned[i, j] = distance(nets[i], nets[j], kind="normalized_aligned")
             raw[j, i], aligned[j, i] = raw[i, j], aligned[i, j]
     report["names"] = names
-    report["distance"] = {"kind": "hamming" if _is_binary(nets[0]) else "per-parameter euclidean",
+    report["distance"] = {"kind": "hamming" if binary else
+                          "raw: per-parameter euclidean; aligned: normalized_aligned",
                           "raw": raw, "aligned": aligned}
     if k > 1:
         _say(args, "pairwise distance raw / aligned:")
@@ -203,28 +316,38 @@ def _path_report(path, data):
 
 def cmd_connect(args):
     from . import paths
+    _check_output(args.json, "--json")
     a, b = _load_net(args.a), _load_net(args.b)
     if _is_binary(a) != _is_binary(b):
-        raise CommandError("connect: both networks must be of the same kind")
+        raise UsageError("connect: both networks must be of the same kind")
     data = _data(args.data, "train", args.n, args.seed)
     binary = _is_binary(a)
     kind = args.path
     allowed = ("random", "bend", "search") if binary else ("linear", "geodesic", "bend")
     if kind not in allowed:
-        raise CommandError(f"connect: --path {kind} is not available for "
+        raise UsageError(f"connect: --path {kind} is not available for "
                            f"{'binary' if binary else 'real-valued'} networks; choose from {allowed}")
+    given = {"--method": args.method is not None, "--points": args.points is not None}
+    takes = {"random": ("--points",), "search": ("--method", "--points"), "bend": ("--points",),
+             "linear": ("--points",), "geodesic": ("--points",)}[kind]
+    for opt, was_given in given.items():
+        if was_given and opt not in takes:
+            raise UsageError(f"connect: {opt} does not apply to --path {kind}"
+                             + (f"; it takes {', '.join(takes)}" if takes else ""))
+    points = 21 if args.points is None else args.points
+    method = "greedy" if args.method is None else args.method
     t0 = time.perf_counter()
     if kind == "random":
-        p = paths.random_flip(a, b, points=args.points, seed=args.seed, align=not args.raw)
+        p = paths.random_flip(a, b, points=points, seed=args.seed, align=not args.raw)
     elif kind == "search":
-        p = paths.search(a, b, data, method=args.method, seed=args.seed, align=not args.raw,
-                         quiet=args.quiet)
+        p = paths.search(a, b, data, method=method, seed=args.seed, align=not args.raw,
+                         points=points, quiet=args.quiet)
     elif kind == "bend":
-        p = paths.single_bend(a, b, data, points=args.points, seed=args.seed)
+        p = paths.single_bend(a, b, data, points=points, seed=args.seed, align=not args.raw)
     elif kind == "linear":
-        p = paths.linear(a, b, points=args.points, align=not args.raw)
+        p = paths.linear(a, b, points=points, align=not args.raw)
     else:
-        p = paths.geodesic(a, b, points=args.points)
+        p = paths.geodesic(a, b, points=points, align=not args.raw)
     rep = _path_report(p, data)
     report = {"command": "connect", "a": args.a, "b": args.b, "path": kind, "data": args.data,
               "aligned": not args.raw, "seconds": time.perf_counter() - t0, **rep}
@@ -235,6 +358,7 @@ def cmd_connect(args):
 
 def cmd_bench(args):
     from . import bench
+    _check_output(args.json, "--json")
     report = bench.run(quick=args.quick, threads=args.threads)
     _say(args, bench.format_table(report))
     _emit(args, report)
@@ -242,9 +366,11 @@ def cmd_bench(args):
 
 def cmd_export(args):
     from . import onnx as bonnx
+    _check_output(args.output, "--output")
+    _check_output(args.json, "--json")
     net = _load_net(args.net)
     if not _is_binary(net):
-        raise CommandError(f"export: {args.net} is a real-valued model; export takes a frozen binary network")
+        raise UsageError(f"export: {args.net} is a real-valued model; export takes a frozen binary network")
     bonnx.export(net, args.output, opset=args.opset, qonnx=args.qonnx)
     _say(args, f"wrote {args.output}")
     _emit(args, {"command": "export", "network": args.net, "output": args.output, "opset": args.opset,
@@ -255,6 +381,8 @@ def cmd_import(args):
     from . import onnx as bonnx
     if not Path(args.model).exists():
         raise CommandError(f"{args.model}: no such file")
+    _check_output(args.output, "--output")
+    _check_output(args.json, "--json")
     try:
         net = bonnx.load(args.model)
     except ValueError as e:
@@ -270,6 +398,8 @@ def cmd_demo(args):
     import contextlib
 
     from .demo import run
+    _check_folder(args.out, "--out")
+    _check_output(args.json, "--json")
     # with the JSON report on stdout, the demo's log goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json == "-" else contextlib.nullcontext():
         report = run(out=args.out, seed=args.seed, quiet=args.quiet, quick=args.quick)
@@ -278,6 +408,8 @@ def cmd_demo(args):
 
 def cmd_sweep(args):
     from .sweep import run_sweep
+    _check_folder(args.out, "--out")
+    _check_output(args.json, "--json")
     report = run_sweep(args.config, executor=args.executor, workers=args.workers, out=args.out,
                        seed=args.seed, quiet=args.quiet, update=args.update)
     _emit(args, report)
@@ -285,16 +417,17 @@ def cmd_sweep(args):
 
 # ---------------------------------------------------------------------------- parser
 def _common(p):
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed, an integer >= 0 (default 0)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write a JSON report to FILE, or to stdout when no FILE is given")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no messages (progress bars are drawn only when stderr is a terminal)")
 
 
 def _data_args(p, required=True):
     p.add_argument("--data", required=required, default=None if required else "digits",
                    help="dataset: digits, mnist, fashion-mnist, parity-mnist, hmm, cifar10")
-    p.add_argument("--n", type=int, default=None, help="use a random subset of N training samples")
+    p.add_argument("--n", type=_pos_int, default=None, help="use a random subset of N training samples")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,9 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "lenet:1x28x28, bconvnet:1x28x28, committee:1001-101")
     _data_args(p)
     p.add_argument("--method", default="sgd", help="sgd, rsgd, adv or sam")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=_pos_int, default=10)
+    p.add_argument("--lr", type=_finite_float, default=None)
+    p.add_argument("--batch-size", type=_pos_int, default=None)
     p.add_argument("--no-norm", action="store_true", help="do not fold the data's mean/std into the model")
     p.add_argument("--test", action="store_true", help="also report the test error")
     p.add_argument("-o", "--output", required=True, help="output .npz")
@@ -328,13 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="errors, local energy, distances and fingerprints of networks")
     p.add_argument("nets", nargs="+", metavar="NET", help="network files (.npz)")
     _data_args(p)
-    p.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.002, 0.005, 0.01, 0.02, 0.05],
-                   help="flip fractions (binary)")
-    p.add_argument("--sigma", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
-                   help="noise levels (real-valued)")
-    p.add_argument("--samples", type=int, default=10, help="draws per ε or σ")
+    p.add_argument("--eps", type=_finite_float, nargs="+", default=None,
+                   help="flip fractions, binary networks only (default: landscape.binary.DEFAULT_EPS)")
+    p.add_argument("--sigma", type=_finite_float, nargs="+", default=None,
+                   help="noise levels, real-valued networks only (default: landscape.continuous.DEFAULT_SIGMA)")
+    p.add_argument("--samples", type=_pos_int, default=10, help="draws per ε or σ")
     p.add_argument("--test", action="store_true", help="also report the test error")
-    p.add_argument("--figure", default=None, help="write a PNG figure here")
+    p.add_argument("--figure", default=None,
+                   help="write a figure here; the extension names the format (.png, .svg, .pdf)")
     _common(p)
     p.set_defaults(func=cmd_analyze)
 
@@ -343,14 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b")
     _data_args(p)
     p.add_argument("--path", default="random", help="binary: random, search, bend; real: linear, geodesic, bend")
-    p.add_argument("--method", default="greedy", help="search method: greedy, beam, anneal")
-    p.add_argument("--points", type=int, default=21)
+    p.add_argument("--method", default=None, help="--path search only: greedy (default), beam, anneal")
+    p.add_argument("--points", type=_points, default=None,
+                   help="points along the path at which the error is reported, >= 2 (default 21)")
     p.add_argument("--raw", action="store_true", help="do not align b to a first")
     _common(p)
     p.set_defaults(func=cmd_connect)
 
     p = sub.add_parser("bench", help="kernel throughput table against torch float32")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=_pos_int, default=2)
     p.add_argument("--quick", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_bench)
@@ -359,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("net")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--qonnx", action="store_true", help="add QONNX BipolarQuant annotations")
+    p.add_argument("--qonnx", action="store_true",
+                   help="write the binarisations as QONNX BipolarQuant operators instead of Sign")
     _common(p)
     p.set_defaults(func=cmd_export)
 
@@ -372,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="train many minima (methods × seeds) and analyse all pairs")
     p.add_argument("config", help="JSON config file")
     p.add_argument("--executor", default="local", help="local (process pool), ray, or inline (this process; for debugging)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=_pos_int, default=2)
     p.add_argument("--out", default="sweep_out",
                    help="results folder; a re-run into it resumes (skips finished tasks)")
     p.add_argument("--update", action="store_true",
@@ -394,25 +530,43 @@ def _check_inputs(args):
                 raise CommandError(f"{path}: no such file")
 
 
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, a scheduler's time limit) ends the command as Ctrl-C does: the
+    cleanup runs, so a sweep stops its worker processes instead of orphaning them."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    previous = _terminate_as_interrupt()
     try:
         _check_inputs(args)
         args.func(args)
     except KeyboardInterrupt:
         print("bnn-toroid: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (CommandError, ValueError, TypeError, FileNotFoundError, OSError, KeyError,
             NotImplementedError) as e:
         if os.environ.get("BNN_TOROID_DEBUG"):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"bnn-toroid: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_FAILURE
+    finally:
+        if previous is not None:
+            import signal
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

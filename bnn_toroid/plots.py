@@ -1,5 +1,7 @@
-"""Figures: local energy curves, error along paths, distance matrices (matplotlib, PNG)."""
+"""Figures: local energy curves, error along paths, distance matrices (matplotlib; PNG, SVG or PDF)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -13,18 +15,29 @@ def _plt():
     return plt
 
 
-def _color(name, i):
-    key = str(name).split("-")[0].split(" ")[0].lower()
-    return COLORS.get(key, f"C{i % 10}")
+_LINES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+
+
+def _styles(names):
+    """Colour by method (the name's first word: ``sgd-0`` → sgd), and line style and
+    marker by the name's rank within its method, so two seeds of one method differ."""
+    out, rank = {}, {}
+    for i, name in enumerate(names):
+        key = str(name).split("-")[0].split(" ")[0].lower()
+        k = rank[key] = rank.get(key, -1) + 1
+        ls, marker = _LINES[k % len(_LINES)]
+        out[name] = {"color": COLORS.get(key, f"C{i % 10}"), "linestyle": ls, "marker": marker}
+    return out
 
 
 def local_energy(ax, curves: dict, xlabel: str = "fraction of weights flipped ε"):
     """δE against ε (or σ) per network, mean ± std over draws."""
-    for i, (name, le) in enumerate(curves.items()):
+    styles = _styles(list(curves))
+    for name, le in curves.items():
         x, m, s = np.asarray(le["x"]), np.asarray(le["mean"]), np.asarray(le["std"])
-        c = _color(name, i)
-        ax.plot(x, 100 * m, "o-", color=c, label=name, ms=3)
-        ax.fill_between(x, 100 * (m - s), 100 * (m + s), color=c, alpha=0.15, lw=0)
+        st = styles[name]
+        ax.plot(x, 100 * m, label=name, ms=3, **st)
+        ax.fill_between(x, 100 * (m - s), 100 * (m + s), color=st["color"], alpha=0.15, lw=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("local energy δE (train error rise, %)")
     ax.set_title("Flatness: error rise around each minimum")
@@ -58,9 +71,24 @@ def distance_matrix(ax, matrix, labels, title: str = "Hamming distance (aligned)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def figure_format(path) -> str:
+    """The format a figure file's extension names (``.png``, ``.svg`` or ``.pdf``);
+    anything else raises ``ValueError`` rather than writing one format under another's name."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext not in FIGURE_FORMATS:
+        raise ValueError(f"figure {path}: the extension {('.' + ext) if ext else '(none)'} names no "
+                         f"format written here; expected one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    return ext
+
+
 def save_figure(path, panels, ncols=3, size=(5.2, 4.2), suptitle=None):
-    """Draw ``panels`` (callables taking an Axes) in a grid and write a PNG atomically."""
+    """Draw ``panels`` (callables taking an Axes) in a grid and write it atomically in the
+    format the extension names (:func:`figure_format`)."""
     from ._files import atomic_write
+    fmt = figure_format(path)
     plt = _plt()
     n = len(panels)
     ncols = min(ncols, n)
@@ -73,6 +101,6 @@ def save_figure(path, panels, ncols=3, size=(5.2, 4.2), suptitle=None):
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110))
     plt.close(fig)
     return path

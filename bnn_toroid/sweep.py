@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import time
 import traceback
@@ -82,6 +83,8 @@ def _number_list(v, what, lo=0.0, hi=None):
     if not isinstance(v, list) or not v or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
         _err(f"{what} must be a non-empty list of numbers, got {v!r}")
+    if not all(math.isfinite(x) for x in v):
+        _err(f"{what} must be finite numbers, got {v!r}")
     if any(x < lo or (hi is not None and x > hi) for x in v):
         _err(f"{what} must lie in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
     return [float(x) for x in v]
@@ -98,11 +101,39 @@ def _options(v, what, func, reserved):
     if bad:
         allowed = sorted(k for k in params if k not in reserved and params[k].default is not inspect._empty)
         _err(f"{what}: unknown option(s) {bad}; allowed: {', '.join(allowed)}")
+    for k, val in v.items():   # a value of the default's type: "five" for an int fails here
+        _check_type(f"{what}.{k}", val, params[k].default)
     return dict(v)
+
+
+def _check_type(what, val, default):
+    if default is None or default is inspect.Parameter.empty or val is None:
+        return
+    if isinstance(default, bool):
+        ok, want = isinstance(val, bool), "true or false"
+    elif isinstance(default, int):
+        ok, want = _is_int(val), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(val, (int, float)) and not isinstance(val, bool) and math.isfinite(val)
+        want = "a finite number"
+    elif isinstance(default, str):
+        ok, want = isinstance(val, str), "a string"
+    else:
+        return
+    if not ok:
+        _err(f"{what} must be {want}, got {val!r}")
 
 
 _PATH_RESERVED = {"a", "b", "data", "seed", "quiet", "points"}
 _PATH_KEYS = {"kind", "name", "search_n"}
+
+
+def _check_search(opts, where):
+    import importlib
+    try:
+        importlib.import_module("bnn_toroid.paths.search").check_options(**opts)
+    except ValueError as e:
+        _err(f"{where}: {str(e).removeprefix('search: ')}")
 
 
 def _path_func(kind, binary):
@@ -148,6 +179,8 @@ def _path_list(v, binary, spec, kind_defaults, align):
         opts = {k: val for k, val in p.items() if k not in _PATH_KEYS}
         opts = _options(opts, where, _path_func(kind, binary), _PATH_RESERVED)
         merged = {"align": align, **kind_defaults.get(kind, {}), **opts}
+        if kind == "search":
+            _check_search(merged, where)
         out.append({"name": name, "kind": kind, "options": merged, "search_n": search_n})
     names = [p["name"] for p in out]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -229,8 +262,9 @@ def load_config(config) -> dict:
     if not (_is_int(epochs) and epochs >= 1):
         _err(f"'epochs' must be a positive integer, got {epochs!r}")
     lr = config.get("lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
-        _err(f"'lr' must be a positive number or null, got {lr!r}")
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                               and math.isfinite(lr) and lr > 0):
+        _err(f"'lr' must be a finite number > 0 or null, got {lr!r}")
     batch_size = config.get("batch_size")
     if batch_size is not None and not (_is_int(batch_size) and batch_size >= 1):
         _err(f"'batch_size' must be a positive integer or null, got {batch_size!r}")
@@ -246,6 +280,12 @@ def load_config(config) -> dict:
             _err(f"method_options: {m!r} is not one of the sweep's methods {methods}")
         method_options[m] = _options(opts, f"method_options.{m}", train.fit,
                                      {"model", "data", "method", "epochs", "seed", "quiet", "lr", "batch_size"})
+    for m in methods:   # every value checked now, not after the first minimum has trained
+        given = {k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}
+        try:
+            train.check_options(binary, epochs, **given, **method_options.get(m, {}))
+        except (TypeError, ValueError) as e:
+            _err(f"method_options.{m}: {str(e).removeprefix('fit: ')}")
 
     an = config.get("analyses") or {}
     if not isinstance(an, dict):
@@ -274,8 +314,9 @@ def load_config(config) -> dict:
             grid = _number_list(le[grid_key], f"analyses.local_energy.{grid_key}", 0.0,
                                 1.0 if binary else None)
         else:
-            grid = ([0.0, 0.002, 0.005, 0.01, 0.02, 0.05] if binary
-                    else [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+            from .landscape.binary import DEFAULT_EPS
+            from .landscape.continuous import DEFAULT_SIGMA
+            grid = list(DEFAULT_EPS if binary else DEFAULT_SIGMA)
         le = {grid_key: grid, "samples": samples}
     import importlib
 
@@ -283,6 +324,7 @@ def load_config(config) -> dict:
     search_func = importlib.import_module("bnn_toroid.paths.search").search  # the module, not the wrapper
     bend_func = P.binary.single_bend if binary else P.continuous.single_bend
     search_opts = _options(an.get("search"), "analyses.search", search_func, _PATH_RESERVED)
+    _check_search(search_opts, "analyses.search")
     bend_opts = _options(an.get("bend"), "analyses.bend", bend_func, _PATH_RESERVED)
     points = an.get("points", 21)
     if not (_is_int(points) and points >= 2):
@@ -535,7 +577,16 @@ class _LocalPool:
         return handle.result()
 
     def close(self, abort=False, pending=()):
+        # on abort, the running tasks' processes are ended too: shutdown() alone lets them
+        # run on after this process has gone (ProcessPoolExecutor has no public way to
+        # stop a running task before Python 3.14's terminate_workers)
+        procs = list((getattr(self.pool, "_processes", None) or {}).values()) if abort else []
         self.pool.shutdown(wait=not abort, cancel_futures=abort)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=5)
 
 
 class _RayPool:
@@ -800,9 +851,9 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     log(f"start: {len(resumed)} of {total} tasks already finished, {executor} executor, {workers} workers")
-    from tqdm.auto import tqdm
     pool = _make_pool(executor, workers, quiet) if queue else None
-    bar = tqdm(total=total, initial=len(resumed), disable=quiet, desc=f"sweep[{executor}]", unit="task")
+    from ._progress import bar as progress
+    bar = progress(total, f"sweep[{executor}]", quiet, initial=len(resumed), unit="task")
     inflight = {}
     failed = None
     done = False

@@ -30,6 +30,7 @@ module built from :func:`input_norm`.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from .datasets import Dataset
 from .diagnostics import snapshot
 
 __all__ = ["fit", "History", "evaluate", "recompute_bn_stats", "input_norm", "is_binary",
-           "adversarial_copy", "METHODS", "OPTIMIZERS", "REPLICA_INITS", "defaults"]
+           "adversarial_copy", "check_options", "METHODS", "OPTIMIZERS", "REPLICA_INITS", "defaults"]
 
 METHODS = ("sgd", "rsgd", "adv", "sam")
 OPTIMIZERS = ("adam", "sgd")
@@ -501,7 +502,7 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
     seed : seeds ``torch.manual_seed``, the ``torch.Generator`` for shuffling and
         replicas and the numpy generator for the adversarial copy: equal seeds, equal
         initial models and equal thread counts give bitwise equal weights.
-    quiet : hide the tqdm progress bar over epochs.
+    quiet : no progress bar over epochs (one is drawn only when stderr is a terminal).
     eval_batch_size : batch size of the end-of-epoch evaluation and BN recomputation.
     diagnostics : compute ``History.diagnostics`` at the end (on up to 10 000 samples).
     log : a callable that receives one line per epoch (for long runs' log files).
@@ -516,47 +517,13 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
     if not isinstance(model, nn.Module):
         raise ValueError(f"fit: model must be a torch.nn.Module, got {type(model).__name__}")
     binary = is_binary(model)
-    if optimizer is not None and (not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS):
-        raise ValueError(f"fit: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    d = defaults(binary, None if optimizer is None else optimizer.lower())
-    optimizer = d["optimizer"]
-    if lr is None:
-        lr = d["lr"]
-    if bn_lr is None:
-        bn_lr = d["bn_lr"]
-    _check_int("epochs", epochs, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("replicas", replicas, 1)
-    _check_int("eval_batch_size", eval_batch_size, 1)
-    if adv_epochs is None:
-        adv_epochs = max(50, 5 * epochs)
-    _check_int("adv_epochs", adv_epochs, 0)
-    if adv_lr is None:
-        adv_lr = lr
-    for nm, v in (("lr", lr), ("bn_lr", bn_lr), ("adv_lr", adv_lr)):
-        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ValueError(f"fit: {nm} must be a finite number > 0, got {v!r}")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"fit: momentum must lie in [0, 1), got {momentum!r}")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"fit: weight_decay must be >= 0, got {weight_decay!r}")
-    for nm, v in (("gamma0", gamma0), ("gamma1", gamma1)):
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"fit: {nm} must be a finite number >= 0, got {v!r}")
-    if not (isinstance(gamma_growth, (int, float)) and math.isfinite(gamma_growth) and gamma_growth >= 1):
-        raise ValueError(f"fit: gamma_growth must be a finite number >= 1, got {gamma_growth!r}")
-    if replica_init not in REPLICA_INITS:
-        raise ValueError(f"fit: replica_init must be one of {', '.join(REPLICA_INITS)}, got {replica_init!r}")
-    if not (math.isfinite(replica_noise) and replica_noise >= 0):
-        raise ValueError(f"fit: replica_noise must be >= 0, got {replica_noise!r}")
-    if not 0 <= adv_fraction <= 1:
-        raise ValueError(f"fit: adv_fraction must lie in [0, 1], got {adv_fraction!r}")
-    if adv_size is not None and not (isinstance(adv_size, (int, np.integer)) and adv_size >= 1):
-        raise ValueError(f"fit: adv_size must be an integer >= 1 or None, got {adv_size!r}")
-    if not 0 <= adv_target < 1:
-        raise ValueError(f"fit: adv_target must lie in [0, 1), got {adv_target!r}")
-    if not (math.isfinite(sam_rho) and sam_rho > 0):
-        raise ValueError(f"fit: sam_rho must be > 0, got {sam_rho!r}")
+    r = _checked(binary, epochs=epochs, lr=lr, optimizer=optimizer, bn_lr=bn_lr,
+                 batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed,
+                 replicas=replicas, replica_init=replica_init, gamma0=gamma0,
+                 gamma_growth=gamma_growth, gamma1=gamma1, replica_noise=replica_noise,
+                 adv_epochs=adv_epochs, adv_target=adv_target, adv_fraction=adv_fraction,
+                 adv_lr=adv_lr, adv_size=adv_size, sam_rho=sam_rho, eval_batch_size=eval_batch_size)
+    optimizer, lr, bn_lr, adv_epochs, adv_lr = (r[k] for k in ("optimizer", "lr", "bn_lr", "adv_epochs", "adv_lr"))
 
     x, y, num_classes = _to_tensors(data)
     n_out = _check_model(model, x, y, num_classes)
@@ -572,8 +539,8 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
                 weight_decay=weight_decay, eval_bs=eval_batch_size, log=log)
     extra = {}
 
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total_epochs, disable=quiet, desc=f"fit[{method}]", leave=False)
+    from ._progress import bar as progress
+    bar = progress(total_epochs, f"fit[{method}]", quiet, leave=False)
     try:
         if method == "rsgd":
             hist.config.update(replicas=replicas, replica_init=replica_init,
@@ -627,6 +594,74 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
             hist.diagnostics["signs_changed_since_adv"] = diagnose(model, x[:1], adv_start)["signs_changed"]
     hist.seconds = time.perf_counter() - t_start
     return hist
+
+
+def _real(name, v, lo=None, hi=None, lo_open=False, hi_open=False, none=False):
+    """A finite real number in a range, or the named error (bools and strings refused)."""
+    if v is None and none:
+        return
+    ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        rng = ("" if lo is None else f"{'>' if lo_open else '>='} {lo}") + \
+              ("" if hi is None else f"{' and ' if lo is not None else ''}{'<' if hi_open else '<='} {hi}")
+        raise ValueError(f"fit: {name} must be a finite number {rng}{' or None' if none else ''}, got {v!r}")
+
+
+def _checked(binary: bool, *, epochs, lr, optimizer, bn_lr, batch_size, momentum, weight_decay, seed,
+             replicas, replica_init, gamma0, gamma_growth, gamma1, replica_noise, adv_epochs,
+             adv_target, adv_fraction, adv_lr, adv_size, sam_rho, eval_batch_size) -> dict:
+    """Every option of :func:`fit` checked, and the defaults that depend on the model's
+    kind filled in (``optimizer``, ``lr``, ``bn_lr``, ``adv_epochs``, ``adv_lr``)."""
+    if optimizer is not None and (not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS):
+        raise ValueError(f"fit: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    d = defaults(binary, None if optimizer is None else optimizer.lower())
+    lr = d["lr"] if lr is None else lr
+    bn_lr = d["bn_lr"] if bn_lr is None else bn_lr
+    _check_int("epochs", epochs, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("replicas", replicas, 1)
+    _check_int("eval_batch_size", eval_batch_size, 1)
+    _check_int("seed", seed, 0)
+    if adv_epochs is None:
+        adv_epochs = max(50, 5 * epochs)
+    _check_int("adv_epochs", adv_epochs, 0)
+    adv_lr = lr if adv_lr is None else adv_lr
+    for nm, v in (("lr", lr), ("bn_lr", bn_lr), ("adv_lr", adv_lr)):
+        _real(nm, v, 0, lo_open=True)
+    _real("momentum", momentum, 0, 1, hi_open=True)
+    _real("weight_decay", weight_decay, 0)
+    _real("gamma0", gamma0, 0, none=True)
+    _real("gamma1", gamma1, 0, none=True)
+    _real("gamma_growth", gamma_growth, 1)
+    if replica_init not in REPLICA_INITS:
+        raise ValueError(f"fit: replica_init must be one of {', '.join(REPLICA_INITS)}, got {replica_init!r}")
+    _real("replica_noise", replica_noise, 0)
+    _real("adv_fraction", adv_fraction, 0, 1)
+    if adv_size is not None:
+        _check_int("adv_size", adv_size, 1)
+    _real("adv_target", adv_target, 0, 1, hi_open=True)
+    _real("sam_rho", sam_rho, 0, lo_open=True)
+    return {"optimizer": d["optimizer"], "lr": lr, "bn_lr": bn_lr, "adv_epochs": adv_epochs,
+            "adv_lr": adv_lr}
+
+
+def check_options(binary: bool, epochs: int = 10, **options) -> dict:
+    """Check :func:`fit` options without training (a sweep checks its whole config before
+    the first task). ``options`` are fit's keyword arguments; unknown names raise
+    ``TypeError``, bad values the ``ValueError`` that :func:`fit` would raise. Returns the
+    options with the kind-dependent defaults filled in."""
+    sig = inspect.signature(fit).parameters
+    names = {n for n, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"quiet", "diagnostics", "log"}
+    bad = sorted(set(options) - names)
+    if bad:
+        raise TypeError(f"fit: unknown option(s) {bad}; known: {', '.join(sorted(names))}")
+    args = {n: sig[n].default for n in names}
+    args.update(options, epochs=epochs)
+    return {**args, **_checked(binary, **args)}
 
 
 def _check_int(name, v, lo):

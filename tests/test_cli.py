@@ -279,7 +279,7 @@ def test_entry_point_errors_are_one_line(tmp_path):
     res = subprocess.run([_entry(), "analyze", str(tmp_path / "none.npz"), "--data", "digits"],
                          capture_output=True, text=True, env=env, timeout=300)
     _one_line_error(res.returncode, res.stderr, "no such file")
-    assert res.returncode == 2 and res.stdout == ""
+    assert res.returncode == 1 and res.stdout == ""      # a failure at run time, not a usage error
 
 
 # ---------------------------------------------------------------------------- bad command lines
@@ -312,7 +312,7 @@ def test_error_unknown_data(capsys, tmp_path):
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["train", "--model", BIN, "--data", "digits", "-o", "x.npz", "--bogus"], "unrecognized arguments: --bogus"),
     (["connect", "a.npz"], "required: b"),
-    (["train", "--model", BIN, "--data", "digits", "-o", "x.npz", "--epochs", "two"], "invalid int value"),
+    (["train", "--model", BIN, "--data", "digits", "-o", "x.npz", "--epochs", "two"], "--epochs: expected an integer >= 1, got 'two'"),
 ])
 def test_error_bad_command_line(capsys, argv, needle):
     line = _one_line_error(*_run(argv, capsys)[::2], needle)
@@ -346,3 +346,110 @@ def test_error_bad_sweep(capsys, tmp_path):
 def test_no_subcommand_prints_help(capsys):
     rc, out, _ = _run([], capsys)
     assert rc == 2 and "usage: bnn-toroid" in out
+
+
+# ---------------------------------------------------------------------------- manners (issue: bad-input probe)
+def test_analyze_names_are_unique(nets, tmp_path, capsys):
+    for sub in ("d1", "d2"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(nets / ("a.npz" if sub == "d1" else "b.npz"), tmp_path / sub / "x.npz")
+    out = tmp_path / "r.json"
+    assert cli.main(["analyze", str(tmp_path / "d1" / "x.npz"), str(tmp_path / "d2" / "x.npz"), *DATA,
+                     "--samples", "1", "--json", str(out), "-q"]) == 0
+    r = _json(out)
+    assert len(r["networks"]) == 2 and len(set(r["names"])) == 2      # neither is dropped
+    assert r["distance"]["raw"][0][1] > 0
+    rc, _, err = _run(["analyze", str(nets / "a.npz"), str(nets / "a.npz"), *DATA, "-q"], capsys)
+    assert rc == 2 and "more than once" in _one_line_error(rc, err, str(nets / "a.npz"))
+
+
+def test_connect_geodesic_raw_is_not_aligned(nets, tmp_path):
+    res = {}
+    for raw in (False, True):
+        out = tmp_path / f"g{raw}.json"
+        assert cli.main(["connect", str(nets / "ra.npz"), str(nets / "rb.npz"), *DATA, "--path", "geodesic",
+                         "--points", "5", "--json", str(out), "-q"] + (["--raw"] if raw else [])) == 0
+        res[raw] = _json(out)
+    assert res[True]["aligned"] is False and res[False]["aligned"] is True
+    assert res[True]["errors"] != res[False]["errors"]      # --raw skips the alignment
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["analyze", "{a}", *DATA, "--sigma", "0.1"], "--sigma (noise levels) applies to real-valued"),
+    (["analyze", "{ra}", *DATA, "--eps", "0.1"], "--eps (flip fractions) applies to binary"),
+    (["connect", "{a}", "{b}", *DATA, "--path", "random", "--method", "beam"], "--method does not apply to --path random"),
+    (["analyze", "{a}", *DATA, "--figure", "{tmp}/f.jpg"], "names no format written here"),
+    (["analyze", "{a}", *DATA, "--figure", "{tmp}/nofolder/f.png"], "{tmp}/nofolder/f.png: folder"),
+    (["train", "--model", BIN, *DATA, "-o", "{tmp}/nofolder/x.npz"], "--output {tmp}/nofolder/x.npz: folder"),
+    (["train", "--model", BIN, *DATA, "-o", "{tmp}"], "is a folder"),
+    (["train", "--model", BIN, *DATA, "-o", "{tmp}/x.npz", "--json", "{tmp}/no/r.json"], "--json {tmp}/no/r.json"),
+    (["export", "{a}", "-o", "{tmp}/no/x.onnx"], "--output {tmp}/no/x.onnx"),
+    (["export", "{ra}", "-o", "{tmp}/x.onnx"], "real-valued model"),
+    (["train", "--model", BIN, *DATA, "-o", "{tmp}/x.npz", "--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["sweep", "{cfg}", "--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["analyze", "{a}", *DATA, "--eps", "nan"], "--eps: expected a finite number, got 'nan'"),
+    (["connect", "{a}", "{b}", *DATA, "--points", "1"], "--points: expected an integer >= 2, got 1"),
+])
+def test_usage_errors_exit_2_before_any_work(nets, tmp_path, capsys, argv, needle):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"name": "digits", "n": 100}, "model": BIN, "methods": ["sgd"],
+                               "seeds": [0], "epochs": 1}))
+    fill = {"a": nets / "a.npz", "b": nets / "b.npz", "ra": nets / "ra.npz", "tmp": tmp_path, "cfg": cfg}
+    argv = [x.format(**fill) for x in argv]
+    rc, out, err = _run(argv, capsys)
+    _one_line_error(rc, err, needle.format(**fill))
+    assert rc == 2
+    assert not (tmp_path / "x.npz").exists()          # refused before training
+
+
+def test_runtime_failures_exit_1(tmp_path, capsys):
+    bad = tmp_path / "net.npz"
+    bad.write_text("not a network")
+    rc, _, err = _run(["analyze", str(bad), *DATA, "-q"], capsys)
+    assert rc == 1 and str(bad) in _one_line_error(rc, err)
+
+
+@pytest.mark.parametrize("ext, magic", [(".svg", b"<svg"), (".pdf", b"%PDF"), (".png", PNG)])
+def test_figure_format_follows_the_extension(nets, tmp_path, ext, magic):
+    fig = tmp_path / f"f{ext}"
+    assert cli.main(["analyze", str(nets / "a.npz"), str(nets / "b.npz"), *DATA, "--samples", "1",
+                     "--figure", str(fig), "-q"]) == 0
+    head = fig.read_bytes()[:400]
+    assert magic in head
+
+
+def test_seeds_of_one_method_are_drawn_differently():
+    from bnn_toroid.plots import _styles
+    st = _styles(["sgd-0", "sgd-1", "rsgd-0", "rsgd-1"])
+    assert st["sgd-0"]["color"] == st["sgd-1"]["color"] != st["rsgd-0"]["color"]
+    assert (st["sgd-0"]["linestyle"], st["sgd-0"]["marker"]) != (st["sgd-1"]["linestyle"], st["sgd-1"]["marker"])
+
+
+def test_sigterm_stops_a_sweep_and_its_workers(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"name": "digits"}, "model": "bmlp:64-256-256-10",
+                               "methods": ["sgd", "rsgd"], "seeds": [0], "epochs": 400}))
+    proc = subprocess.Popen([_entry(), "sweep", str(cfg), "--out", str(tmp_path / "o"), "--workers", "2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import time
+    workers, t0 = [], time.time()
+    while time.time() - t0 < 120 and len(workers) < 2:     # wait for both workers to start a task
+        res = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        workers = [int(p) for p in res.stdout.split()]
+        time.sleep(0.5)
+    assert workers, "the sweep started no worker processes"
+    time.sleep(3)
+    proc.terminate()
+    rc = proc.wait(timeout=60)
+    assert rc == 130, proc.stderr.read()
+    time.sleep(1)
+    alive = []
+    for pid in workers:
+        try:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/status").read_text().find("zombie") < 0:
+                alive.append(pid)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    assert alive == [], f"worker processes left running: {alive}"
+    assert "interrupted" in (tmp_path / "o" / "sweep.log").read_text()

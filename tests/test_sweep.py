@@ -194,7 +194,7 @@ def _cfg(**over):
     ({"seeds": [0, 0]}, "duplicates"),
     ({"seeds": [-1]}, "non-negative integers"),
     ({"epochs": 0}, "'epochs' must be a positive integer"),
-    ({"lr": -1}, "'lr' must be a positive number"),
+    ({"lr": -1}, "'lr' must be a finite number > 0"),
     ({"epoch": 3}, r"unknown key\(s\) \['epoch'\]"),
     ({"analyses": {"paths": ["linear"]}}, "'linear' is not available for binary"),
     ({"model": "mlp:64-8-10", "analyses": {"paths": ["search"]}}, "'search' is not available for real-valued"),
@@ -240,11 +240,16 @@ def test_ray_not_installed(monkeypatch, tmp_path):
         run_sweep(_cfg(), executor="ray", out=tmp_path, quiet=True)
 
 
-def test_failing_task_is_one_clear_error(tmp_path, capsys):
-    cfg = _write(tmp_path / "c.json", _cfg(method_options={"sgd": {"momentum": 2.0}}))
-    with pytest.raises(SweepError, match=r"task train sgd-0 failed: ValueError: fit: momentum"):
+def test_failing_task_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    from bnn_toroid import train as T
+
+    def broken(*a, **k):
+        raise ValueError("fit: a failure only training finds")
+    monkeypatch.setattr(T, "fit", broken)          # inline: the task runs in this process
+    cfg = _write(tmp_path / "c.json", _cfg())
+    with pytest.raises(SweepError, match=r"task train sgd-0 failed: ValueError: fit: a failure only"):
         run_sweep(cfg, executor="inline", out=tmp_path / "out", quiet=True)
     assert "Traceback" in (tmp_path / "out" / "sweep_error.txt").read_text()
-    assert cli.main(["sweep", cfg, "--executor", "inline", "--out", str(tmp_path / "o2"), "-q"]) == 2
+    assert cli.main(["sweep", cfg, "--executor", "inline", "--out", str(tmp_path / "o2"), "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bnn-toroid: error: sweep: task train sgd-0 failed")

@@ -114,8 +114,8 @@ def local_energy(net: BinaryNetwork, data, eps=DEFAULT_EPS, samples: int = 10, s
     eps = np.atleast_1d(np.asarray(eps, np.float64))
     if eps.ndim != 1 or np.isnan(eps).any() or (eps < 0).any() or (eps > 1).any():
         raise ValueError(f"local_energy: eps must be fractions in [0, 1], got {eps.tolist()}")
-    if int(samples) < 1:
-        raise ValueError(f"local_energy: samples must be >= 1, got {samples}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"local_energy: samples must be an integer >= 1, got {samples!r}")
     samples = int(samples)
     rng = np.random.default_rng(seed)
     base = net.error(x, y, batch_size)

@@ -74,8 +74,8 @@ def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
         raise ValueError("local_energy: sigma is empty")
     if not np.isfinite(sig).all() or (sig < 0).any():
         raise ValueError(f"local_energy: sigma must be finite and >= 0, got {sig.tolist()}")
-    if int(samples) != samples or samples < 1:
-        raise ValueError(f"local_energy: samples must be a positive integer, got {samples}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"local_energy: samples must be an integer >= 1, got {samples!r}")
     if chunk < 1 or batch_size < 1:
         raise ValueError("local_energy: chunk and batch_size must be >= 1")
     _parse(model)  # clear errors for unsupported layers and NaN/inf parameters

@@ -40,6 +40,7 @@ candidates); ``SearchPath.note`` says which was used.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 
@@ -632,6 +633,36 @@ def _anneal(ev0, order, trace, rng, steps, t_start, t_end, window, tie_weight, b
     return best_order, best_e.astype(np.int64).tolist(), evals
 
 
+def _check_args(method, start, candidates, beam_width, detours, points, max_steps):
+    if method not in METHODS:
+        raise ValueError(f"search: unknown method {method!r}; expected one of {METHODS}")
+    if start not in ("greedy", "random"):
+        raise ValueError(f"search: start must be 'greedy' or 'random', got {start!r}")
+    for name, v, lo in (("candidates", candidates, 1), ("beam_width", beam_width, 1),
+                        ("detours", detours, 0), ("points", points, 2)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"search: {name} must be an integer >= {lo}, got {v!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
+                                  or max_steps < 0):
+        raise ValueError(f"search: max_steps must be None or an integer >= 0, got {max_steps!r}")
+    if detours and (method == "beam" or (method == "anneal" and start == "random")):
+        raise ValueError("search: detours are supported by method='greedy' and by 'anneal' "
+                         "started from greedy, not by 'beam' or a random start")
+
+
+def check_options(**options):
+    """Check :func:`search` options without searching (a sweep checks its config up
+    front): the ``ValueError`` that :func:`search` would raise for them."""
+    sig = inspect.signature(search).parameters
+    args = {n: sig[n].default for n in ("method", "start", "candidates", "beam_width", "detours",
+                                        "points", "max_steps")}
+    args.update({k: v for k, v in options.items() if k in args})
+    _check_args(**args)
+    if "bn" in options:
+        from .recompute import check_bn
+        check_bn(options["bn"], "search")
+
+
 def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width: int = 4,
            detours: int = 0, seed: int = 0, align=True, max_steps=None, quiet: bool = False,
            points: int = 21, start: str = "greedy", anneal_steps=None, t_start=None, t_end=None,
@@ -666,25 +697,14 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
             :meth:`SearchPath.errors` then evaluates its points with thresholds
             re-estimated on ``bn_data`` (default: the data passed to ``errors``), as
             :func:`~bnn_toroid.paths.binary.random_flip` does.
-        quiet: hide the progress bar.
+        quiet: no progress bar (one is drawn only when stderr is a terminal).
 
     Returns:
         a :class:`SearchPath`.
     """
     t0 = time.perf_counter()
-    if method not in METHODS:
-        raise ValueError(f"search: unknown method {method!r}; expected one of {METHODS}")
-    if start not in ("greedy", "random"):
-        raise ValueError(f"search: start must be 'greedy' or 'random', got {start!r}")
-    for name, v, lo in (("candidates", candidates, 1), ("beam_width", beam_width, 1),
-                        ("detours", detours, 0), ("points", points, 2)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"search: {name} must be an integer >= {lo}, got {v!r}")
-    if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 0):
-        raise ValueError(f"search: max_steps must be None or an integer >= 0, got {max_steps!r}")
-    if detours and (method == "beam" or (method == "anneal" and start == "random")):
-        raise ValueError("search: detours are supported by method='greedy' and by 'anneal' "
-                         "started from greedy, not by 'beam' or a random start")
+    _check_args(method=method, start=start, candidates=candidates, beam_width=beam_width,
+                detours=detours, points=points, max_steps=max_steps)
     from .recompute import check_bn
     bn = check_bn(bn, "search")
     a, b = check_pair(a, b)
@@ -696,8 +716,8 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
     note = ("incremental evaluation (kernels.incremental)" if ev.incremental else
             "full batched re-evaluation (NetworkStack): the incremental evaluator supports "
             "dense networks of >= 2 layers only")
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(req), disable=quiet, desc=f"search[{method}]", leave=False)
+    from .._progress import bar as progress
+    bar = progress(len(req), f"search[{method}]", quiet, leave=False)
     n_det = 0
     try:
         if method == "beam":
