@@ -649,12 +649,17 @@ def _checked(binary: bool, *, epochs, lr, optimizer, bn_lr, batch_size, momentum
             "adv_lr": adv_lr}
 
 
+# fit's signature, taken once: the options a sweep may set are fit's keyword-only
+# arguments, whatever later replaces the name ``fit`` (a test's stand-in, a wrapper).
+_FIT_PARAMS = inspect.signature(fit).parameters
+
+
 def check_options(binary: bool, epochs: int = 10, **options) -> dict:
     """Check :func:`fit` options without training (a sweep checks its whole config before
     the first task). ``options`` are fit's keyword arguments; unknown names raise
     ``TypeError``, bad values the ``ValueError`` that :func:`fit` would raise. Returns the
     options with the kind-dependent defaults filled in."""
-    sig = inspect.signature(fit).parameters
+    sig = _FIT_PARAMS
     names = {n for n, p in sig.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"quiet", "diagnostics", "log"}
     bad = sorted(set(options) - names)
     if bad:

@@ -225,9 +225,12 @@ def test_binary_convnet_path(method, digits):
         assert h.replica_hamming[-1] < h.replica_hamming[0]
 
 
-def test_progress_bar_when_not_quiet(digits, capsys):
+def test_progress_bar_only_on_a_terminal_and_not_quiet(digits, capsys, monkeypatch):
+    import sys
     T.fit(_real(digits), digits.subset(100), epochs=2, quiet=False)
-    err = capsys.readouterr().err
-    assert "fit[sgd]" in err
+    assert "fit[sgd]" not in capsys.readouterr().err      # captured stderr: not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    T.fit(_real(digits), digits.subset(100), epochs=2, quiet=False)
+    assert "fit[sgd]" in capsys.readouterr().err
     T.fit(_real(digits), digits.subset(100), epochs=2, quiet=True)
     assert "fit[sgd]" not in capsys.readouterr().err
