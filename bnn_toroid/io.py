@@ -12,6 +12,9 @@ A *spec* names a model in one string, as the command line takes it::
 
 Torch weights are written as ``.npz`` arrays (the ``state_dict``) with JSON metadata (the
 spec, the input normalisation and a SHA-256), atomically, and read back without pickle.
+As for network files (:mod:`bnn_toroid.network.files`), format version 2 hashes the
+arrays and every metadata entry, so an edited spec or normalisation is refused; version
+1 files (arrays hashed only) are still read.
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ import numpy as np
 import torch
 
 from . import nn as bnn
-from ._files import ArchiveError, read_npz, sha256_arrays, write_npz
+from ._files import ArchiveError, read_npz, sha256_content, write_npz
 from .network import BinaryNetwork
 from .network import load as load_network
-from .network.files import NetworkFileError
+from .network.files import NetworkFileError, check_digest, check_save_args, check_version
 
 FORMAT = "bnn_toroid.TorchModel"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+EXPECTED = "a bnn_toroid torch model file (.npz written by bnn_toroid.io.save_model)"
 KINDS = ("bmlp", "bconvnet", "mlp", "lenet", "committee")
 
 
@@ -79,33 +83,64 @@ def is_binary_spec(spec: str) -> bool:
 
 
 def save_model(model: torch.nn.Module, path, spec: str, extra: dict | None = None):
-    """Write a torch model's ``state_dict`` and its spec to ``path`` (``.npz``), atomically."""
+    """Write a torch model's ``state_dict`` and its spec to ``path`` (``.npz``, format
+    version 2), atomically; the save-target rules of :func:`bnn_toroid.save` apply."""
+    check_save_args("save_model", model, path, kind=torch.nn.Module)
+    if not isinstance(spec, str):
+        raise TypeError(f"save_model: spec must be a model spec string such as 'mlp:784-512-10', "
+                        f"got {type(spec).__name__}")
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     norm = None
     if isinstance(model[0], bnn.Normalize) if isinstance(model, torch.nn.Sequential) and len(model) else False:
         norm = [model[0].mean.tolist(), model[0].std.tolist()]
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "spec": spec, "input_norm": norm,
-            "sha256": sha256_arrays(arrays), **(extra or {})}
-    return write_npz(path, arrays, meta)
+    meta = {**(extra or {}), "format": FORMAT, "format_version": FORMAT_VERSION, "spec": spec,
+            "input_norm": norm}
+    meta["sha256"] = sha256_content(arrays, meta)
+    return write_npz(path, arrays, meta, "save_model")
 
 
 def load_model(path) -> torch.nn.Module:
-    """Read a model written by :func:`save_model` (eval mode), checking its SHA-256."""
+    """Read a model written by :func:`save_model` (eval mode), checking its SHA-256 and
+    that its arrays fit the spec; any failure is a :class:`NetworkFileError`."""
     try:
-        arrays, meta = read_npz(path)
+        arrays, meta = read_npz(path, EXPECTED)
     except ArchiveError as e:
         raise NetworkFileError(str(e)) from None
-    meta = meta or {}
-    if meta.get("format") != FORMAT:
-        raise NetworkFileError(f"{path}: not a bnn_toroid torch model file (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise NetworkFileError(f"{path}: format version {meta['format_version']} is newer than this "
-                               f"bnn_toroid reads ({FORMAT_VERSION}); upgrade bnn_toroid")
-    if sha256_arrays(arrays) != meta.get("sha256"):
-        raise NetworkFileError(f"{path}: SHA-256 mismatch; the file was modified or damaged")
-    norm = meta.get("input_norm")
-    model = build_model(meta["spec"], input_norm=tuple(norm) if norm else None)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    if meta is None:
+        raise NetworkFileError(f"{path}: this is a .npz archive without a readable 'meta' entry, "
+                               f"not a bnn_toroid torch model file; expected {EXPECTED}")
+    fmt = meta.get("format")
+    if fmt == "bnn_toroid.BinaryNetwork":
+        raise NetworkFileError(f"{path}: this is a frozen binary network file (format {fmt!r}); "
+                               f"expected {EXPECTED}. Read it with bnn_toroid.load or io.load_any")
+    if fmt != FORMAT:
+        raise NetworkFileError(f"{path}: format {fmt!r}; expected {FORMAT!r}, i.e. {EXPECTED}")
+    check_version(path, meta.get("format_version"), FORMAT_VERSION)
+    check_digest(path, arrays, meta)
+    spec, norm = meta.get("spec"), meta.get("input_norm")
+    if norm is not None and not (isinstance(norm, list) and len(norm) == 2 and all(
+            isinstance(v, list) and v and all(type(e) in (int, float) for e in v) for v in norm)):
+        raise NetworkFileError(f"{path}: input_norm is {norm!r}; expected null or [means, stds]")
+    # the spec's size, counted on torch's meta device (nothing allocated), must be what
+    # the arrays hold: a spec edited to 'mlp:10000000-10000000-10' is refused, not built
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(spec)
+    except (SpecError, ValueError, TypeError) as e:
+        raise NetworkFileError(f"{path}: {e}") from None
+    need = sum(t.numel() for t in skeleton.state_dict().values()) + (
+        len(norm[0]) + len(norm[1]) if norm else 0)
+    held = sum(a.size for a in arrays.values())
+    if need != held:
+        raise NetworkFileError(f"{path}: spec {spec!r} has {need} parameters and buffers but the "
+                               f"arrays hold {held} values; the file is inconsistent")
+    try:
+        model = build_model(spec, input_norm=tuple(norm) if norm else None)
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    except (SpecError, ValueError, TypeError, RuntimeError) as e:
+        # torch reports missing, unexpected and mis-shaped tensors as RuntimeError
+        raise NetworkFileError(f"{path}: inconsistent torch model file: "
+                               f"{str(e).splitlines()[0]}") from None
     return model.eval()
 
 
@@ -121,8 +156,11 @@ def load_any(path):
 
 
 def save_any(net, path, spec: str | None = None):
+    """:meth:`BinaryNetwork.save` for a frozen network, :func:`save_model` (with ``spec``)
+    for a torch model."""
     if isinstance(net, BinaryNetwork):
         return net.save(path)
+    check_save_args("save_any", net, path, kind=(BinaryNetwork, torch.nn.Module))
     if spec is None:
         raise ValueError("save_any: a torch model needs its spec string to be saved")
     return save_model(net, path, spec)

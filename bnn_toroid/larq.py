@@ -260,26 +260,31 @@ def from_larq(keras_model, path=None, opset: int = 17):
     quantizer), biases and ``BatchNormalization`` folded into integer thresholds (negative
     gammas flip rows; a pool before the BN becomes a min-pool), ``pad_values`` 0 or 1,
     ``Flatten``, a final softmax (dropped, with a warning). ``path``: also keep the ONNX
-    file there. Raises :class:`bnn_toroid.onnx.OnnxImportError` for what it cannot fold
+    file there (a regular file or a new path, as for :func:`bnn_toroid.onnx.export`;
+    ``opset`` checked as there). Raises :class:`bnn_toroid.onnx.OnnxImportError` for what it cannot fold
     (e.g. a kernel quantizer other than ``ste_sign``, scaled binary activations).
 
     Reference: larq 0.14 ``layers``/``quantizers``; tf2onnx 1.16; METHODS §1.
     """
+    from . import onnx as bo
+
+    opset = bo._check_opset(opset, "from_larq")
+    if path is not None:  # before TensorFlow loads: a refused target costs nothing
+        from ._files import check_target
+
+        check_target(path, "from_larq")
     tf, _ = _tf()
     import tf2onnx
-
-    from . import onnx as bo
 
     if len(keras_model.inputs) != 1:
         raise ValueError(f"from_larq: the model has {len(keras_model.inputs)} inputs; "
                          "expected one")
     shape = tuple(keras_model.inputs[0].shape)
     spec = [tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32, name="x")]
-    model_proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=spec,
-                                                opset=int(opset))
+    model_proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=spec, opset=opset)
     if path is not None:
         from .onnx import _atomic_write
 
-        _atomic_write(path, model_proto.SerializeToString())
+        _atomic_write(path, model_proto.SerializeToString(), "from_larq")
     return bo.load(model_proto)
 

@@ -217,12 +217,97 @@ class BinaryConv2d(nn.Conv2d):
 class _Model(nn.Sequential):
     """A named stack of layers. Slicing gives a plain ``nn.Sequential``: torch rebuilds a
     slice by calling the class with the sub-modules, which a model's constructor (taking
-    sizes) cannot accept."""
+    sizes) cannot accept.
+
+    The evaluation methods mirror :class:`bnn_toroid.BinaryNetwork`'s, with the same
+    names, shapes and rules: :meth:`predict` (logits), :meth:`predict_classes`,
+    :meth:`predict_proba`, :meth:`error` and :meth:`score` (accuracy). They take numpy
+    arrays or tensors ``(N, *sample_shape)`` of finite numbers, run in eval mode without
+    gradients (on a copy when the model is training: its mode is never changed) and
+    return numpy float64 / int64 arrays.
+    """
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return nn.Sequential(*list(self)[idx])
         return super().__getitem__(idx)
+
+    def _samples(self, x, what: str) -> torch.Tensor:
+        t = x.detach() if isinstance(x, torch.Tensor) else None
+        if t is None:
+            import numpy as np
+
+            a = np.asarray(x)
+            if a.dtype.kind not in "iuf":
+                raise TypeError(f"{what}: x has dtype {a.dtype}; expected real numbers (an integer "
+                                "or float array)")
+            t = torch.from_numpy(np.array(a, dtype=np.float64 if a.dtype.kind == "f" else a.dtype))
+        elif t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"{what}: x has dtype {t.dtype}; expected real numbers")
+        if t.dim() < 1:
+            raise ValueError(f"{what}: x is a scalar; expected a batch (N, ...)")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            n_nan, n_inf = int(t.isnan().sum()), int(t.isinf().sum())
+            parts = [f"{c} {w}" for c, w in ((n_nan, "NaN"), (n_inf, "infinite")) if c]
+            raise ValueError(f"{what}: x holds {' and '.join(parts)} value"
+                             f"{'s' if n_nan + n_inf > 1 else ''}; expected finite input")
+        return t
+
+    @torch.no_grad()
+    def predict(self, x, batch_size: int = 4096):
+        """Logits, float64 numpy (N, classes); N = 0 gives (0, classes)."""
+        import copy
+
+        import numpy as np
+
+        t = self._samples(x, "predict")
+        m = copy.deepcopy(self).eval() if self.training else self
+        dtype = next((p.dtype for p in self.parameters()), torch.float32)
+        step = max(1, int(batch_size))
+        outs = []
+        try:
+            for lo in range(0, max(t.shape[0], 1), step):
+                out = m(t[lo:lo + step].to(dtype))
+                outs.append(out.reshape(out.shape[0], -1).double().cpu().numpy())
+        except RuntimeError as e:
+            raise ValueError(f"predict: x holds samples of shape {tuple(t.shape[1:])}, which the "
+                             f"model cannot take ({str(e).splitlines()[0]}); expected samples the "
+                             "model was built for") from None
+        return np.concatenate(outs)
+
+    def predict_classes(self, x, batch_size: int = 4096):
+        """``argmax`` of the logits (first index on ties), int64 (N,)."""
+        return self.predict(x, batch_size).argmax(axis=1)
+
+    def predict_proba(self, x, batch_size: int = 4096):
+        """Softmax of the logits, float64 (N, classes), rows summing to 1 (scikit-learn's
+        ``predict_proba``); its argmax is :meth:`predict_classes`."""
+        from .network.core import _softmax
+
+        return _softmax(self.predict(x, batch_size))
+
+    def _wrong(self, x, y, batch_size, what):
+        import numpy as np
+
+        from .network.core import _labels
+
+        logits = self.predict(x, batch_size)
+        y = _labels(y, logits.shape[0], logits.shape[1], what)
+        if logits.shape[0] == 0:
+            raise ValueError(f"{what}: x holds 0 samples; the {what} of an empty set is "
+                             "undefined, expected at least one sample")
+        return int(np.count_nonzero(logits.argmax(axis=1) != y)), logits.shape[0]
+
+    def error(self, x, y, batch_size: int = 4096) -> float:
+        """Fraction of samples whose predicted class differs from ``y`` (integer class
+        indices (N,)); at least one sample."""
+        wrong, n = self._wrong(x, y, batch_size, "error")
+        return wrong / n
+
+    def score(self, x, y, batch_size: int = 4096) -> float:
+        """Accuracy, ``1 - error(x, y)`` (scikit-learn's ``score`` for classifiers)."""
+        wrong, n = self._wrong(x, y, batch_size, "score")
+        return (n - wrong) / n
 
 
 def _dense_stack(sizes, batchnorm: bool, binary: bool, bias: bool = False) -> list:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -41,7 +42,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OnnxImportError", "load", "export", "export_torch", "QONNX_DOMAIN"]
+__all__ = ["OnnxImportError", "load", "export", "export_torch", "QONNX_DOMAIN",
+           "MAX_TENSOR_ELEMENTS", "MIN_OPSET"]
+
+#: Largest tensor (values per sample, or a folded constant) the importer builds. Checked
+#: against the sizes a file declares before anything is allocated: a 100-byte file may
+#: declare an input of 10^14 values.
+MAX_TENSOR_ELEMENTS = 1 << 24
+
+#: Oldest default-domain opset :func:`export` writes (the newest is the installed onnx
+#: package's, ``onnx.defs.onnx_opset_version()``).
+MIN_OPSET = 13
+
+# protobuf cannot parse a message of 2 GiB or more
+_MAX_FILE_BYTES = (1 << 31) - 1
 
 #: Domain of the QONNX custom operators (``BipolarQuant``).
 QONNX_DOMAIN = "qonnx.custom_op.general"
@@ -63,6 +77,25 @@ def _onnx():
     return onnx
 
 
+def _check_elements(shape, what: str):
+    """OnnxImportError when a tensor of ``shape`` would exceed MAX_TENSOR_ELEMENTS."""
+    n = math.prod(int(d) for d in shape)
+    if n > MAX_TENSOR_ELEMENTS:
+        raise OnnxImportError(f"{what} has shape {tuple(int(d) for d in shape)} ({n:,} values); "
+                              f"expected at most {MAX_TENSOR_ELEMENTS:,} "
+                              "(bnn_toroid.onnx.MAX_TENSOR_ELEMENTS)")
+
+
+class _Sized:
+    """Every symbolic tensor's shape is checked when set (padding and convolutions derive
+    new shapes from attributes): arrays of that shape are allocated later."""
+
+    def __setattr__(self, name, value):
+        if name == "shape":
+            _check_elements(value, "a tensor of the graph")
+        object.__setattr__(self, name, value)
+
+
 def _network():
     from . import network
 
@@ -75,7 +108,7 @@ def _network():
 
 
 @dataclass
-class _Act:
+class _Act(_Sized):
     """A ±1 activation (``binary``) or the real-valued network input (not ``binary``).
 
     ``shape`` and ``axes`` describe the physical non-batch axes (``axes`` are role names:
@@ -102,7 +135,7 @@ class _Act:
 
 
 @dataclass
-class _Lin:
+class _Lin(_Sized):
     """Pre-activation ``v = a*h + b`` of a linear layer with a ±1 kernel (``h = w . x``)."""
 
     kind: str  # "dense" | "conv"
@@ -182,17 +215,126 @@ def _tf_same(n: int, k: int, s: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------
 
 
+def _all_tensors(graph):
+    """Every TensorProto of a graph: initializers and node attributes, subgraphs too."""
+    yield from graph.initializer
+    for sp in graph.sparse_initializer:
+        yield sp.values
+        yield sp.indices
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("sparse_tensor"):
+                yield a.sparse_tensor.values
+                yield a.sparse_tensor.indices
+            if a.HasField("g"):
+                yield from _all_tensors(a.g)
+            for g in a.graphs:
+                yield from _all_tensors(g)
+
+
+def _external_file(folder: str, location: str, what: str):
+    """(path, lstat) of an external-data file, which must lie inside ``folder``: a
+    relative location without ``..``, no symbolic link anywhere below ``folder``, a
+    regular file at the end. Checked here, whatever the onnx version does."""
+    if not location or "\0" in location:
+        raise OnnxImportError(f"{what}: external data location {location!r}; expected a file "
+                              "name relative to the model's folder")
+    parts = location.replace("\\", "/").split("/")
+    if os.path.isabs(location) or location[:1] in ("/", "\\") or ":" in parts[0]:
+        raise OnnxImportError(f"{what}: external data location {location!r} is absolute; expected "
+                              "a file name relative to the model's folder")
+    if ".." in parts:
+        raise OnnxImportError(f"{what}: external data location {location!r} leaves the model's "
+                              "folder ('..'); expected a file inside it")
+    cur = folder
+    st = None
+    for part in (q for q in parts if q not in ("", ".")):
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except OSError:
+            raise OnnxImportError(f"{what}: external data file {location!r} does not exist in "
+                                  f"{folder!r}") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise OnnxImportError(f"{what}: external data location {location!r} passes through a "
+                                  f"symbolic link ({cur!r}); expected plain files inside the "
+                                  "model's folder")
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise OnnxImportError(f"{what}: external data location {location!r} is not a regular file")
+    return cur, st
+
+
+def _load_external(model, folder: str, where: str):
+    """Read every tensor stored outside the model file into it, with the checks of
+    :func:`_external_file` and the declared size checked against the file first."""
+    onnx = _onnx()
+    TP = onnx.TensorProto
+    folder = os.path.realpath(folder)
+    for t in _all_tensors(model.graph):
+        if t.data_location != TP.EXTERNAL:
+            continue
+        what = f"{where}: tensor {t.name!r}"
+        info = {e.key: e.value for e in t.external_data}
+        path, st = _external_file(folder, info.get("location", ""), what)
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+            offset, length = int(info.get("offset", 0)), info.get("length")
+        except Exception:
+            raise OnnxImportError(f"{what}: external data of element type {t.data_type} with "
+                                  f"offset {info.get('offset')!r}; expected a numeric tensor") from None
+        if t.data_type == TP.STRING or any(d < 0 for d in t.dims):
+            raise OnnxImportError(f"{what}: external data needs a numeric tensor of known shape")
+        nbytes = math.prod(t.dims) * itemsize
+        if length is not None and (not length.isdigit() or int(length) != nbytes):
+            raise OnnxImportError(f"{what}: external data length {length!r} but shape "
+                                  f"{list(t.dims)} needs {nbytes} bytes")
+        if offset < 0 or offset + nbytes > st.st_size:
+            raise OnnxImportError(f"{what}: external data needs bytes {offset}..{offset + nbytes} of "
+                                  f"{info['location']!r}, which has {st.st_size}")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):  # swapped since the check
+                raise OnnxImportError(f"{what}: external data file {path!r} changed while read")
+            data = os.pread(fd, nbytes, offset) if nbytes else b""
+        finally:
+            os.close(fd)
+        if len(data) != nbytes:
+            raise OnnxImportError(f"{what}: external data file {path!r} is truncated")
+        t.raw_data = data
+        del t.external_data[:]
+        t.data_location = TP.DEFAULT
+
+
 def _read_model(src):
     onnx = _onnx()
     if isinstance(src, onnx.ModelProto):
         model, where = src, "model"
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(model.graph)):
+            raise OnnxImportError("model: tensors stored in external files, and no folder to find "
+                                  "them in; expected a path to the .onnx file")
     else:
+        if not isinstance(src, (str, os.PathLike)):
+            raise TypeError(f"load: path must be a str, os.PathLike or onnx.ModelProto, got "
+                            f"{type(src).__name__}")
         path = os.fspath(src)
         where = repr(path)
+        st = os.stat(path)  # a missing file is the OSError it is
+        if not stat.S_ISREG(st.st_mode):
+            raise OnnxImportError(f"{where} is not a regular file; expected an ONNX model")
+        if st.st_size > _MAX_FILE_BYTES:
+            raise OnnxImportError(f"{where} has {st.st_size} bytes; an ONNX model file holds less "
+                                  "than 2 GiB (larger tensors go to external data files)")
         with open(path, "rb") as fh:
             data = fh.read()
         if not data:
             raise OnnxImportError(f"{where} is empty; expected an ONNX model")
+        if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise OnnxImportError(f"{where} is a zip archive (a bnn_toroid .npz network file? read "
+                                  "it with bnn_toroid.load); expected an ONNX model")
         model = onnx.ModelProto()
         try:
             model.ParseFromString(data)
@@ -200,10 +342,7 @@ def _read_model(src):
             raise OnnxImportError(
                 f"{where} is not a valid ONNX file (truncated or corrupted?): {exc}") from exc
         try:
-            from onnx.external_data_helper import uses_external_data
-
-            if any(uses_external_data(t) for t in model.graph.initializer):
-                onnx.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+            _load_external(model, os.path.dirname(os.path.abspath(path)), where)
         except OnnxImportError:
             raise
         except Exception as exc:
@@ -260,9 +399,56 @@ _NP_FOLD = {
 }
 
 
+_BROADCAST = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "GreaterOrEqual", "Greater", "Less",
+              "LessOrEqual", "Equal", "And", "Or", "Xor", "Max", "Min", "Sum", "Mean"}
+
+
+def _folded_shape(op, vals, attrs):
+    """The shape a constant fold would produce, for the ops whose output can be far larger
+    than their inputs; None for the others (their output is no larger than an input)."""
+    ints = lambda v: [int(d) for d in np.asarray(v).ravel()]  # noqa: E731
+    if op in _BROADCAST:
+        return np.broadcast_shapes(*(np.shape(v) for v in vals))
+    if op == "ConstantOfShape":
+        return ints(vals[0])
+    if op == "Expand":
+        return np.broadcast_shapes(np.shape(vals[0]), tuple(ints(vals[1])))
+    if op == "Tile":
+        return [a * r for a, r in zip(np.shape(vals[0]), ints(vals[1]))]
+    if op == "Range":
+        start, limit, delta = (float(np.asarray(v).ravel()[0]) for v in vals[:3])
+        return [max(0, math.ceil((limit - start) / delta))] if delta else [0]
+    if op == "Pad" and len(vals) > 1:
+        pads = ints(vals[1])
+        r = np.ndim(vals[0])
+        return [d + pads[i] + pads[i + r] for i, d in enumerate(np.shape(vals[0]))] \
+            if len(pads) == 2 * r else None
+    if op == "OneHot":
+        return list(np.shape(vals[0])) + ints(vals[1])[:1]
+    if op in ("RandomNormal", "RandomUniform") and "shape" in attrs:
+        return ints(attrs["shape"])
+    if op in ("Resize", "Upsample"):
+        sizes = vals[3] if len(vals) > 3 else None
+        if sizes is not None and np.size(sizes):
+            return ints(sizes)
+        scales = vals[2] if op == "Resize" and len(vals) > 2 else (vals[1] if len(vals) > 1 else None)
+        if scales is not None and np.size(scales) == np.ndim(vals[0]):
+            return [math.floor(d * float(f)) for d, f in zip(np.shape(vals[0]), np.ravel(scales))]
+    return None
+
+
 def _fold(node, vals: list, attrs: dict):
-    """Evaluate a node whose inputs are all constants (numpy, else onnx.reference)."""
+    """Evaluate a node whose inputs are all constants (numpy, else onnx.reference); the
+    result's size is checked against MAX_TENSOR_ELEMENTS before it is computed."""
     op = node.op_type
+    try:
+        shape = _folded_shape(op, vals, attrs)
+    except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError):
+        shape = None  # malformed operands: the fold below reports them
+    if shape is not None:
+        if any(d < 0 for d in shape):
+            raise OnnxImportError(f"{_describe(node)}: folds to a negative shape {list(shape)}")
+        _check_elements(shape, f"{_describe(node)}: its constant result")
     if node.domain in _QONNX_DOMAINS and op == "BipolarQuant":
         x, scale = vals
         return [np.where(x >= 0, 1.0, -1.0).astype(x.dtype) * scale]
@@ -296,8 +482,8 @@ def _fold(node, vals: list, attrs: dict):
             return [np.array(vals[0].shape, dtype=np.int64)]
     except OnnxImportError:
         raise
-    except Exception as exc:
-        raise OnnxImportError(f"{_describe(node)}: cannot fold its constant inputs: {exc}") from exc
+    except Exception as exc:  # MemoryError included: a result too large for this machine
+        raise OnnxImportError(f"{_describe(node)}: cannot fold its constant inputs: {exc!r}") from exc
     # Anything else with constant inputs: the ONNX reference evaluator.
     onnx = _onnx()
     try:
@@ -314,10 +500,13 @@ def _fold(node, vals: list, attrs: dict):
         g = h.make_graph([n2], "fold", inputs, outs)
         m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
         res = ReferenceEvaluator(m).run(None, dict(zip(names, vals)))
-        return [np.asarray(r) for r in res]
-    except Exception as exc:
+        out = [np.asarray(r) for r in res]
+    except Exception as exc:  # MemoryError included
         raise OnnxImportError(
-            f"{_describe(node)}: cannot fold its constant inputs: {exc}") from exc
+            f"{_describe(node)}: cannot fold its constant inputs: {exc!r}") from exc
+    for r in out:
+        _check_elements(r.shape, f"{_describe(node)}: its constant result")
+    return out
 
 
 def _pm1_kernel(w: np.ndarray, unit_axis: int, node, name: str):
@@ -404,6 +593,8 @@ class _Importer:
             shape.append(int(d.dim_value))
         self.batch_dim = dims[0].dim_value if dims[0].HasField("dim_value") else None
         shape = tuple(shape)
+        # before np.ones(shape) below: the file declares this, it holds nothing of the size
+        _check_elements(shape, f"graph input {self.input.name!r} (one sample)")
         axes = ("F",) if len(shape) == 1 else tuple(f"i{j}" for j in range(len(shape)))
         if len(shape) == 1:
             self.input_layout = "flat"
@@ -1351,12 +1542,29 @@ def load(path) -> "Any":
     model in exact arithmetic. Where larq's float32 evaluation rounds a pre-activation that
     is within float32 rounding of a threshold, the two can differ on that unit.
 
+    File safety (``docs/interop.md``): the file must be a regular file under 2 GiB;
+    tensors in external data files are read by this module, not by the onnx package, and
+    only from regular files inside the model's folder (relative locations without ``..``,
+    no symbolic links), with the declared size checked against the file first. Declared
+    shapes are checked against :data:`MAX_TENSOR_ELEMENTS` before anything is allocated.
+
     Raises :class:`OnnxImportError` (a ``ValueError``) naming the node and op where the
     graph stopped matching, or what is malformed (truncated file, dangling tensor, a kernel
-    that should be ±1). ``OSError`` if the file cannot be read.
+    that should be ±1, a size over the limit); also for a graph whose attributes make no
+    sense (a zero stride) or that does not make a valid network. ``OSError`` if the file
+    cannot be read.
     """
     model = _read_model(path)
-    return _Importer(model).run()
+    try:
+        return _Importer(model).run()
+    except OnnxImportError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError,
+            AttributeError, RecursionError, MemoryError) as exc:
+        # attribute values the checker does not vet (strides of 0, ranks that do not match)
+        # surface here; the network's own checks (NetworkError) too
+        raise OnnxImportError(f"the graph does not describe a binary network this importer can "
+                              f"build: {type(exc).__name__}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------
@@ -1364,22 +1572,25 @@ def load(path) -> "Any":
 # --------------------------------------------------------------------------------------
 
 
-def _atomic_write(path, data: bytes):
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _atomic_write(path, data: bytes, what: str = "export"):
+    """Write ``data`` to ``path`` atomically, with the save-target rules of
+    :func:`bnn_toroid._files.atomic_write` (a regular file or a new path, no links)."""
+    from ._files import atomic_write
+
+    atomic_write(path, lambda fh: fh.write(data), what)
+
+
+def _check_opset(opset, what: str) -> int:
+    """``opset`` as an int from MIN_OPSET to the installed onnx package's newest."""
+    from .kernels.bits import as_count
+
+    opset = as_count(what, "opset", opset)
+    newest = _onnx().defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"{what}: opset {opset} is outside {MIN_OPSET}..{newest}; expected an "
+                         f"opset from {MIN_OPSET} to {newest}, the newest this onnx "
+                         f"{_onnx().__version__} knows (onnxruntime may lag behind it)")
+    return opset
 
 
 class _Builder:
@@ -1468,19 +1679,28 @@ def export(net, path, opset: int = 17, qonnx: bool = False) -> None:
     kernel as ``BipolarQuant(W, 1)`` in domain ``qonnx.custom_op.general`` (version 1;
     ``BipolarQuant(x, s) = s * (x >= 0 ? 1 : -1)``): QONNX/FINN tools execute it
     (``qonnx.core.onnx_exec.execute_onnx``), :func:`load` reads it back, onnxruntime cannot
-    run it (no kernel for the custom domain). ``opset`` is the default-domain opset (>= 13).
-    The file is written atomically (a temporary file in the same folder, then ``os.replace``).
+    run it (no kernel for the custom domain). ``opset`` is the default-domain opset, an
+    integer from :data:`MIN_OPSET` to the installed onnx's newest (else ``ValueError``).
+    Every export is checked with ``onnx.checker.check_model(full_check=True)`` (types and
+    shapes inferred) before it is written. The file is written atomically (a temporary
+    file in the same folder, then ``os.replace``); ``path`` must be a regular file or a
+    new path, never a folder, a device or a symbolic link
+    (:class:`~bnn_toroid._files.SaveTargetError`).
 
     Reference: larq ``QuantDense``/``QuantConv2D`` with ``ste_sign`` input and kernel
     quantizers and ``pad_values``; QONNX ``BipolarQuant``; METHODS §1 (threshold form).
     """
     onnx = _onnx()
     net_mod = _network()
-    if not isinstance(net, net_mod.BinaryNetwork):
-        raise TypeError(f"export() takes a BinaryNetwork, got {type(net).__name__}")
-    opset = int(opset)
-    if opset < 13:
-        raise ValueError(f"opset {opset} is too old; use 13 or newer")
+    from .network.files import check_save_args
+
+    check_save_args("export", net, path, hint=(
+        "; export real-valued torch models with bnn_toroid.onnx.export_torch"
+        if hasattr(net, "state_dict") else ""))
+    opset = _check_opset(opset, "export")
+    from ._files import check_target
+
+    check_target(path, "export")  # before the work: a refused target costs nothing
     B = _Builder(qonnx)
     h, TP = B.h, onnx.TensorProto
     layers = list(net.layers)
@@ -1649,8 +1869,8 @@ def export(net, path, opset: int = 17, qonnx: bool = False) -> None:
     h.set_model_props(model, {"bnn_toroid.format": "binary-network",
                               "bnn_toroid.qonnx": str(bool(qonnx)).lower(),
                               "bnn_toroid.conv_hints": json.dumps(conv_hints)})
-    try:
-        onnx.checker.check_model(model)
+    try:  # full_check: type and shape inference over the whole graph, as a runtime does
+        onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # a bug here, not the user's
         raise RuntimeError(f"bnn_toroid.onnx.export built an invalid model: {exc}") from exc
     _atomic_write(path, model.SerializeToString())
@@ -1697,7 +1917,8 @@ def export_torch(model, path, example_input, *, opset: int = 17, rtol: float = 1
     The model is exported in eval mode (TorchScript exporter, ``dynamo=False``; the batch
     axis is dynamic), then onnxruntime runs the file on ``example_input`` and its output must
     match ``model(example_input)``: ``|ort - torch| <= atol + rtol * |torch|``. A mismatch
-    raises ``RuntimeError`` and leaves no file behind. The file is written atomically.
+    raises ``RuntimeError`` and leaves no file behind. The file is written atomically, with
+    the save-target rules of :func:`export`; ``opset`` is checked as there.
 
     For binary networks use :func:`export` on a frozen
     :class:`~bnn_toroid.network.BinaryNetwork` instead: ``torch.sign`` exports as ONNX
@@ -1705,8 +1926,14 @@ def export_torch(model, path, example_input, *, opset: int = 17, rtol: float = 1
     """
     import torch
 
-    path = os.fspath(path)
+    from ._files import check_target, file_mode
+    from .network.files import check_save_args
+
+    check_save_args("export_torch", model, path, kind=torch.nn.Module)
+    opset = _check_opset(opset, "export_torch")
+    path = os.fspath(check_target(path, "export_torch"))
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     was_training = model.training
     model.eval()
     try:
@@ -1734,6 +1961,8 @@ def export_torch(model, path, example_input, *, opset: int = 17, rtol: float = 1
                 raise RuntimeError(
                     f"export_torch: onnxruntime output differs from torch (max |diff| = "
                     f"{diff:.3g}, shapes {got.shape} vs {ref.shape})")
+            os.chmod(tmp, file_mode(path))
+            check_target(path, "export_torch")  # again just before the rename
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

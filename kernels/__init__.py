@@ -3,6 +3,21 @@
 This package knows nothing of ``bnn_toroid``: it takes packed numpy arrays and returns
 numpy arrays. The bit convention lives in :mod:`.bits`. Every kernel takes an optional
 leading axis of S networks sharing an architecture (see :mod:`.gemm`).
+
+Preconditions of packed operands (the one place they are stated):
+
+- a packed row of ``K`` entries holds ``n_words(K)`` words, or, for a flattened NHWC
+  map of ``P`` pixels of ``C`` channels (``K = P·C``), ``P · n_words(C)`` words, one
+  group per pixel;
+- every padding bit (past ``K``, or past ``C`` in each pixel's last word) is 0: the
+  XNOR-popcount ``K - 2 popcount(a ^ w)`` counts every set bit, so a stray padding bit
+  changes the result silently.
+
+The checked entry points (:func:`binary_gemm`, :func:`binary_conv2d`) verify both, with
+integer sizes only (a float ``k`` is refused, never truncated); reading the last word of
+each row or pixel costs a fraction of the product. The ``*_trusted`` entry points check
+nothing: their callers (a frozen network, which validates its parameters once) must
+meet the preconditions themselves.
 """
 import numpy as np
 
@@ -11,7 +26,7 @@ from . import _cache
 _cache.drop_stale()  # before any kernel module is imported (and its cache read)
 
 from ._threads import PARALLEL_MIN_WORK  # noqa: E402
-from .bits import WORD, n_words, pack_bits, threshold_pack, unpack_bits
+from .bits import WORD, as_count, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_hs, _maxpool, conv_tiles
 from .gemm import _gemm
 from .nibbles import nibble_dense, nibble_dense_t, nibble_weights
@@ -71,32 +86,62 @@ def _thresholds(name, t, s, m):
     return np.array(t, dtype=np.int64, order="C")
 
 
-def binary_gemm(a, w, k, threshold=None):
+def _padding_words(func, name, arr, groups, c):
+    """Refuse set padding bits: ``arr`` (..., groups · n_words(c)) holds ``groups`` groups
+    of ``c`` bits; only each group's last word can hold padding, so only it is read."""
+    if c % WORD == 0 or arr.size == 0:
+        return
+    last = arr.reshape(arr.shape[:-1] + (groups, n_words(c)))[..., -1]
+    stray = last & ~np.uint64((1 << (c % WORD)) - 1)
+    if stray.any():
+        n = int(np.count_nonzero(stray))
+        raise ValueError(f"{func}: {name} has padding bits set in {n} word{'s' if n > 1 else ''} "
+                         f"(bits past {c} in a group of {c}); expected 0, as pack_bits writes them")
+
+
+def binary_gemm(a, w, k, threshold=None, *, channels=None):
     r"""Dot products of packed ±1 rows: ``out[i, j] = a_i · w_j = K - 2 popcount(a_i ⊕ w_j)``.
 
-    XNOR-Net (Rastegari et al., ECCV 2016, §3.2); bit convention in :mod:`.bits`.
+    XNOR-Net (Rastegari et al., ECCV 2016, §3.2); bit convention in :mod:`.bits`, the
+    operands' preconditions in this package's docstring.
 
     Args:
         a: packed inputs (N, Kw), or (SA, N, Kw) with SA = 1 or S.
         w: packed weights (M, Kw), or (S, M, Kw) for S networks.
-        k: true number of ±1 entries per row. Padding bits, wherever they sit (the end of
-            the row, or the end of each pixel's channels for a flattened NHWC map), must be
-            0 in both operands: they then add nothing to the popcount.
+        k: true number of ±1 entries per row, an integer: ``Kw`` must be ``n_words(k)``.
         threshold: optional integer thresholds (M,) or (S, M). When given, the result is
             fused-thresholded and packed: bit ``[a_i·w_j < T_j]``, i.e. the next layer's
             ±1 input ``+1 iff a_i·w_j >= T_j`` (METHODS §1), shape (..., N, ceil(M/64)).
+        channels: for rows that are flattened NHWC maps packed per pixel, the channels
+            per pixel ``C`` (``k`` a multiple of it; ``Kw = (k / C) · n_words(C)``).
 
     Returns:
         int32 (N, M) or (S, N, M); uint64 words when ``threshold`` is given.
+
+    Raises:
+        TypeError: non-uint64 operands, or a ``k``/``channels`` that is not an integer.
+        ValueError: ``Kw`` not what ``k`` needs, padding bits set in either operand.
     """
     squeeze = np.asarray(w).ndim == 2 and np.asarray(a).ndim == 2
     A = _words("binary_gemm", a, 2)
     W = _words("binary_gemm", w, 2)
     _batch("binary_gemm", A, W)
-    k = int(k)
-    if A.shape[2] != W.shape[2] or not 0 <= k <= WORD * W.shape[2]:
-        raise ValueError(f"binary_gemm: inputs have {A.shape[2]} words per row and weights "
-                         f"{W.shape[2]}; K={k} needs at least {n_words(k)}")
+    k = as_count("binary_gemm", "k", k)
+    c = k if channels is None else as_count("binary_gemm", "channels", channels)
+    if A.shape[2] != W.shape[2]:
+        raise ValueError(f"binary_gemm: a has {A.shape[2]} words per row and w has "
+                         f"{W.shape[2]}; expected the same")
+    if k < 0 or c < 0 or (c == 0) != (k == 0) or (c and k % c):
+        raise ValueError(f"binary_gemm: k={k} with channels={c}; expected k >= 0, a multiple "
+                         "of channels")
+    groups = k // c if c else 0
+    need = groups * n_words(c)
+    if W.shape[2] != need:
+        what = f"k={k}" if channels is None else f"k={k} as {groups} pixels of {c} channels"
+        raise ValueError(f"binary_gemm: {what} needs {need} word{'s' if need != 1 else ''} "
+                         f"per row, but a and w hold {W.shape[2]}")
+    _padding_words("binary_gemm", "a", A, groups, c)
+    _padding_words("binary_gemm", "w", W, groups, c)
     T = None if threshold is None else _thresholds("binary_gemm", threshold, W.shape[0], W.shape[1])
     out = binary_gemm_trusted(A, W, k, T)
     return out[0] if squeeze else out
@@ -108,7 +153,8 @@ binary_dense = binary_gemm
 def binary_gemm_trusted(A, W, k, T=None):
     """:func:`binary_gemm` without the checks, for callers that validated their arrays
     once (a frozen network runs this per layer and batch; the checks cost ≈ 10 µs, a
-    third of a batch-1 layer). ``A`` (SA, N, Kw) and ``W`` (S, M, Kw) C-contiguous uint64,
+    third of a batch-1 layer). The operands must meet the preconditions of this
+    package's docstring; nothing here verifies them. ``A`` (SA, N, Kw) and ``W`` (S, M, Kw) C-contiguous uint64,
     ``T`` None or C-contiguous int64 (S, M)."""
     s, n, m = W.shape[0], A.shape[1], W.shape[1]
     work = s * n * m * W.shape[2]
@@ -166,13 +212,16 @@ def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshol
     A = _words("binary_conv2d", a, 4)
     W = _words("binary_conv2d", w, 4)
     _batch("binary_conv2d", A, W)
-    c = int(c)
-    if A.shape[4] != W.shape[4] or n_words(c) != W.shape[4]:
+    c = as_count("binary_conv2d", "c", c)
+    if A.shape[4] != W.shape[4] or c < 0 or n_words(c) != W.shape[4]:
         raise ValueError(f"binary_conv2d: activations have {A.shape[4]} words per pixel and "
-                         f"filters {W.shape[4]}; {c} channels need {n_words(c)}")
-    if pad_value not in (0, 1):
+                         f"filters {W.shape[4]}; c={c} channels need {n_words(c)}")
+    _padding_words("binary_conv2d", "a", A, 1, c)
+    _padding_words("binary_conv2d", "w", W, 1, c)
+    if isinstance(pad_value, (bool, np.bool_)) or pad_value not in (0, 1):
         raise ValueError(f"binary_conv2d: pad_value must be 0 or 1 (larq pad_values), got {pad_value!r}")
-    stride = tuple(int(v) for v in np.broadcast_to(np.asarray(stride), (2,)))
+    stride = tuple(as_count("binary_conv2d", "stride", v)
+                   for v in np.broadcast_to(np.asarray(stride, dtype=object), (2,)))
     if min(stride) < 1:
         raise ValueError(f"binary_conv2d: stride must be >= 1, got {stride}")
     pads, _ = conv_pads(A.shape[2], A.shape[3], W.shape[2], W.shape[3], stride, padding)
@@ -218,8 +267,8 @@ def binary_maxpool2d(a, size=2, stride=None, min_mask=None):
     """
     squeeze = np.asarray(a).ndim == 4
     A = _words("binary_maxpool2d", a, 4)
-    size = int(size)
-    stride = size if stride is None else int(stride)
+    size = as_count("binary_maxpool2d", "size", size)
+    stride = size if stride is None else as_count("binary_maxpool2d", "stride", stride)
     if size < 1 or stride < 1:
         raise ValueError(f"binary_maxpool2d: size and stride must be >= 1, got {size}, {stride}")
     s, n, h, w, cw = A.shape

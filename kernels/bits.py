@@ -6,6 +6,9 @@ axis, least significant bit first; bit 1 means -1 and bit 0 means +1, so
 Then for two packed vectors of true length ``K``:
 ``dot = K - 2 * popcount(a ^ w)``.
 """
+import math
+import operator
+
 import numba as nb
 import numpy as np
 
@@ -65,7 +68,28 @@ def _as_rows(x):
     x = np.asarray(x)
     if x.ndim == 0:
         raise ValueError("pack_bits: expected an array with at least 1 dimension, got a scalar")
-    return x.reshape(-1, x.shape[-1]) if x.shape[-1] else x.reshape(-1, 0)
+    # explicit row count: reshape(-1, 0) is ambiguous for an empty last axis
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+
+
+def as_count(func: str, name: str, value) -> int:
+    """``value`` as a Python int when it is an integer (Python or numpy, not bool);
+    anything else raises ``TypeError`` naming ``func`` and ``name``. A float is never
+    truncated: ``k=1.5`` is an error, not 1."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be an integer, got the bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{func}: {name} must be an integer, got {value!r} "
+                        f"({type(value).__name__})") from None
+
+
+# dtypes the compiled packer takes; others (float16, longdouble) are reduced to their
+# signs first, which is exact (a cast could round a tiny negative to -0.0, i.e. +1)
+_NATIVE = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                          np.uint16, np.uint32, np.uint64, np.float32,
+                                          np.float64))
 
 
 def pack_bits(x, check_binary: bool = False) -> np.ndarray:
@@ -76,26 +100,32 @@ def pack_bits(x, check_binary: bool = False) -> np.ndarray:
     so ``x >= 0`` (also ``-0.0``) is +1 (larq's sign, Courbariaux et al. 2016).
 
     Args:
-        x: real array of shape (..., K).
+        x: real array of shape (..., K): any integer or float dtype (float16 and
+            longdouble included); an empty axis gives an empty result.
         check_binary: if true, every value must be exactly +1 or -1.
 
     Returns:
         uint64 array of shape (..., ceil(K/64)); the padding bits are 0.
 
     Raises:
+        TypeError: for bool, complex and non-numeric dtypes.
         ValueError: on NaN, or on values other than ±1 when ``check_binary``.
     """
     x = np.asarray(x)
     if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise TypeError(f"pack_bits: expected a real numeric array, got dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
-        raise ValueError("pack_bits: input contains NaN; sign(NaN) is undefined")
+        n = int(np.isnan(x).sum())
+        raise ValueError(f"pack_bits: x holds {n} NaN value{'s' if n > 1 else ''}; sign(NaN) is "
+                         "undefined, expected real numbers")
     if check_binary:
         bad = (x != 1) & (x != -1)
         if bad.any():
             v = x[bad].flat[0]
             raise ValueError(f"pack_bits: expected only +1/-1 values, found {v!r} "
                              f"({int(bad.sum())} non-binary entries)")
+    if x.dtype not in _NATIVE:
+        x = np.where(x < 0, np.int8(-1), np.int8(1))
     rows = np.ascontiguousarray(_as_rows(x))
     out = np.empty((rows.shape[0], n_words(x.shape[-1])), np.uint64)
     if rows.size:
@@ -107,18 +137,19 @@ def unpack_bits(packed, k: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: uint64 words (..., W) → int8 ±1 array (..., k).
 
     Raises:
-        ValueError: if ``k`` does not fit in ``W`` words.
+        TypeError: if ``k`` is not an integer.
+        ValueError: if ``k`` does not need exactly ``W`` words.
     """
     packed = np.asarray(packed)
     if packed.dtype != np.uint64:
         raise TypeError(f"unpack_bits: expected uint64 words, got dtype {packed.dtype}")
     if packed.ndim == 0:
         raise ValueError("unpack_bits: expected an array of words, got a scalar")
-    k = int(k)
+    k = as_count("unpack_bits", "k", k)
     if not 0 <= k <= packed.shape[-1] * WORD or n_words(k) != packed.shape[-1]:
         raise ValueError(f"unpack_bits: k={k} needs {n_words(k)} words per row, "
                          f"but the array has {packed.shape[-1]}")
-    rows = np.ascontiguousarray(packed.reshape(-1, packed.shape[-1]))
+    rows = np.ascontiguousarray(packed.reshape(math.prod(packed.shape[:-1]), packed.shape[-1]))
     out = np.empty((rows.shape[0], k), np.int8)
     if rows.size and k:
         _unpack_rows(out.size, rows, k, out)

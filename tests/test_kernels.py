@@ -400,7 +400,7 @@ def test_generic_nibble_lookups_are_exact(monkeypatch):
     (lambda: K.pack_bits(np.array(["a"])), "numeric"),
     (lambda: K.binary_gemm(np.zeros((2, 2), np.int64), np.zeros((2, 2), np.uint64), 64), "uint64"),
     (lambda: K.binary_gemm(np.zeros((2, 2), np.uint64), np.zeros((3, 1), np.uint64), 64), "words per row"),
-    (lambda: K.binary_gemm(np.zeros((2, 1), np.uint64), np.zeros((3, 1), np.uint64), 65), "K=65"),
+    (lambda: K.binary_gemm(np.zeros((2, 1), np.uint64), np.zeros((3, 1), np.uint64), 65), "k=65"),
     (lambda: K.binary_gemm(np.zeros((2, 1), np.uint64), np.zeros((3, 1), np.uint64), 6,
                            threshold=np.zeros(3)), "integers"),
     (lambda: K.binary_gemm(np.zeros((2, 2, 1), np.uint64), np.zeros((3, 3, 1), np.uint64), 6), "networks"),

@@ -14,13 +14,20 @@ __all__ = ["BinaryLocalEnergy", "local_energy", "flip_masks", "DEFAULT_EPS"]
 DEFAULT_EPS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BinaryLocalEnergy(LocalEnergy):
-    """:class:`LocalEnergy` of a binary network; ``sigma`` holds the flip fractions ε."""
+    """:class:`LocalEnergy` of a binary network: ``eps`` holds the flip fractions ε (the
+    fraction of all weights flipped). They sit in the field that :class:`LocalEnergy`
+    calls ``sigma``, so code written for both kinds reads ``.sigma``; the repr names them
+    ``eps``, as ``local_energy(eps=...)`` does."""
 
     @property
     def eps(self) -> np.ndarray:
         return self.sigma
+
+    def __repr__(self):
+        return (f"BinaryLocalEnergy(eps={self.sigma!r}, mean={self.mean!r}, std={self.std!r}, "
+                f"base_error={self.base_error!r})")
 
 
 def _data(data):

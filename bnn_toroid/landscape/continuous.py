@@ -19,7 +19,7 @@ from bnn_toroid.symmetry.continuous import (
     _model_dtype, _parse, _predict_counts, as_tensors,
 )
 
-__all__ = ["LocalEnergy", "local_energy", "DEFAULT_SIGMA"]
+__all__ = ["LocalEnergy", "local_energy", "check_data", "DEFAULT_SIGMA"]
 
 DEFAULT_SIGMA = tuple(round(0.05 * i, 2) for i in range(11))
 
@@ -42,6 +42,27 @@ class LocalEnergy:
     def sem(self) -> np.ndarray:
         """Standard error of ``mean``: ``std / sqrt(samples)``."""
         return self.std / np.sqrt(self.errors.shape[0])
+
+
+def check_data(model: nn.Module, x, y, what: str):
+    """Refuse data the model cannot evaluate, by name, before any work: samples of the
+    wrong shape (one trial sample, instead of torch's matrix-shape error deep inside a
+    pass) and labels outside the model's classes (which would count as errors silently)."""
+    layer = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    want = ("" if layer is None else f" ({layer.in_features} features into its first Linear)"
+            if isinstance(layer, nn.Linear) else f" ({layer.in_channels} channels into its first Conv2d)")
+    m = copy.deepcopy(model).eval() if model.training else model
+    try:
+        with torch.no_grad():
+            out = m(x[:1].to(_model_dtype(m)))
+    except RuntimeError as e:
+        raise ValueError(f"{what}: data x holds samples of shape {tuple(x.shape[1:])}, which the "
+                         f"model cannot take ({str(e).splitlines()[0]}); expected samples the "
+                         f"model was built for{want}") from None
+    classes = out.reshape(out.shape[0], -1).shape[1]
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"{what}: data y holds labels in [{int(y.min())}, {int(y.max())}]; expected "
+                         f"class indices in [0, {classes}) for a model with {classes} outputs")
 
 
 def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
@@ -67,7 +88,8 @@ def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
     ``torch.vmap`` over ``torch.func.functional_call``; memory is about
     ``chunk × batch_size × widest layer`` floats.
 
-    Raises ValueError for σ < 0 (or non-finite), NaN/inf parameters, or bad data.
+    Raises ValueError for σ < 0 (or non-finite), NaN/inf parameters, or bad data: samples
+    of a shape the model cannot take, or labels outside its classes (:func:`check_data`).
     """
     sig = np.asarray(sigma, dtype=np.float64).reshape(-1)
     if sig.size == 0:
@@ -81,6 +103,7 @@ def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
     _parse(model)  # clear errors for unsupported layers and NaN/inf parameters
     x, y = as_tensors(data)
     m = copy.deepcopy(model).eval()
+    check_data(m, x, y, "local_energy")
     dtype = _model_dtype(m)
     params = {n: p.detach() for n, p in m.named_parameters()}
     buffers = {n: b.detach() for n, b in m.named_buffers()}

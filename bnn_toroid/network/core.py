@@ -19,6 +19,10 @@ from .layers import Conv2d, Dense, MaxPool2d, NetworkError
 
 LAYOUTS = ("flat", "NHWC", "NCHW")
 
+# set while __init__ runs, fixed afterwards: the packed parameters are derived from them
+_FIXED = frozenset({"layers", "input_shape", "input_layout", "binarize_input", "input_scale",
+                    "output_geom"})
+
 
 @dataclass(frozen=True)
 class _Geom:
@@ -67,11 +71,18 @@ class BinaryNetwork:
         input_scale: positive factors multiplied into real inputs, per channel (images)
             or per feature (flat); for input normalisations that don't fold into a
             threshold.
+
+    A network is immutable once built: ``layers`` is a tuple of immutable layers with
+    read-only arrays, and assigning ``layers``, ``input_shape``, ``input_layout``,
+    ``binarize_input`` or ``input_scale`` raises ``AttributeError``. The packed weights
+    the kernels read are made once, here, so an edit in place would have left
+    :meth:`predict` answering for the old weights while :meth:`save` wrote the new
+    ones. Make a changed copy with :meth:`with_layers` instead.
     """
 
     def __init__(self, layers, input_shape, input_layout: str = "flat",
                  binarize_input: bool = False, input_scale=None):
-        self.layers = list(layers)
+        self.layers = tuple(layers)
         if input_layout not in LAYOUTS:
             raise NetworkError(f"input_layout must be one of {LAYOUTS}, got {input_layout!r}")
         self.input_shape = tuple(int(v) for v in input_shape)
@@ -79,10 +90,25 @@ class BinaryNetwork:
             raise NetworkError(f"input_shape must be positive sizes, got {input_shape}")
         self.input_layout = input_layout
         self.binarize_input = bool(binarize_input)
-        self.input_scale = None if input_scale is None else np.asarray(input_scale, np.float64)
+        self.input_scale = None if input_scale is None else np.array(input_scale, np.float64)
+        if self.input_scale is not None:
+            self.input_scale.flags.writeable = False
         self._geoms = self._check()
         self._params = [self._pack(i) for i in range(len(self.layers))]
         self._stack = None
+        self._built = True
+
+    def __setattr__(self, name, value):
+        if name in _FIXED and self.__dict__.get("_built"):
+            raise AttributeError(f"BinaryNetwork.{name}: a network is immutable once built (it "
+                                 "keeps packed copies of its weights); make a new one, e.g. "
+                                 "net.with_layers(layers)")
+        object.__setattr__(self, name, value)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.input_scale is not None:  # unpickled arrays come back writable
+            self.input_scale.flags.writeable = False
 
     # ------------------------------------------------------------------ structure
     def _first_geom(self) -> _Geom:
@@ -182,10 +208,12 @@ class BinaryNetwork:
             mask = layer.min_channels if layer.min_channels is not None else np.zeros(c, bool)
             p["mask"] = _mask_words(mask)[None]
             return p
+        # writable copies: the layer's arrays are read-only, and a read-only array would
+        # make Numba compile a second version of every kernel it reaches
         if layer.threshold is not None:
-            p["T"] = layer.threshold[None]
+            p["T"] = np.array(layer.threshold[None])
         else:
-            p["scale"], p["bias"] = layer.out_scale[None], layer.out_bias[None]
+            p["scale"], p["bias"] = np.array(layer.out_scale[None]), np.array(layer.out_bias[None])
         return p
 
     def _valid_bits(self, i):
@@ -262,10 +290,11 @@ class BinaryNetwork:
         return len(self.layers) == len(other.layers)
 
     # ------------------------------------------------------------------ evaluation
-    def prepare_input(self, x):
+    def prepare_input(self, x, what: str = "predict"):
         """Validate ``x`` (N, *input_shape) and return it NHWC or flat, as the first layer
-        reads it: packed words when binarised, otherwise a real array."""
-        return _prepare_input(self, x)
+        reads it: packed words when binarised, otherwise a real array. Errors name
+        ``what`` (the calling method) and the argument ``x``."""
+        return _prepare_input(self, x, what)
 
     def _as_stack(self) -> "NetworkStack":
         # kept: the stack caches the unpacked first layer on real input
@@ -275,16 +304,31 @@ class BinaryNetwork:
 
     def predict(self, x, batch_size: int = 4096) -> np.ndarray:
         """Logits, float64 (N, classes): exact integers when the output layer has no
-        affine (``out_scale = 1``, ``out_bias = 0``)."""
+        affine (``out_scale = 1``, ``out_bias = 0``). ``x`` is (N, *input_shape) of
+        finite integers or floats (NaN and ±inf are refused); N = 0 gives (0, classes)."""
         return self._as_stack().predict(x, batch_size)[0]
 
     def predict_classes(self, x, batch_size: int = 4096) -> np.ndarray:
-        """``argmax`` of the logits (first index on ties, as numpy and torch)."""
+        """``argmax`` of the logits (first index on ties, as numpy and torch), int64 (N,)."""
         return self.predict(x, batch_size).argmax(axis=1)
 
+    def predict_proba(self, x, batch_size: int = 4096) -> np.ndarray:
+        """Softmax of the logits, float64 (N, classes), rows summing to 1 (as
+        scikit-learn's ``predict_proba``). Its argmax is :meth:`predict_classes`. The
+        numbers are the network's own, not calibrated: without an output scale the
+        logits are integer dot products, and the probabilities are close to one-hot."""
+        return _softmax(self.predict(x, batch_size))
+
     def error(self, x, y, batch_size: int = 4096) -> float:
-        """Fraction of samples whose predicted class differs from ``y``."""
+        """Fraction of samples whose predicted class differs from ``y`` (integer class
+        indices (N,)); at least one sample."""
         return float(self._as_stack().errors(x, y, batch_size)[0])
+
+    def score(self, x, y, batch_size: int = 4096) -> float:
+        """Accuracy, ``1 - error(x, y)``: the fraction of samples classified as ``y``
+        (scikit-learn's ``score`` for classifiers); at least one sample."""
+        wrong, n = self._as_stack()._wrong(x, y, batch_size, "score")
+        return float((n - wrong[0]) / n)
 
     def preactivations(self, x) -> list:
         """Per weight layer, the pre-activations ``h`` before threshold or pool: int64
@@ -300,8 +344,16 @@ class BinaryNetwork:
         """The kernels' view of each layer (leading axis of length 1): ``w`` packed weights
         (a dense first layer on real input packs its rows flat, in NHWC feature order),
         ``T`` thresholds, ``scale``/``bias`` of the output, ``mask`` of min-pooled
-        channels. Read-only: build networks with the layer classes."""
-        return self._params
+        channels. New dicts of read-only views: edit copies, and build networks with the
+        layer classes (or a :class:`NetworkStack` from edited copies)."""
+        out = []
+        for p in self._params:
+            q = {}
+            for k, v in p.items():
+                q[k] = v.view()
+                q[k].flags.writeable = False
+            out.append(q)
+        return out
 
     def with_layers(self, layers) -> "BinaryNetwork":
         """A network with the same input settings and new layers."""
@@ -414,7 +466,7 @@ class NetworkStack:
         logits = self._dense_chain().fast(x, batch_size)
         if logits is not None:
             return logits[None]
-        xin = self.template.prepare_input(x)
+        xin = self.template.prepare_input(x, "predict")
         n = xin.shape[0]
         step = max(1, int(batch_size))
         if 0 < n <= step:  # one batch: the logits are a fresh array already
@@ -425,18 +477,24 @@ class NetworkStack:
         return out
 
     def errors(self, x, y, batch_size: int = 4096) -> np.ndarray:
-        """Train/test error of every network, float64 (S,)."""
-        y = _labels(y, len(x) if hasattr(x, "__len__") else None, self.template.num_classes)
-        xin = self.template.prepare_input(x)
+        """Train/test error of every network, float64 (S,); at least one sample."""
+        wrong, n = self._wrong(x, y, batch_size, "error")
+        return wrong / n
+
+    def _wrong(self, x, y, batch_size, what):
+        """(misclassified samples per network, int64 (S,), number of samples)."""
+        xin = self.template.prepare_input(x, what)
         n = xin.shape[0]
+        y = _labels(y, n, self.template.num_classes, what)
         if n == 0:
-            raise ValueError("errors: empty data; need at least one sample")
+            raise ValueError(f"{what}: x holds 0 samples; the {what} of an empty set is undefined, "
+                             "expected at least one sample")
         wrong = np.zeros(self.size, np.int64)
         step = max(1, int(batch_size))
         for lo in range(0, n, step):
             logits = self._forward(xin[lo:lo + step])[0]
             wrong += (logits.argmax(axis=2) != y[None, lo:lo + step]).sum(axis=1)
-        return wrong / n
+        return wrong, n
 
     def _forward(self, xin, collect: bool = False):
         if not collect:
@@ -474,7 +532,8 @@ def _checked_params(net: BinaryNetwork, params):
                 raise NetworkError(f"NetworkStack: layer {i} '{key}' must be {v.dtype} of shape "
                                    f"(S,) + {v.shape[1:]}, got {getattr(got, 'dtype', type(got))} "
                                    f"{getattr(got, 'shape', '')}")
-            p[key] = np.ascontiguousarray(got)  # the kernels index raw memory
+            # the kernels index raw memory, and read-only arrays would compile new versions
+            p[key] = np.ascontiguousarray(got) if got.flags.writeable else np.array(got, order="C")
         if "w" in p:
             valid = net._valid_bits(i)
             if (p["w"] & ~valid).any():
@@ -491,40 +550,69 @@ def _checked_params(net: BinaryNetwork, params):
     return params
 
 
-def _labels(y, n, num_classes):
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True) if z.size else z  # no overflow in exp
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _labels(y, n, num_classes, what="error"):
+    if hasattr(y, "detach"):  # a torch tensor
+        y = y.detach().cpu().numpy()
     y = np.asarray(y)
     if y.ndim != 1 or (n is not None and y.shape[0] != n):
-        raise ValueError(f"labels: expected shape ({n},), got {y.shape}")
+        raise ValueError(f"{what}: y has shape {y.shape}; expected ({n},), one label per sample of x")
     if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"labels: expected integer class indices, got dtype {y.dtype}")
+        raise TypeError(f"{what}: y has dtype {y.dtype}; expected integer class indices")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels: values must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+        raise ValueError(f"{what}: y holds labels in [{y.min()}, {y.max()}]; expected class indices "
+                         f"in [0, {num_classes})")
     return y
 
 
-def _prepare_input(net: BinaryNetwork, x):
+def _nonfinite(x, what):
+    n_nan, n_inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+    parts = [f"{c} {w}{'s' if c > 1 and w != 'NaN' else ''}"
+             for c, w in ((n_nan, "NaN"), (n_inf, "infinite value")) if c]
+    raise ValueError(f"{what}: x holds {' and '.join(parts)}; expected finite input")
+
+
+def _prepare_input(net: BinaryNetwork, x, what: str = "predict"):
     if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     kind = x.dtype.kind  # dtype kinds, not issubdtype: this runs on every batch-1 call
-    if kind not in "iuf":
-        raise TypeError(f"input: expected a real numeric array, got dtype {x.dtype}")
-    if x.ndim < 1:
-        raise ValueError("input: expected a batch (N, ...), got a scalar")
     want = net.input_shape
+    if kind not in "iuf":
+        raise TypeError(f"{what}: x has dtype {x.dtype}; expected real numbers (an integer or "
+                        "float array)")
+    if x.ndim < 1:
+        raise ValueError(f"{what}: x is a scalar; expected a batch of shape (N, *{want})")
     n = x.shape[0]
     if net.input_layout == "flat":
         if math.prod(x.shape[1:]) != math.prod(want):
-            raise ValueError(f"input: expected samples of shape {want} "
-                             f"({math.prod(want)} features), got {x.shape[1:]}")
-        x = x.reshape(n, -1)
+            raise ValueError(f"{what}: x holds samples of shape {x.shape[1:]}; expected samples of shape {want} "
+                             f"({math.prod(want)} features)")
+        x = x.reshape(n, math.prod(want))  # explicit: reshape(0, -1) is ambiguous
     else:
         if tuple(x.shape[1:]) != want:
-            raise ValueError(f"input: expected samples of shape {want} ({net.input_layout}), got {x.shape[1:]}")
+            raise ValueError(f"{what}: x holds samples of shape {x.shape[1:]}; expected samples of shape {want} "
+                             f"({net.input_layout})")
         if net.input_layout == "NCHW":
             x = x.transpose(0, 2, 3, 1)
-    if kind == "f" and np.isnan(x).any():
-        raise ValueError("input: contains NaN")
+    if kind == "f" and x.size:
+        lo, hi = x.min(), x.max()  # NaN propagates, ±inf shows: one pass each, no temporary
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            _nonfinite(x, what)
+        if not net.binarize_input:
+            # |h| <= fan-in · max|x| · max(scale) for ±1 weights: refuse what could overflow
+            k = net.layers[0].weights[0].size
+            top = max(-float(lo), float(hi)) * (1.0 if net.input_scale is None else
+                                               float(net.input_scale.max()))
+            if top * k > np.finfo(np.float64).max:
+                raise ValueError(f"{what}: x reaches |x| = {top:.3g}; sums of {k} such values "
+                                 f"overflow float64, expected |x| below "
+                                 f"{np.finfo(np.float64).max / k:.3g}")
     if net.binarize_input:
         return K.pack_bits(x)
     if net.input_scale is not None:
@@ -556,7 +644,8 @@ def _forward(net: BinaryNetwork, params, xin, collect: bool = False, first=None,
             if collect:
                 pre.append(np.asarray(hs[0], np.float64))
         else:
-            a = act.reshape(act.shape[0], n, -1) if isinstance(layer, Dense) else act
+            # explicit sizes: a -1 is ambiguous for 0 samples
+            a = act.reshape(act.shape[0], n, math.prod(act.shape[2:])) if isinstance(layer, Dense) else act
             kk = layer.weights.shape[1] if isinstance(layer, Dense) else geom.shape[2]
             T = p.get("T") if hidden else None
             if isinstance(layer, Dense):
@@ -571,7 +660,7 @@ def _forward(net: BinaryNetwork, params, xin, collect: bool = False, first=None,
                 if collect:
                     pre.append(h[0].astype(np.int64))
                 act = K.threshold_pack(h.reshape(h.shape[0], -1, h.shape[-1]), T).reshape(
-                    h.shape[:-1] + (-1,)) if hidden else h
+                    h.shape[:-1] + (K.n_words(h.shape[-1]),)) if hidden else h
             else:
                 act = run(T)
         if collect and hidden:

@@ -24,6 +24,8 @@ its own.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import kernels as K
@@ -135,17 +137,18 @@ class RealFirstLayer:
         pre-activations —, per-network pre-activations when ``collect``)."""
         net, layer, p = self.net, self.layer, self.params
         n = xin.shape[0]
-        px = pixels(xin.reshape(n, -1) if isinstance(layer, Dense) else xin)
+        flat = xin.reshape(n, math.prod(xin.shape[1:]))  # explicit: -1 is ambiguous for n = 0
+        px = pixels(flat if isinstance(layer, Dense) else xin)
         if px is not None and (isinstance(layer, Dense) or self._pixel_pad() is not None):
             return self._pixels(px, hidden, collect)
         geom = net._geoms[0]
         k = layer.weights[0].size
-        x, exact = float_input(xin.reshape(n, -1) if isinstance(layer, Dense) else xin, k)
+        x, exact = float_input(flat if isinstance(layer, Dense) else xin, k)
         # sharing sums in another order: only where every order gives the same result
         shared = self.shared_flips() if hidden and not collect and exact else None
         if shared is not None:
             h0 = K.real_dense_t(x, self._cached("template", x.dtype))
-            return flipped_threshold_pack(h0, xin.reshape(n, -1), shared[1], p["T"]), []
+            return flipped_threshold_pack(h0, flat, shared[1], p["T"]), []
         outs, hs = [], []
         for s in range(self.size):
             w = self.weights(s, x.dtype)
@@ -164,7 +167,7 @@ class RealFirstLayer:
                     hs.append(h)
                 if hidden:
                     h = K.threshold_pack(h.reshape(1, -1, h.shape[-1]), p["T"][s:s + 1]).reshape(
-                        h.shape[:-1] + (-1,))
+                        h.shape[:-1] + (K.n_words(h.shape[-1]),))
             outs.append(h)
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 

@@ -120,6 +120,24 @@ def _blocks(model):
     return norm, binarize, blocks
 
 
+def _check_finite(model):
+    """NaN or ±inf in a parameter or buffer would freeze silently (a NaN latent weight
+    reads as -1, a NaN statistic folds into some threshold): refuse them by name."""
+    for idx, m in enumerate(_flatten(model)):
+        tensors = list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+        for name, t in tensors:
+            if t is None or not t.is_floating_point():
+                continue
+            v = t.detach()
+            n_nan, n_inf = int(v.isnan().sum()), int(v.isinf().sum())
+            if n_nan or n_inf:
+                what = " and ".join(f"{c} {w}" for c, w in ((n_nan, "NaN"), (n_inf, "infinite"))
+                                    if c)
+                raise NetworkError(f"from_torch: module {idx} ({type(m).__name__}) {name} holds "
+                                   f"{what} value{'s' if n_nan + n_inf > 1 else ''} of {v.numel()}; "
+                                   "expected finite numbers (did training diverge?)")
+
+
 def _norm_stats(norm, channels):
     mean = _np(norm.mean).reshape(-1)
     std = _np(norm.std).reshape(-1)
@@ -143,12 +161,17 @@ def from_torch(model, input_shape=None, input_layout=None) -> BinaryNetwork:
             dense-only models, ``(in_features,)``. Conv models take NCHW samples.
         input_layout: override the layout (default: ``"NCHW"`` for conv models,
             ``"flat"`` otherwise).
+
+    Raises :class:`NetworkError` for unsupported modules, a model in training mode, and
+    NaN or infinite values in any parameter or buffer (latent weights, biases,
+    BatchNorm statistics, the input normalisation).
     """
     if not isinstance(model, nn.Module):
         raise NetworkError(f"from_torch: expected a torch nn.Module, got {type(model).__name__}")
     if model.training:
         raise NetworkError("from_torch: the model is in training mode (BatchNorm would use batch "
                            "statistics); call model.eval() first")
+    _check_finite(model)
     norm, binarize, blocks = _blocks(model)
     if norm is not None and binarize:
         # sign((x - m) / s) is sign(x - m); the frozen network binarises raw inputs at 0

@@ -20,6 +20,36 @@ class NetworkError(ValueError):
     """A network's parameters or architecture are invalid."""
 
 
+class _Frozen:
+    """Immutable once built. A network keeps data derived from its layers (packed
+    weights, unpacked first-layer copies), so a layer edited in place would leave them
+    stale: ``predict`` would answer for the old weights while ``save`` wrote the new
+    ones. Fields are set only while ``__init__`` runs; afterwards assigning a field
+    raises ``AttributeError`` and the arrays are read-only (numpy raises ``ValueError:
+    assignment destination is read-only``). Build a new layer instead, e.g. with
+    ``dataclasses.replace(layer, weights=w)``."""
+
+    _frozen = False
+
+    def __setattr__(self, name, value):
+        if self._frozen:
+            raise AttributeError(
+                f"{type(self).__name__}.{name}: a layer is immutable once built (a network keeps "
+                f"data derived from it); build a new one, e.g. dataclasses.replace(layer, {name}=...)")
+        object.__setattr__(self, name, value)
+
+    def _freeze(self):
+        for v in vars(self).values():
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
+        object.__setattr__(self, "_frozen", True)
+
+    def __setstate__(self, state):
+        # unpickled arrays come back writable: freeze them again
+        self.__dict__.update(state)
+        self._freeze()
+
+
 def as_pm1(weights, what: str) -> np.ndarray:
     """``weights`` as an int8 array of ±1; anything else raises."""
     w = np.asarray(weights)
@@ -58,7 +88,7 @@ def _threshold(t, n, what):
 
 
 @dataclass(eq=False)
-class BatchNormRecord:
+class BatchNormRecord(_Frozen):
     r"""What a hidden layer's BatchNorm leaves behind once folded into its threshold: enough
     to re-estimate the threshold from new statistics (:func:`bnn_toroid.recalibrate`).
 
@@ -66,7 +96,9 @@ class BatchNormRecord:
     ``γ (h − μ) / sqrt(σ² + ε) + β ≥ 0``. In the folded frame (rows flipped where
     ``γ < 0``, so ``h_f = sign(γ) h``) that is
 
-    .. math:: h_f \ge \mu_f - \sqrt{\sigma^2 + arepsilon_h}\,ho, \qquad ho = eta / |\gamma|,
+    .. math:: h_f \ge \mu_f - \sqrt{\sigma^2 + arepsilon_h}\,
+ho, \qquad 
+ho = eta / |\gamma|,
 
     with ``μ_f``, ``σ²`` the mean and variance of ``h_f`` over the data. ``ratio`` is
     ``ρ`` per unit (``±inf`` for ``γ = 0``: a constant unit), ``eps`` is ``ε`` in the units
@@ -81,11 +113,12 @@ class BatchNormRecord:
     after_pool: bool = False
 
     def __post_init__(self):
-        self.ratio = np.asarray(self.ratio, np.float64).reshape(-1)
+        self.ratio = np.array(self.ratio, np.float64).reshape(-1)  # a copy: frozen below
         self.eps = np.broadcast_to(np.asarray(self.eps, np.float64), self.ratio.shape).copy()
         if np.isnan(self.ratio).any() or np.isnan(self.eps).any() or (self.eps < 0).any():
             raise NetworkError("BatchNormRecord: ratio must not be NaN and eps must be >= 0")
         self.after_pool = bool(self.after_pool)
+        self._freeze()
 
     def take(self, perm, flip=None) -> "BatchNormRecord":
         """The record after reordering units by ``perm`` and reversing those in ``flip``."""
@@ -107,13 +140,14 @@ def _check_bn(layer, n):
 
 
 @dataclass(eq=False)
-class Dense:
+class Dense(_Frozen):
     """Fully connected ±1 layer. ``weights`` (units, in_features); when the input is
     spatial (H, W, C), features are flattened in NHWC order (C fastest).
 
     Hidden: ``threshold`` (units,). Output: ``threshold=None`` and
     ``logits = out_scale * h + out_bias``. ``bn``: an optional :class:`BatchNormRecord`
     (it does not change the function; :func:`bnn_toroid.recalibrate` uses it).
+    Immutable once built, like every layer (its arrays are read-only copies).
     """
 
     weights: np.ndarray
@@ -127,6 +161,7 @@ class Dense:
         if self.weights.ndim != 2:
             raise NetworkError(f"Dense.weights: expected 2 dims (units, in_features), got {self.weights.shape}")
         _finish(self, self.weights.shape[0])
+        self._freeze()
 
     @property
     def units(self) -> int:
@@ -134,7 +169,7 @@ class Dense:
 
 
 @dataclass(eq=False)
-class Conv2d:
+class Conv2d(_Frozen):
     """±1 convolution. ``weights`` (filters, kh, kw, in_channels); ``padding`` 'valid' or
     TensorFlow 'same'; ``pad_value`` is larq's ``pad_values`` (0 or 1) on binary input, or
     any real value per channel for a first layer on real input."""
@@ -159,11 +194,12 @@ class Conv2d:
         self.stride = (int(s[0]), int(s[1]))
         if self.padding not in ("valid", "same"):
             raise NetworkError(f"Conv2d.padding: expected 'valid' or 'same', got {self.padding!r}")
-        pv = np.asarray(self.pad_value, dtype=np.float64)
+        pv = np.array(self.pad_value, dtype=np.float64)  # a copy: frozen below
         if np.isnan(pv).any():
             raise NetworkError("Conv2d.pad_value: contains NaN")
         self.pad_value = float(pv) if pv.ndim == 0 else pv
         _finish(self, self.weights.shape[0])
+        self._freeze()
 
     @property
     def units(self) -> int:
@@ -171,7 +207,7 @@ class Conv2d:
 
 
 @dataclass(eq=False)
-class MaxPool2d:
+class MaxPool2d(_Frozen):
     """Max-pooling of the previous conv's ±1 outputs (``valid`` windows).
 
     ``min_channels`` marks channels pooled with min instead: a unit whose row was flipped
@@ -189,9 +225,10 @@ class MaxPool2d:
         if self.size < 1 or self.stride < 1:
             raise NetworkError(f"MaxPool2d: size and stride must be >= 1, got {self.size}, {self.stride}")
         if self.min_channels is not None:
-            self.min_channels = np.asarray(self.min_channels, dtype=bool)
+            self.min_channels = np.array(self.min_channels, dtype=bool)  # a copy: frozen below
             if self.min_channels.ndim != 1:
                 raise NetworkError("MaxPool2d.min_channels: expected a 1-D bool mask")
+        self._freeze()
 
 
 def _finish(layer, n):

@@ -23,12 +23,17 @@ class Barrier:
 
     ``argmax`` is the first index of the maximum and ``errors`` the whole curve (fractions
     misclassified). The paper reports ``max_error``; ``height`` [ours] discounts the
-    endpoints' own error.
+    endpoints' own error. The repr gives ``points``, the length of the curve, since a
+    barrier depends on where the path is sampled.
     """
     max_error: float
     height: float
     argmax: int
     errors: np.ndarray = field(compare=False, repr=False)
+
+    def __repr__(self):
+        return (f"Barrier(max_error={self.max_error!r}, height={self.height!r}, "
+                f"argmax={self.argmax!r}, points={len(self.errors)})")
 
     @classmethod
     def from_errors(cls, errors) -> "Barrier":

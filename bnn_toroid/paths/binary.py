@@ -337,7 +337,7 @@ def _freeze_like(model, template: BinaryNetwork) -> BinaryNetwork:
         frozen = BinaryNetwork.from_torch(model.eval(), input_shape=(c, h, w), input_layout="NCHW")
     else:
         frozen = BinaryNetwork.from_torch(model.eval(), input_shape=(template.layers[0].weights.shape[1],))
-    layers = frozen.layers
+    layers = list(frozen.layers)
     out, ref = layers[-1], template.layers[-1]
     # the output affine was not trained: keep it exact rather than its float32 round trip
     layers[-1] = Dense(out.weights, out_scale=ref.out_scale.copy(), out_bias=ref.out_bias.copy())

@@ -35,6 +35,23 @@ from bnn_toroid.symmetry.continuous import (
 
 __all__ = ["ContinuousPath", "linear", "geodesic", "single_bend"]
 
+
+def _real_pair(a, b, func: str):
+    """TypeError unless both endpoints are real-valued torch models, naming the binary
+    path functions when one is a frozen BinaryNetwork."""
+    from bnn_toroid._dispatch import kind
+    from bnn_toroid.network import BinaryNetwork
+
+    for name, m in (("a", a), ("b", b)):
+        if isinstance(m, BinaryNetwork):
+            raise TypeError(f"paths.{func}: {name} is a BinaryNetwork; {func} takes real-valued "
+                            "torch models (nn.Module). Paths between binary networks are "
+                            "paths.random_flip, paths.single_bend and paths.search")
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"paths.{func}: {name} is a {type(m).__name__}; expected a real-valued "
+                            "torch model (nn.Module)")
+        kind(m, f"paths.{func}")  # a torch model with binary layers: freeze it first
+
 _BN_MODES = ("fold", "recompute")
 
 
@@ -118,10 +135,14 @@ class ContinuousPath(Path):
         r"""Train error ``E(x_i) = (1/P) Σ_μ 1[argmax f(x^μ; Θ(x_i)) ≠ y^μ]`` at every
         point (Pittorino et al. 2022; METHODS §6); BN statistics are recomputed on ``bn_data`` or,
         failing that, on ``data`` when ``bn="recompute"``."""
+        from bnn_toroid.landscape.continuous import check_data
+
         x, y = as_tensors(data)
         out = np.empty(len(self))
         for i in range(len(self)):
             m = self.point(i, data=(x, y))
+            if i == 0:
+                check_data(m, x, y, "ContinuousPath.errors")
             out[i] = _predict_counts(m, x, y, self.batch_size) / x.shape[0]
         return out
 
@@ -153,7 +174,9 @@ def linear(a: nn.Module, b: nn.Module, points: int = 21, align: bool = False,
     ``normalize=True`` interpolates the normalised endpoints instead. With ``bn="fold"``
     the BN-folded parameters are interpolated; with ``bn="recompute"`` all raw parameters
     (BN affine too) are, and BN statistics are recomputed at each point (module doc).
+    Both endpoints must be real-valued torch models (``TypeError`` otherwise).
     """
+    _real_pair(a, b, "linear")
     _check(points, bn)
     dtype = _model_dtype(a)
     perms = find_permutations(b, a, method, data) if align else None
@@ -210,8 +233,10 @@ def geodesic(a: nn.Module, b: nn.Module, points: int = 21, align: bool = True,
 
     so point ``x`` lies at toroidal distance ``x·d(a, b)`` from ``a``, and the endpoints
     are ``normalize(a)`` and ``align(b, a)`` exactly. Pittorino et al. 2022;
-    METHODS §6. ``bn`` as in the module doc.
+    METHODS §6. ``bn`` as in the module doc. Both endpoints must be real-valued torch
+    models (``TypeError`` otherwise).
     """
+    _real_pair(a, b, "geodesic")
     _check(points, bn)
     sa, sb, geom = _geodesic_structs(a, b, align, method, data, bn)
     fr = np.linspace(0.0, 1.0, int(points))
@@ -275,12 +300,17 @@ def single_bend(a: nn.Module, b: nn.Module, data, points: int = 21, epochs: int 
     ``midpoint`` is the trained midpoint and ``train_log`` its train error per epoch
     (entry 0 before training). With ``bn="fold"`` the midpoint has no BN; with
     ``bn="recompute"`` it keeps BN (trained in train mode, statistics recomputed).
+    Both endpoints must be real-valued torch models (``TypeError`` otherwise).
     """
+    _real_pair(a, b, "single_bend")
     _check(points, bn, 3)
     if points % 2 == 0:
         raise ValueError(f"single_bend: points must be odd so that the bend is a point, "
                          f"got {points}")
     x, y = as_tensors(data)
+    from bnn_toroid.landscape.continuous import check_data
+
+    check_data(a, x, y, "paths.single_bend")
     dtype = _model_dtype(a)
     sa, sb, geom = _geodesic_structs(a, b, align, method, data, bn)
     mid = _interpolate_structs(sa, sb, 0.5, "lerp", geom)

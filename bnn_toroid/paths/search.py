@@ -352,9 +352,11 @@ class SearchPath(Path):
         self.bn, self.bn_data = "frozen", None
 
     def __repr__(self):
+        # two different barriers exist: label which one is shown
         return (f"SearchPath(method={self.method!r}, moves={self.n_moves}, detours={self.n_detours}, "
-                f"barrier={self.trace.max():.4f}, evaluations={self.evaluations}, "
-                f"{self.evals_per_second:.0f} evals/s)")
+                f"trace_max_error={self.trace.max():.4f} (after every move, on the search data), "
+                f"points={self.points} (what barrier(data) evaluates), "
+                f"evaluations={self.evaluations}, {self.evals_per_second:.0f} evals/s)")
 
     @property
     def trace_barrier(self) -> Barrier:
@@ -389,7 +391,11 @@ class SearchPath(Path):
         return errors_along(self.a, self.order, self._ks, data)
 
     def barrier(self, data, every_move: bool = False) -> Barrier:
-        """:class:`Barrier` of :meth:`errors` (at the points, or after every move)."""
+        """:class:`Barrier` of :meth:`errors` on ``data``: at the ``points`` evenly spaced
+        points (its repr shows ``points``), or after every move with ``every_move=True``.
+        The repr of the path shows another number, ``trace_max_error``: the maximum of
+        :attr:`trace`, after every move on the search data; the two agree only when
+        ``data`` is the search data and ``every_move=True``."""
         return Barrier.from_errors(self.errors(data, every_move=every_move))
 
 
