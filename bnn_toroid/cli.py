@@ -485,15 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_connect)
 
     p = sub.add_parser("bench", help="kernel throughput table against torch float32")
-    p.add_argument("--threads", type=_pos_int, default=2)
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=_pos_int, default=2,
+                   help="threads for our kernels and for torch alike (default 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repeats and a smaller local-energy case: a check that it runs, not a measurement")
     _common(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="write a frozen binary network as ONNX (larq numerics)")
     p.add_argument("net")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset, from 13 to the installed onnx package's newest (default 17)")
     p.add_argument("--qonnx", action="store_true",
                    help="write the binarisations as QONNX BipolarQuant operators instead of Sign")
     _common(p)
