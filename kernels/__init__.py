@@ -28,7 +28,7 @@ _cache.drop_stale()  # before any kernel module is imported (and its cache read)
 from ._threads import PARALLEL_MIN_WORK  # noqa: E402
 from .bits import WORD, as_count, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_hs, _maxpool, conv_tiles
-from .gemm import _gemm
+from . import forms
 from .nibbles import nibble_dense, nibble_dense_t, nibble_weights
 from .pixels import (pixel_dense, pixel_dense_t, pixel_lut_dense_t, pixel_lut_weights,
                      pixel_pairs, pixel_patches, pixel_patches_t, pixel_signs, pixel_thresholds,
@@ -99,7 +99,7 @@ def _padding_words(func, name, arr, groups, c):
                          f"(bits past {c} in a group of {c}); expected 0, as pack_bits writes them")
 
 
-def binary_gemm(a, w, k, threshold=None, *, channels=None):
+def binary_gemm(a, w, k, threshold=None, *, channels=None, form=None):
     r"""Dot products of packed ±1 rows: ``out[i, j] = a_i · w_j = K - 2 popcount(a_i ⊕ w_j)``.
 
     XNOR-Net (Rastegari et al., ECCV 2016, §3.2); bit convention in :mod:`.bits`, the
@@ -114,6 +114,8 @@ def binary_gemm(a, w, k, threshold=None, *, channels=None):
             ±1 input ``+1 iff a_i·w_j >= T_j`` (METHODS §1), shape (..., N, ceil(M/64)).
         channels: for rows that are flattened NHWC maps packed per pixel, the channels
             per pixel ``C`` (``k`` a multiple of it; ``Kw = (k / C) · n_words(C)``).
+        form: a form of the "gemm" workload (:mod:`.forms`: "vpopcnt", "harley_seal");
+            default the one chosen for this CPU. Every form gives the same integers.
 
     Returns:
         int32 (N, M) or (S, N, M); uint64 words when ``threshold`` is given.
@@ -143,29 +145,33 @@ def binary_gemm(a, w, k, threshold=None, *, channels=None):
     _padding_words("binary_gemm", "a", A, groups, c)
     _padding_words("binary_gemm", "w", W, groups, c)
     T = None if threshold is None else _thresholds("binary_gemm", threshold, W.shape[0], W.shape[1])
-    out = binary_gemm_trusted(A, W, k, T)
+    kernel = forms.chosen("gemm", form).kernel
+    out = binary_gemm_trusted(A, W, k, T, kernel)
     return out[0] if squeeze else out
 
 
 binary_dense = binary_gemm
 
 
-def binary_gemm_trusted(A, W, k, T=None):
+def binary_gemm_trusted(A, W, k, T=None, kernel=None):
     """:func:`binary_gemm` without the checks, for callers that validated their arrays
     once (a frozen network runs this per layer and batch; the checks cost ≈ 10 µs, a
     third of a batch-1 layer). The operands must meet the preconditions of this
     package's docstring; nothing here verifies them. ``A`` (SA, N, Kw) and ``W`` (S, M, Kw) C-contiguous uint64,
-    ``T`` None or C-contiguous int64 (S, M)."""
+    ``T`` None or C-contiguous int64 (S, M). ``kernel``: a "gemm" form's kernel
+    (:mod:`.forms`), default the one chosen for this CPU."""
+    if kernel is None:
+        kernel = forms.chosen("gemm").kernel
     s, n, m = W.shape[0], A.shape[1], W.shape[1]
     work = s * n * m * W.shape[2]
     if T is None:
         out = np.empty((s, n, m), np.int32)
         if out.size:
-            _gemm(work, A, W, k, _NO_T, out, _NO_BITS3)
+            kernel(work, A, W, k, _NO_T, out, _NO_BITS3)
     else:
         out = np.empty((s, n, (m + WORD - 1) // WORD), np.uint64)
         if out.size:
-            _gemm(work, A, W, k, T, _NO_INT3, out)
+            kernel(work, A, W, k, T, _NO_INT3, out)
     return out
 
 

@@ -183,6 +183,20 @@ def vpopcnt(typingctx, v):
 
 
 @intrinsic
+def vhsum(typingctx, v):
+    """Sum of the lanes, a uint64 (LLVM ``vector.reduce.add``)."""
+    if not isinstance(v, U64Vec):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [x.type]),
+                                            f"llvm.vector.reduce.add.v{x.type.count}i64")
+        return builder.call(fn, [x])
+    return types.uint64(v), codegen
+
+
+@intrinsic
 def vpopcnt_bytes(typingctx, v):
     """Population count of every *byte* (0..8 in each byte): the cheap part of a
     vector popcount, to be summed bytewise (:func:`vaddb`) and reduced rarely."""

@@ -10,16 +10,17 @@ groups of samples through every layer in one parallel launch (:func:`_split_chai
 and the other forms run the parallel kernel of each layer whose own work reaches that
 size. The binary layers read weights laid out once, which a single call of
 :func:`.gemm._gemm` cannot afford to make: the hidden ones as nibble patterns
-(:mod:`.nibbles`) when the caller passes them, else as Harley–Seal tiles
+(:mod:`.nibbles`) in the "nibbles" form, else as Harley–Seal tiles
 (:func:`.gemm.dense_tiles`), and the output layer always as tiles.
 """
 import numba as nb
 import numpy as np
 
 from ._threads import PARALLEL_MIN_WORK
+from .forms import Form, register
 from .gemm import tiled_dense
 from .nibbles import ROWS as _NIB_ROWS, _nibble_dense, task_rows
-from .pixels import _LUT_WORDS, _SIGN_WORDS, _pixel_dense, _pixel_lut, _pixel_signed, _spread_pairs
+from .pixels import _pixel_dense, _pixel_lut, _pixel_signed, _spread_pairs
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
 _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
@@ -29,45 +30,70 @@ _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
 _nibble_serial, _nibble_parallel = _nibble_dense.serial, _nibble_dense.parallel
 SPLIT_ROWS = 32  # samples per task of the lookup form's one-launch chain (16: 1.0–1.04× slower)
 
+# The chain's forms (kernels/forms.py). The first layer on pixels: "first" for batches,
+# "first_one" for one sample on the calling thread; the codes are what the compiled
+# chain takes. All three are exact everywhere: the lookup and byte products call AVX2
+# intrinsics where the target has them and generic IR elsewhere.
+FIRST = {"lookup": 0, "signs": 1, "bytes": 2}
+_FIRST_FORMS = {
+    "lookup": ("4-bit pixel-pair patterns (pixels.pixel_lut_weights)",
+               "16-entry table lookups (vpshufb) of 4-pixel sums"),
+    "signs": ("sign bits of the int8 panels (pixels.pixel_signs)",
+              "byte products from sign bits; the weights stay in L2 between calls"),
+    "bytes": ("int8 panels (pixels.pixel_weights)", "byte products (vpmaddubsw on AVX2)"),
+}
+for _workload in ("first", "first_one"):
+    for _name, (_layout, _doc) in _FIRST_FORMS.items():
+        register(Form(_workload, _name, frozenset(), _layout, FIRST[_name], _doc))
+# the hidden binary layers
+HIDDEN = {"tiles": 0, "nibbles": 1}
+register(Form("hidden", "tiles", frozenset(), "Harley–Seal tiles (gemm.dense_tiles)", 0,
+              "carry-save adders on u64x8 vectors, generic IR"))
+register(Form("hidden", "nibbles", frozenset(), "4-bit patterns (nibbles.nibble_weights)", 1,
+              "vpshufb counts of 32 units' 4-bit groups at once (generic IR off AVX2)"))
+
 
 @nb.njit(cache=True)
-def pixel_dense_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, threads):
+def pixel_dense_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib,
+                      hidden, threads):
     """Logits (N, M_last) float64 of: the pixel layer (uint8 ``x`` (N, K) C-contiguous,
-    ``panels`` in any of the three layouts of :mod:`.pixels`, ``t0`` as for
+    in the form with code ``first`` (:data:`FIRST`) and ``panels`` in its layout, ``t0`` as for
     :func:`.pixels.pixel_dense_t`, threshold fused), then L binary dense layers. Layer
     ``i`` has ``dims[i] = (M, Kw, K)``, its :func:`.gemm.dense_tiles` flattened in
     ``wbuf[woff[i]:woff[i+1]]`` and, for all but the last, int64 thresholds
     ``tbuf[toff[i]:toff[i+1]]``; the last one's integer pre-activations ``h`` give
     ``h · scale + bias``, computed as :func:`bnn_toroid.network` does, so the logits are
     the same floats. ``nib`` = (patterns, their offsets, thresholds, their offsets): when
-    its patterns are not empty, the layers but the last run as nibble lookups
+    ``hidden`` is ``HIDDEN["nibbles"]``, the layers but the last run as nibble lookups
     (:mod:`.nibbles`) from layer ``i``'s :func:`.nibbles.nibble_weights` at word
     ``nib[1][i]`` of ``nib[0]`` and its :func:`.pixels.pixel_thresholds` at word
     ``nib[3][i]`` of ``nib[2]``. ``threads``: 1 runs every layer on the calling thread,
     more the parallel kernels (Numba's current thread count, passed in: reading it in
     compiled code would keep this function out of the cache)."""
     parallel = threads > 1
-    if parallel and panels.shape[2] == _LUT_WORDS:
-        return _split_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, threads)
+    nibbles = hidden == 1
+    if parallel and first == 0:
+        return _split_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib,
+                            nibbles, threads)
     n = x.shape[0]
     act = np.empty((n, panels.shape[0]), np.uint64)
     no_h = np.empty((0, 0), np.int32)
-    if panels.shape[2] == _LUT_WORDS:
+    if first == 0:
         _lut_serial(x, panels, t0, no_h, act)
     else:
         xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
         _spread_pairs(x, xp)
-        if panels.shape[2] == _SIGN_WORDS:
+        if first == 1:
             _signed_serial(xp, panels, t0, no_h, act)
         elif parallel:
             _pixel_parallel(xp, panels, t0, no_h, act)
         else:
             _pixel_serial(xp, panels, t0, no_h, act)
-    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, parallel)
+    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, parallel)
 
 
 @nb.njit(parallel=True, cache=True)
-def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, per):
+def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, per):
     """The lookup form's chain in one parallel launch: each task takes a group of about
     SPLIT_ROWS samples through every layer with the serial kernels, on one thread. The
     layer-by-layer chain launches the second thread once per layer, and in the spells
@@ -83,12 +109,12 @@ def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, pe
         s1 = n * (g + 1) // groups
         act = np.empty((s1 - s0, pats.shape[0]), np.uint64)
         _lut_serial(x[s0:s1], pats, t0, no_h, act)
-        out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, False)
+        out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, False)
     return out
 
 
 @nb.njit(cache=True)
-def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, parallel):
+def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, parallel):
     """The chain's binary layers after the pixel layer; a layer runs the parallel kernel
     when ``parallel`` and its work reaches PARALLEL_MIN_WORK (a 10-class output layer
     rarely does). The output layer always takes the Harley–Seal tiles: a nibble panel
@@ -102,7 +128,7 @@ def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, parallel):
         m, k = dims[i, 0], dims[i, 2]
         nxt = np.empty((n, (m + 63) // 64), np.uint64)
         big = parallel and n * m * dims[i, 1] >= PARALLEL_MIN_WORK
-        if pats.size > 0:
+        if nibbles:
             if big:
                 _nibble_parallel(act, pats, poff[i], m, k, nthr, ntoff[i], no_h2, nxt, task_rows(n))
             else:

@@ -39,8 +39,9 @@ import numpy as np
 
 from ._intrinsics import popcount
 from ._threads import twin
-from ._simd import (csa, prefetch, vadd, vbcast8, vload8, vlt_mask, vpopcnt, vshl, vsplat8,
-                    vstore, vsub, vxor, vzero8)
+from .forms import Form, register
+from ._simd import (csa, load_u64, prefetch, vadd, vbcast8, vhsum, vload8, vlt_mask, vpopcnt,
+                    vshl, vsplat8, vstore, vsub, vxor, vzero8)
 
 LANES = 8          # columns per Harley–Seal tile (one u64x8 vector)
 COLS = 64          # columns per task: one packed output word of the threshold form
@@ -396,3 +397,124 @@ def _gemm(A, W, k_true, T, out, bits):
     hs, rb, cols, nrb, ncb, ntask = _plan(A, W)
     for task in nb.prange(ntask):
         _gemm_task(task, A, W, k_true, T, out, bits, hs, rb, cols, nrb, ncb)
+
+
+# ---------------------------------------------------------------- the vpopcnt form
+# On CPUs with AVX-512 VPOPCNTDQ, ``llvm.ctpop`` on 8 words is one ``vpopcntq``, so the
+# plain sum ``Σ_k popcount(a_k ^ w_k)`` with vector lanes along K costs 3 zmm operations
+# (xor, popcount, add) per 512 MACs, against ≈ 4 for Harley–Seal's carry-save adders as
+# LLVM builds them. A 2-row × 4-column register tile shares each W load between 2 rows
+# and each A load between 4 columns. Without a vector popcount (AVX2) LLVM expands the
+# ctpop into nibble lookups and this form loses to Harley–Seal (kernels/forms.py).
+
+@nb.njit(inline="always")
+def _vp_tile(A, W, a0, a1, w0, w1, w2, w3, kw):
+    """Popcounts of (row XOR column) for rows at flat offsets a0, a1 and columns at
+    w0..w3, each ``kw`` words: (c00, c01, c02, c03, c10, c11, c12, c13)."""
+    c00 = c01 = c02 = c03 = vzero8()
+    c10 = c11 = c12 = c13 = vzero8()
+    kv = kw - kw % LANES
+    for k in range(0, kv, LANES):
+        x0 = vload8(A, a0 + k)
+        x1 = vload8(A, a1 + k)
+        y = vload8(W, w0 + k)
+        c00 = vadd(c00, vpopcnt(vxor(x0, y)))
+        c10 = vadd(c10, vpopcnt(vxor(x1, y)))
+        y = vload8(W, w1 + k)
+        c01 = vadd(c01, vpopcnt(vxor(x0, y)))
+        c11 = vadd(c11, vpopcnt(vxor(x1, y)))
+        y = vload8(W, w2 + k)
+        c02 = vadd(c02, vpopcnt(vxor(x0, y)))
+        c12 = vadd(c12, vpopcnt(vxor(x1, y)))
+        y = vload8(W, w3 + k)
+        c03 = vadd(c03, vpopcnt(vxor(x0, y)))
+        c13 = vadd(c13, vpopcnt(vxor(x1, y)))
+    r00, r01, r02, r03 = vhsum(c00), vhsum(c01), vhsum(c02), vhsum(c03)
+    r10, r11, r12, r13 = vhsum(c10), vhsum(c11), vhsum(c12), vhsum(c13)
+    for k in range(kv, kw):
+        x0 = load_u64(A, a0 + k)
+        x1 = load_u64(A, a1 + k)
+        y0, y1 = load_u64(W, w0 + k), load_u64(W, w1 + k)
+        y2, y3 = load_u64(W, w2 + k), load_u64(W, w3 + k)
+        r00 += popcount(x0 ^ y0)
+        r01 += popcount(x0 ^ y1)
+        r02 += popcount(x0 ^ y2)
+        r03 += popcount(x0 ^ y3)
+        r10 += popcount(x1 ^ y0)
+        r11 += popcount(x1 ^ y1)
+        r12 += popcount(x1 ^ y2)
+        r13 += popcount(x1 ^ y3)
+    return r00, r01, r02, r03, r10, r11, r12, r13
+
+
+@nb.njit(cache=True)
+def _vp_task(A, W, s, sa, i0, nr, j0, nc, cnt):
+    """Counts of rows i0 .. i0+nr × columns j0 .. j0+nc into cnt[r*COLS + c]. An odd last
+    row or a short last column group repeats an index, and the repeat is not stored."""
+    n, kw = A.shape[1], A.shape[2]
+    m = W.shape[1]
+    wb = s * m + j0
+    for r in range(0, nr, 2):
+        r1 = min(r + 1, nr - 1)
+        a0 = (sa * n + i0 + r) * kw
+        a1 = (sa * n + i0 + r1) * kw
+        for jj in range(0, nc, 4):
+            q1, q2, q3 = min(jj + 1, nc - 1), min(jj + 2, nc - 1), min(jj + 3, nc - 1)
+            c = _vp_tile(A, W, a0, a1, (wb + jj) * kw, (wb + q1) * kw, (wb + q2) * kw,
+                         (wb + q3) * kw, kw)
+            for q in range(min(4, nc - jj)):
+                cnt[r * COLS + jj + q] = c[q]
+                if r + 1 < nr:
+                    cnt[(r + 1) * COLS + jj + q] = c[4 + q]
+
+
+@nb.njit(cache=True)
+def _vp_plan(A, W):
+    """(vp, row block, column block, row blocks, column blocks, tasks): below
+    HS_MIN_ROWS rows the product streams W once and the scalar tiles of _small_task
+    are as fast (a 2-row tile would compute its one row twice)."""
+    n, kw = A.shape[1], A.shape[2]
+    vp = n >= HS_MIN_ROWS
+    if vp:
+        rb = max(1, min(n, L2_WORDS // max(kw, 1)))
+        cols = COLS
+    else:
+        rb = 4
+        cols = SMALL_CHUNK
+    nrb = (n + rb - 1) // rb
+    ncb = (W.shape[1] + cols - 1) // cols
+    return vp, rb, cols, nrb, ncb, W.shape[0] * ncb * nrb
+
+
+@twin
+def _gemm_vpopcnt(A, W, k_true, T, out, bits):
+    """:func:`_gemm`'s contract, computed by the vpopcnt form: tasks of a row block (kept
+    in L2) × 64 columns, 2×4 register tiles with vector lanes along K; few rows as
+    :func:`_gemm` does them."""
+    vp, rb, cols, nrb, ncb, ntask = _vp_plan(A, W)
+    n, m = A.shape[1], W.shape[1]
+    K = np.int64(k_true)
+    for task in nb.prange(ntask):
+        s = task // (ncb * nrb)
+        rem = task - s * ncb * nrb
+        cb = rem // nrb
+        i0 = (rem - cb * nrb) * rb
+        nr = min(i0 + rb, n) - i0
+        j0 = cb * cols
+        nc = min(j0 + cols, m) - j0
+        sa = 0 if A.shape[0] == 1 else s
+        if vp:
+            cnt = np.empty(nr * COLS, np.uint64)
+            _vp_task(A, W, s, sa, i0, nr, j0, nc, cnt)
+            _emit(cnt, COLS, nr, nc, K, s, i0, j0, T, out, bits)
+        else:
+            _small_task(A, W, s, sa, i0, nr, j0, nc, K, T, out, bits)
+
+
+register(Form("gemm", "harley_seal", frozenset(), "packed rows (S, N, Kw); W repacked per call",
+              _gemm, "Harley–Seal carry-save adders on u64x8 vectors (≥ 8 rows), scalar "
+              "popcnt tiles below; generic IR"))
+register(Form("gemm", "vpopcnt", frozenset({"avx512f", "avx512vpopcntdq"}),
+              "packed rows (S, N, Kw), read in place", _gemm_vpopcnt,
+              "xor, vpopcntq, add on zmm, 2×4 register tiles (≥ 8 rows), scalar popcnt "
+              "tiles below"))

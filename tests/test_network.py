@@ -375,25 +375,22 @@ def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
     assert len(calls) == n_pixel
 
 
-@pytest.mark.parametrize("lookup", [True, False])
-@settings(max_examples=25, deadline=None)
+@pytest.mark.parametrize("first", ["lookup", "signs", "bytes"])
+@pytest.mark.parametrize("hidden_form", ["nibbles", "tiles"])
+@settings(max_examples=12, deadline=None)
 @given(st.lists(st.integers(1, 130), min_size=1, max_size=3), st.integers(1, 300),
        st.sampled_from([1, 2, 3, 40, 333]), st.integers(0, 2**32 - 1))
-def test_an_mlp_on_pixels_takes_one_compiled_call(lookup, hidden, k, n, seed):
+def test_an_mlp_on_pixels_takes_one_compiled_call(first, hidden_form, hidden, k, n, seed):
     """A single MLP on pixels runs as one compiled chain (kernels/chain.py), small
-    batches on the calling thread, larger ones with the parallel kernels, in each of the
-    first layer's forms: the lookup form (AVX2 hosts), or else one sample from the
-    sign-bit panels and batches from the int8 panels; the same logits, bit for bit, as
-    the layer-by-layer path."""
-    from bnn_toroid.network import chain
-    saved, chain.LOOKUP = chain.LOOKUP, lookup
-    try:
-        _check_mlp_chain(hidden, k, n, seed)
-    finally:
-        chain.LOOKUP = saved
+    batches on the calling thread, larger ones with the parallel kernels, in every form
+    of its first layer and of its hidden layers (kernels/forms.py, all exact on every
+    host): the same logits, bit for bit, as the layer-by-layer path."""
+    from bnn_toroid.kernels import forms
+    with forms.override(first=first, first_one=first, hidden=hidden_form):
+        _check_mlp_chain(hidden, k, n, seed, first)
 
 
-def _check_mlp_chain(hidden, k, n, seed):
+def _check_mlp_chain(hidden, k, n, seed, first):
     from bnn_toroid.network.core import _forward
     rng = np.random.default_rng(seed)
     sizes = [k, *hidden, 7]
@@ -410,8 +407,7 @@ def _check_mlp_chain(hidden, k, n, seed):
     stack = net._as_stack()
     out = net.predict(x)
     assert stack._chain is not None and stack._chain.ok and stack._chain.rows is not None
-    from bnn_toroid.network import chain
-    assert set(stack._chain.panels) == ({"lookup"} if chain.LOOKUP else {"signs"} if n == 1 else {"pixels"})
+    assert set(stack._chain.panels) == {first}
     ref = _forward(stack.template, stack.params, x, False, stack._first, stack._conv_tiles)[0][0]
     assert np.array_equal(out, ref) and np.array_equal(stack._chain(x)[0], ref)
     assert np.array_equal(out, net.predict(x.astype(np.float64)))  # the BLAS path
@@ -422,8 +418,8 @@ def test_the_lookup_chain_splits_samples_into_groups():
     every layer in one launch (kernels/chain.py ``_split_chain``); any group count (a
     multiple of the threads, at most one group per sample) gives the serial chain's
     logits, and so do the hidden layers as Harley–Seal tiles instead of nibble lookups."""
-    from bnn_toroid.kernels.chain import pixel_dense_chain
-    from bnn_toroid.network import chain as chain_mod
+    from bnn_toroid.kernels import forms
+    from bnn_toroid.kernels.chain import HIDDEN, pixel_dense_chain
     rng = np.random.default_rng(12)
     sizes = [300, 200, 130, 7]
     layers = [Dense(np.where(rng.random((b, a)) < 0.5, -1, 1), rng.integers(-40 * a, 40 * a, b) + (0.5 if i == 0 else 0))
@@ -431,12 +427,13 @@ def test_the_lookup_chain_splits_samples_into_groups():
     layers.append(Dense(np.where(rng.random((7, 130)) < 0.5, -1, 1), out_scale=rng.normal(size=7)))
     net = BinaryNetwork(layers, (300,))
     x = rng.integers(0, 256, (97, 300)).astype(np.uint8)
-    net.predict(x[:1])
-    ch = net._as_stack()._dense_chain()
+    with forms.override(hidden="nibbles"):
+        net.predict(x[:1])
+        ch = net._as_stack()._dense_chain()
     args = ch.args("lookup")
-    pats, poff, thr, toff = args[-1]
-    assert pats.size > 0 or not chain_mod.NIBBLES
-    tiles = args[:-1] + ((np.zeros(0, np.uint64), poff, np.zeros(0, np.uint64), toff),)
+    pats, poff, thr, toff = args[-2]
+    assert pats.size > 0 and args[-1] == HIDDEN["nibbles"]
+    tiles = args[:-1] + (HIDDEN["tiles"],)
     for n in (1, 2, 5, 64, 97):
         want = pixel_dense_chain(x[:n], *args, 1)
         assert np.array_equal(pixel_dense_chain(x[:n], *tiles, 1), want), n
@@ -445,21 +442,22 @@ def test_the_lookup_chain_splits_samples_into_groups():
             assert np.array_equal(pixel_dense_chain(x[:n], *tiles, threads), want), (n, threads)
 
 
-def test_a_chain_built_without_nibble_patterns_gives_the_same_logits(monkeypatch):
-    """Where ``vpshufb`` is missing the chain is built without nibble patterns (empty
-    buffers, zero offsets) and runs its hidden layers as Harley–Seal tiles: the same
+def test_a_chain_built_without_nibble_patterns_gives_the_same_logits():
+    """In the "tiles" form of its hidden layers the chain is built without nibble
+    patterns (empty buffers, zero offsets) and runs them as Harley–Seal tiles: the same
     logits as the chain built with them."""
-    from bnn_toroid.network import chain as chain_mod
+    from bnn_toroid.kernels import forms
     rng = np.random.default_rng(13)
     sizes = [200, 130, 70, 5]
     layers = [Dense(np.where(rng.random((b, a)) < 0.5, -1, 1), rng.integers(-40 * a, 40 * a, b) + (0.5 if i == 0 else 0))
               for i, (a, b) in enumerate(zip(sizes[:-2], sizes[1:-1]))]
     layers.append(Dense(np.where(rng.random((5, 70)) < 0.5, -1, 1), out_scale=rng.normal(size=5)))
     x = rng.integers(0, 256, (40, 200)).astype(np.uint8)
-    want = BinaryNetwork(layers, (200,)).predict(x)
-    monkeypatch.setattr(chain_mod, "NIBBLES", False)
-    net = BinaryNetwork(layers, (200,))
-    got = net.predict(x)
+    with forms.override(hidden="nibbles"):
+        want = BinaryNetwork(layers, (200,)).predict(x)
+    with forms.override(hidden="tiles"):
+        net = BinaryNetwork(layers, (200,))
+        got = net.predict(x)
     pats, poff, thr, toff = net._as_stack()._dense_chain().nib
     assert pats.size == 0 and thr.size == 0 and not poff.any() and not toff.any()
     assert np.array_equal(got, want)

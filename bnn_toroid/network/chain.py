@@ -13,18 +13,14 @@ import numpy as np
 
 from .. import kernels as K
 from ..kernels._threads import PARALLEL_MIN_WORK
-from ..kernels.chain import pixel_dense_chain
-from ..kernels._simd import target_has
+from ..kernels import forms
+from ..kernels.chain import FIRST, HIDDEN, pixel_dense_chain
 from ..kernels.gemm import dense_tiles
 from ..kernels.nibbles import nibble_weights
 from ..kernels.pixels import pixel_thresholds
 from .first import pixels
 from .layers import Dense
 
-LOOKUP = target_has("avx2")
-# hidden binary layers as nibble lookups (vpshufb counts 32 units' 4-bit groups at once)
-# where vpshufb exists; Harley–Seal tiles elsewhere (docs/performance.md § 10)
-NIBBLES = LOOKUP
 
 
 def _flat(parts, count, dtype=np.uint64):
@@ -34,6 +30,10 @@ def _flat(parts, count, dtype=np.uint64):
     offs[1:len(parts) + 1] = np.cumsum([len(q) for q in parts])
     offs[len(parts) + 1:] = offs[len(parts)]
     return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype), offs
+
+
+# first-layer form → the layout name of FirstLayer.weights
+_LAYOUT = {"lookup": "lookup", "signs": "signs", "bytes": "pixels"}
 
 
 class DenseChain:
@@ -52,16 +52,20 @@ class DenseChain:
             if "T" in p:
                 ts.append(p["T"][0])
         self.dims = np.array(dims, np.int64)
+        # forms chosen once, at build: the hidden form decides the layout made here
+        self.hidden = forms.chosen("hidden").name
+        self.first_forms = (forms.chosen("first").name, forms.chosen("first_one").name)
         self.wbuf, self.woff = _flat(ws, len(ws) + 1)
         self.tbuf, self.toff = _flat(ts, len(ts) + 1, np.int64)
         # no nibble patterns: empty buffers with all-zero offsets, as _nibbles lays them out
-        self.nib = self._nibbles(dims, params) if NIBBLES else _flat([], len(dims)) + _flat([], len(dims))
+        self.nib = (self._nibbles(dims, params) if self.hidden == "nibbles"
+                    else _flat([], len(dims)) + _flat([], len(dims)))
         self.scale = np.ascontiguousarray(params[-1]["scale"][0], np.float64)
         self.bias = np.ascontiguousarray(params[-1]["bias"][0], np.float64)
         self.t0 = first._pixel_thresholds(0)
         # pixel_dense_chain's arguments after the first layer's weights, made once
         self.tail = (self.t0, self.wbuf, self.woff, self.tbuf, self.toff, self.dims, self.scale,
-                     self.bias, self.nib)
+                     self.bias, self.nib, HIDDEN[self.hidden])
         self.panels = {}  # first-layer weights by form, as the first call of each needs them
         self.k = layers[0].weights.shape[1]
         # sample shapes that prepare_input accepts and passes on unchanged, flattened in
@@ -114,22 +118,16 @@ class DenseChain:
         n = px.shape[0]
         threads = numba.get_num_threads() if n > self.rows else 1
         parallel = threads > 1
-        # the first layer's form, as measured (docs/performance.md § 9): table lookups
-        # where they are single instructions (AVX2), at every batch size; elsewhere one
-        # sample from the sign bits (its weights then stay in L2 from call to call), and
-        # batches by the byte products
-        if LOOKUP:
-            form = "lookup"
-        elif n == 1 and not parallel:
-            form = "signs"
-        else:
-            form = "pixels"
+        # the first layer's form (kernels/forms.py): one for batches, one for a single
+        # sample on this thread, where the weights stay in L2 from call to call
+        form = self.first_forms[1] if n == 1 and not parallel else self.first_forms[0]
         return pixel_dense_chain(px, *self.args(form), threads)
 
     def args(self, form="lookup"):
         """The arguments of :func:`.kernels.chain.pixel_dense_chain` after the pixels and
-        before the thread count, with the first layer's weights in ``form``."""
+        before the thread count, with the first layer in ``form`` (a name of
+        :data:`.kernels.chain.FIRST`) and its weights in that form's layout."""
         panels = self.panels.get(form)
         if panels is None:
-            panels = self.panels[form] = self.first.weights(0, form)
-        return (panels,) + self.tail
+            panels = self.panels[form] = self.first.weights(0, _LAYOUT[form])
+        return (FIRST[form], panels) + self.tail
