@@ -20,12 +20,14 @@ def _packed(rng, n, k):
     return K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (n, k)))
 
 
+@pytest.mark.parametrize("form", K.forms.runnable("gemm"))
 @pytest.mark.parametrize("n", [256, 64, 8, 1], ids=["batch256", "batch64", "batch8", "batch1"])
-def test_binary_gemm_4096(benchmark, threads, n):
+def test_binary_gemm_4096(benchmark, threads, n, form):
+    """Every GEMM form this CPU can execute (kernels/forms.py), side by side."""
     rng = np.random.default_rng(0)
     a, w = _packed(rng, n, 4096), _packed(rng, 4096, 4096)
-    benchmark(K.binary_gemm, a, w, 4096)
-    row = bench.gemm_case(n=n, threads=threads)
+    benchmark(lambda: K.binary_gemm(a, w, 4096, form=form))
+    row = bench.gemm_case(n=n, threads=threads, form=form)
     benchmark.extra_info.update(row.as_dict())
     report(row)
 

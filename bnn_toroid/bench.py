@@ -29,6 +29,7 @@ class Row:
     ratio: float          # reference time / our time (> 1: we are faster)
     gmacs: float          # our binary multiply-accumulates per second, in G
     reference: str = "torch float32"
+    form: str = ""        # the kernel form timed (kernels/forms.py); "" where none applies
 
     def as_dict(self):
         return asdict(self)
@@ -102,17 +103,20 @@ def paired_stats(ours, ref, repeats: int = 15, min_time: float = 0.2, warmup: bo
             "call_median_ratio": float(np.median(dr / do)), "calls_per_block": inner}
 
 
-def gemm_case(n=256, k=4096, m=4096, threads=2, repeats=15, seed=0):
-    """``binary_gemm`` (n, k) × (k, m) against ``torch.mm`` float32 on the same shape."""
+def gemm_case(n=256, k=4096, m=4096, threads=2, repeats=15, seed=0, form=None):
+    """``binary_gemm`` (n, k) × (k, m) in ``form`` (default: this CPU's) against
+    ``torch.mm`` float32 on the same shape."""
     import torch
+    form = K.forms.chosen("gemm", form).name
     threads = set_threads(threads)
     rng = np.random.default_rng(seed)
     a = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (n, k)))
     w = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (m, k)))
     ta, tb = torch.randn(n, k), torch.randn(k, m)
     with torch.inference_mode():
-        o, r, ratio = paired(lambda: K.binary_gemm(a, w, k), lambda: torch.mm(ta, tb), repeats)
-    return Row("binary_gemm", f"({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio, n * k * m / o / 1e9)
+        o, r, ratio = paired(lambda: K.binary_gemm(a, w, k, form=form), lambda: torch.mm(ta, tb), repeats)
+    return Row("binary_gemm", f"({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
+               n * k * m / o / 1e9, form=form)
 
 
 def mlp_case(sizes=(784, 1024, 1024, 10), batch=256, threads=2, repeats=15, seed=0):
@@ -129,8 +133,11 @@ def mlp_case(sizes=(784, 1024, 1024, 10), batch=256, threads=2, repeats=15, seed
     with torch.inference_mode():
         o, r, ratio = paired(lambda: net.predict(x), lambda: model(tx), repeats)
     macs = batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    chain = net._as_stack()._chain
+    form = "" if chain is None or not chain.ok else \
+        f"first {chain.first_forms[1] if batch == 1 else chain.first_forms[0]}, hidden {chain.hidden}"
     return Row("BinaryNetwork.predict", f"MLP {'-'.join(map(str, sizes))}, batch {batch}",
-               threads, o * 1e3, r * 1e3, ratio, macs / o / 1e9, "same model in torch float32")
+               threads, o * 1e3, r * 1e3, ratio, macs / o / 1e9, "same model in torch float32", form)
 
 
 def pixel_form(x, w, t, form):
@@ -164,8 +171,8 @@ def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes")
     tx, tw = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(w.T, dtype=torch.float32)
     with torch.inference_mode():
         o, r, ratio = paired(ours, lambda: torch.mm(tx, tw), repeats)
-    return Row(f"pixel_dense ({form})", f"uint8 ({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
-               n * k * m / o / 1e9, "torch.mm float32 (8-bit MACs)")
+    return Row("pixel_dense", f"uint8 ({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
+               n * k * m / o / 1e9, "torch.mm float32 (8-bit MACs)", form)
 
 
 def dense_form(a, w, k, t, form):
@@ -205,8 +212,8 @@ def dense_case(n=64, k=1024, m=1024, threads=2, repeats=15, seed=0, form="nibble
     tx, tw = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(w.T, dtype=torch.float32)
     with torch.inference_mode():
         o, r, ratio = paired(ours, lambda: torch.mm(tx, tw), repeats)
-    return Row(f"binary dense ({form})", f"({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
-               n * k * m / o / 1e9)
+    return Row("binary dense", f"({n},{k})x({k},{m})", threads, o * 1e3, r * 1e3, ratio,
+               n * k * m / o / 1e9, form=form)
 
 
 def conv_case(n=16, hw=32, c=128, f=128, threads=2, repeats=15, seed=0):
@@ -417,27 +424,34 @@ def startup_times(fresh_cache_dir: str | None = None) -> dict:
     return {"import_s": out[1][0], "first_call_compile_s": out[0][1], "cached_first_call_s": out[1][1]}
 
 
-def run(quick: bool = False, threads: int = 2) -> dict:
-    """The kernel throughput table of ``bnn-toroid bench``."""
+def run(quick: bool = False, threads: int = 2, all_forms: bool = False) -> dict:
+    """The kernel throughput table of ``bnn-toroid bench``: each workload in the form this
+    CPU runs (kernels/forms.py), or with ``all_forms`` in every form it can execute,
+    row after row in one process, so the winner on a new CPU is plain to see."""
     reps = 5 if quick else 15
     load = os.getloadavg()
-    rows = [gemm_case(threads=threads, repeats=reps),
-            gemm_case(n=1, threads=threads, repeats=reps),
-            pixel_case(n=1, threads=threads, repeats=reps, form="signs"),
-            pixel_case(n=64, threads=threads, repeats=reps),
-            pixel_case(n=64, threads=threads, repeats=reps, form="lookup"),
-            dense_case(n=64, threads=threads, repeats=reps, form="tiles"),
-            dense_case(n=64, threads=threads, repeats=reps, form="nibbles"),
-            conv_case(threads=threads, repeats=reps),
-            mlp_case(batch=1, threads=threads, repeats=reps),
-            mlp_case(batch=256, threads=threads, repeats=reps),
-            energy_case(n=2000 if quick else 10000, networks=20 if quick else 100,
-                        threads=threads, repeats=1 if quick else 2)]
+    chosen = K.forms.report()
+
+    def each(workload):
+        return K.forms.runnable(workload) if all_forms else [chosen["forms"][workload]]
+
+    rows = [gemm_case(threads=threads, repeats=reps, form=f) for f in each("gemm")]
+    rows += [gemm_case(n=1, threads=threads, repeats=reps, form=f) for f in each("gemm")]
+    rows += [pixel_case(n=1, threads=threads, repeats=reps, form=f) for f in each("first_one")]
+    rows += [pixel_case(n=64, threads=threads, repeats=reps, form=f) for f in each("first")]
+    rows += [dense_case(n=64, threads=threads, repeats=reps, form=f) for f in each("hidden")]
+    rows += [conv_case(threads=threads, repeats=reps),
+             mlp_case(batch=1, threads=threads, repeats=reps),
+             mlp_case(batch=256, threads=threads, repeats=reps),
+             energy_case(n=2000 if quick else 10000, networks=20 if quick else 100,
+                         threads=threads, repeats=1 if quick else 2)]
     from .network import BinaryNetwork
     from .nn import BinaryMLP
     mem = packed_sizes(BinaryNetwork.from_torch(BinaryMLP([784, 1001, 1001, 1001, 10]).eval()))
     return {"rows": [r.as_dict() for r in rows], "threads": threads,
-            "startup": startup_times(), "cpu": _cpu_name(), "memory": mem,
+            "startup": startup_times(), "cpu": _cpu_name(), "cpu_model": _cpu_model(),
+            "cpu_class": chosen["cpu_class"], "features": chosen["features"],
+            "forms": chosen["forms"], "all_forms": all_forms, "memory": mem,
             "loadavg": [load, os.getloadavg()]}
 
 
@@ -449,12 +463,30 @@ def _cpu_name() -> str:
         return "unknown"
 
 
+def _cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``), or "unknown"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def format_table(report: dict) -> str:
-    lines = [f"CPU {report['cpu']}, {report['threads']} threads (numba = torch)",
-             f"{'kernel':24s} {'shape':34s} {'ours ms':>9s} {'ref ms':>9s} {'speed-up':>9s} {'G bMAC/s':>9s}"]
+    forms = report.get("forms", {})
+    lines = [f"CPU {report.get('cpu_model', '')} ({report['cpu']}), {report['threads']} threads "
+             "(numba = torch)",
+             f"class {report.get('cpu_class', '?')}, features used: "
+             f"{', '.join(report.get('features', [])) or 'none'}; forms chosen: "
+             + ", ".join(f"{w} {n}" for w, n in sorted(forms.items())),
+             f"{'kernel':22s} {'form':26s} {'shape':34s} {'ours ms':>9s} {'ref ms':>9s} "
+             f"{'speed-up':>9s} {'G bMAC/s':>9s}"]
     for r in report["rows"]:
-        lines.append(f"{r['name']:24s} {r['shape']:34s} {r['ours_ms']:9.3f} {r['ref_ms']:9.3f} "
-                     f"{r['ratio']:8.1f}x {r['gmacs']:9.0f}")
+        lines.append(f"{r['name']:22s} {r.get('form', ''):26s} {r['shape']:34s} {r['ours_ms']:9.3f} "
+                     f"{r['ref_ms']:9.3f} {r['ratio']:8.1f}x {r['gmacs']:9.0f}")
     m = report.get("memory")
     if m:
         lines.append(f"packed MLP 784-1001x3-10: {m['packed_bytes'] / 1e6:.2f} MB vs float32 "

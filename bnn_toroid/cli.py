@@ -359,7 +359,7 @@ def cmd_connect(args):
 def cmd_bench(args):
     from . import bench
     _check_output(args.json, "--json")
-    report = bench.run(quick=args.quick, threads=args.threads)
+    report = bench.run(quick=args.quick, threads=args.threads, all_forms=args.forms == "all")
     _say(args, bench.format_table(report))
     _emit(args, report)
 
@@ -489,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads for our kernels and for torch alike (default 2)")
     p.add_argument("--quick", action="store_true",
                    help="fewer repeats and a smaller local-energy case: a check that it runs, not a measurement")
+    p.add_argument("--forms", choices=("chosen", "all"), default="chosen",
+                   help="time each workload in the form this CPU runs (default), or in every "
+                        "form it can execute, side by side")
     _common(p)
     p.set_defaults(func=cmd_bench)
 

@@ -253,6 +253,29 @@ def csa(a, b, c):
 
 
 @intrinsic
+def vternlog(typingctx, a, b, c, imm):
+    """AVX-512 ``vpternlogq``: any 3-input bit function (the truth table ``imm``) in one
+    instruction, on u64x8. Only for forms that need "avx512f" (kernels/forms.py): on
+    other targets LLVM cannot select it and compilation fails."""
+    if not (isinstance(a, U64Vec) and a.lanes == 8 and a == b == c
+            and isinstance(imm, types.IntegerLiteral)):
+        return None
+    table = imm.literal_value
+
+    def codegen(context, builder, sig, args):
+        return _x86(builder, "llvm.x86.avx512.pternlog.q.512", _vt(8),
+                    [args[0], args[1], args[2], ir.Constant(_I32, table)])
+    return a(a, b, c, imm), codegen
+
+
+@njit(inline="always")
+def csa_ternlog(a, b, c):
+    """:func:`csa` as two ``vpternlogq``: 0xE8 is the majority (the carry), 0x96 the
+    three-way xor (the sum). LLVM builds the generic form from 4–5 operations."""
+    return vternlog(a, b, c, 0xE8), vternlog(a, b, c, 0x96)
+
+
+@intrinsic
 def load_u64(typingctx, arr, idx):
     """``arr.flat[idx]`` without bounds or negative-index handling."""
     if not _flat_u64(arr, idx):

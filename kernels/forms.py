@@ -67,7 +67,8 @@ CLASSES = (
 # The policy: per workload, the form each CPU class runs (measured; docs/performance.md,
 # "Kernel forms by CPU"). A class missing here takes the next class's entry.
 POLICY = {
-    "gemm": {"avx512_vpopcntdq": "vpopcnt", "generic": "harley_seal"},
+    "gemm": {"avx512_vpopcntdq": "vpopcnt", "avx512bw": "harley_seal_ternlog",
+             "generic": "harley_seal"},
     "hidden": {"avx2": "nibbles", "generic": "tiles"},
     "first": {"avx2": "lookup", "generic": "bytes"},
     "first_one": {"avx2": "lookup", "generic": "signs"},

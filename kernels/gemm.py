@@ -34,13 +34,15 @@ compiles to what the CPU has (AVX2 ymm here, AVX-512, SSE or NEON elsewhere).
 Entry point: :func:`_gemm`, a :class:`._threads.Twin` (tasks in parallel, or on the
 calling thread for small products).
 """
+import types
+
 import numba as nb
 import numpy as np
 
 from ._intrinsics import popcount
-from ._threads import twin
+from ._threads import Twin, twin
 from .forms import Form, register
-from ._simd import (csa, load_u64, prefetch, vadd, vbcast8, vhsum, vload8, vlt_mask, vpopcnt,
+from ._simd import (csa, csa_ternlog, load_u64, prefetch, vadd, vbcast8, vhsum, vload8, vlt_mask, vpopcnt,
                     vshl, vsplat8, vstore, vsub, vxor, vzero8)
 
 LANES = 8          # columns per Harley–Seal tile (one u64x8 vector)
@@ -511,6 +513,31 @@ def _gemm_vpopcnt(A, W, k_true, T, out, bits):
             _small_task(A, W, s, sa, i0, nr, j0, nc, K, T, out, bits)
 
 
+def _variant(suffix: str, replace: dict, chain: tuple, top: str) -> Twin:
+    """The Twin ``top`` compiled again with the globals in ``replace`` swapped in: each
+    function of ``chain`` (callees first) is cloned with one shared globals dict, so the
+    clones call each other. One source for both Harley–Seal forms; each clone has its
+    own qualname, hence its own on-disk cache entry."""
+    g = dict(globals())
+    g.update(replace)
+
+    def clone(f):
+        c = types.FunctionType(f.__code__, g, f.__name__ + suffix, f.__defaults__, f.__closure__)
+        c.__qualname__ = f.__qualname__ + suffix
+        c.__module__ = f.__module__
+        c.__doc__ = f.__doc__
+        return c
+
+    for name in chain:
+        g[name] = nb.njit(cache=True)(clone(globals()[name].py_func))
+    return Twin(clone(globals()[top].parallel.py_func))
+
+
+# Harley–Seal with each full adder as two vpternlogq: for AVX-512 CPUs without
+# VPOPCNTDQ (Skylake-X, Cascade Lake), where the adders are the loop's cost.
+_gemm_ternlog = _variant("_ternlog", {"csa": csa_ternlog}, ("hs_rows", "_hs_task", "_gemm_task"),
+                         "_gemm")
+
 register(Form("gemm", "harley_seal", frozenset(), "packed rows (S, N, Kw); W repacked per call",
               _gemm, "Harley–Seal carry-save adders on u64x8 vectors (≥ 8 rows), scalar "
               "popcnt tiles below; generic IR"))
@@ -518,3 +545,6 @@ register(Form("gemm", "vpopcnt", frozenset({"avx512f", "avx512vpopcntdq"}),
               "packed rows (S, N, Kw), read in place", _gemm_vpopcnt,
               "xor, vpopcntq, add on zmm, 2×4 register tiles (≥ 8 rows), scalar popcnt "
               "tiles below"))
+register(Form("gemm", "harley_seal_ternlog", frozenset({"avx512f"}),
+              "packed rows (S, N, Kw); W repacked per call", _gemm_ternlog,
+              "Harley–Seal with each full adder as two vpternlogq (0xE8 carry, 0x96 sum)"))

@@ -166,18 +166,43 @@ def test_export_import_roundtrip(nets, tmp_path):
 
 
 # ---------------------------------------------------------------------------- bench
-def test_bench_small(monkeypatch, tmp_path):
-    """``bench --quick`` with bench.run's cases shrunk (the real one is test_bench_quick)."""
+def _small_bench(monkeypatch):
     gemm, mlp = bench.gemm_case, bench.mlp_case
-    monkeypatch.setattr(bench, "gemm_case", lambda n=256, threads=2, repeats=15, **k:
-                        gemm(n=min(n, 8), k=256, m=128, threads=threads, repeats=2))
+    monkeypatch.setattr(bench, "gemm_case", lambda n=256, threads=2, repeats=15, form=None, **k:
+                        gemm(n=min(n, 8), k=256, m=128, threads=threads, repeats=2, form=form))
     monkeypatch.setattr(bench, "mlp_case", lambda batch=256, threads=2, repeats=15, **k:
                         mlp(sizes=(64, 32, 10), batch=min(batch, 8), threads=threads, repeats=2))
     monkeypatch.setattr(bench, "startup_times", lambda: {"import_s": 1.0, "first_call_compile_s": 2.0,
                                                          "cached_first_call_s": 0.5})
+
+
+def test_bench_small(monkeypatch, tmp_path):
+    """``bench --quick`` with bench.run's cases shrunk (the real one is test_bench_quick)."""
+    _small_bench(monkeypatch)
     out = tmp_path / "b.json"
     assert cli.main(["bench", "--quick", "--threads", "1", "--json", str(out), "-q"]) == 0
     _check_bench(_json(out), threads=1)
+
+
+def test_bench_all_forms_times_every_form_the_host_runs(monkeypatch, tmp_path):
+    from bnn_toroid.kernels import forms
+    _small_bench(monkeypatch)
+    monkeypatch.setattr(bench, "dense_case", lambda n=64, threads=2, repeats=15, form="tiles", **k:
+                        bench.Row("binary dense", "", threads, 1.0, 1.0, 1.0, 1.0, form=form))
+    monkeypatch.setattr(bench, "pixel_case", lambda n=64, threads=2, repeats=15, form="bytes", **k:
+                        bench.Row("pixel_dense", f"n={n}", threads, 1.0, 1.0, 1.0, 1.0, form=form))
+    out = tmp_path / "b.json"
+    assert cli.main(["bench", "--quick", "--forms", "all", "--threads", "1", "--json", str(out), "-q"]) == 0
+    r = _json(out)
+    assert r["all_forms"] is True
+    by = {}
+    for row in r["rows"]:
+        by.setdefault((row["name"], row["shape"]), []).append(row["form"])
+    gemm_rows = [v for (name, _), v in by.items() if name == "binary_gemm"]
+    assert gemm_rows and all(sorted(v) == forms.runnable("gemm") for v in gemm_rows)
+    assert sorted(by[("binary dense", "")]) == forms.runnable("hidden")
+    assert sorted(by[("pixel_dense", "n=64")]) == forms.runnable("first")
+    assert sorted(by[("pixel_dense", "n=1")]) == forms.runnable("first_one")
 
 
 def _check_bench(r, threads):
@@ -186,8 +211,13 @@ def _check_bench(r, threads):
     # the issue's required rows: GEMM at batch 256 and 1, predict at batch 1 and 256; and
     # the pixel first layer at batch 1 (sign bits) and 64 (bytes and lookups)
     assert names.count("binary_gemm") == 2 and names.count("BinaryNetwork.predict") == 2, names
-    assert [n for n in names if n.startswith("pixel_dense")] == [
-        "pixel_dense (signs)", "pixel_dense (bytes)", "pixel_dense (lookup)"], names
+    # one row per workload, in the form this host runs, named in the row and the header
+    assert names.count("pixel_dense") == 2 and names.count("binary dense") == 1, names
+    from bnn_toroid.kernels import forms
+    assert r["forms"] == forms.report()["forms"] and r["cpu_class"] == forms.report()["cpu_class"]
+    want = [r["forms"]["gemm"]] * 2 + [r["forms"]["first_one"], r["forms"]["first"], r["forms"]["hidden"]]
+    assert [row["form"] for row in r["rows"][:5]] == want
+    assert isinstance(r["cpu_model"], str) and set(r["features"]) <= forms.host_features()
     for row in r["rows"]:
         assert row["ours_ms"] > 0 and row["ref_ms"] > 0 and row["ratio"] > 0 and row["gmacs"] > 0
         assert row["threads"] == threads

@@ -23,7 +23,7 @@ ARM = {"neon", "fp-armv8"}
 @pytest.mark.parametrize("features, cls, want", [
     (ZEN4, "avx512_vpopcntdq", {"gemm": "vpopcnt", "hidden": "nibbles", "first": "lookup",
                                 "first_one": "lookup"}),
-    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal", "hidden": "nibbles", "first": "lookup",
+    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal_ternlog", "hidden": "nibbles", "first": "lookup",
                                 "first_one": "lookup"}),
     (ZEN3, "avx2", {"gemm": "harley_seal", "hidden": "nibbles", "first": "lookup",
                     "first_one": "lookup"}),
@@ -59,7 +59,7 @@ def test_overrides_are_checked_and_scoped():
     with forms.override(gemm="harley_seal"):
         assert forms.chosen("gemm").name == "harley_seal"
     assert forms.chosen("gemm") is forms.choose("gemm", forms.host_features())
-    with pytest.raises(forms.FormError, match=r"unknown form 'fast' for gemm; known: harley_seal, vpopcnt"):
+    with pytest.raises(forms.FormError, match=r"unknown form 'fast' for gemm; known: harley_seal, harley_seal_ternlog, vpopcnt"):
         forms.choose("gemm", ZEN4, "fast")
     with pytest.raises(forms.FormError, match=r"gemm.vpopcnt needs the CPU feature\(s\) avx512f, "
                                               r"avx512vpopcntdq, which this CPU lacks"):
