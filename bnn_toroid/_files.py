@@ -5,10 +5,11 @@ before it allocates.
 The rules (also in ``docs/interop.md``):
 
 - A save target must be a regular file or a new path. A folder, a device (``/dev/full``),
-  a named pipe or a socket is refused with :class:`SaveTargetError`, and so is a
-  symbolic link: links are not written through (the link would have been replaced by
-  a regular file, or its target overwritten where the caller may not expect it); pass
-  the link's target to replace that file. Folders above the target may be links.
+  a named pipe, a socket or a path below a regular file is refused with
+  :class:`SaveTargetError`, and so is a symbolic link: links are not written through
+  (the link would have been replaced by a regular file, or its target overwritten where
+  the caller may not expect it); pass the link's target to replace that file. Folders
+  above the target may be links.
 - A save writes a temporary file beside the target, ``fsync``\\ s it and renames it over
   the target, so a crash or ``kill -9`` leaves the old file or the new one, never a
   mix. The new file keeps the permission bits of the file it replaces.
@@ -53,6 +54,8 @@ class SaveTargetError(ValueError):
 
 # ---------------------------------------------------------------------------- writing
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     if stat.S_ISDIR(mode):
@@ -80,8 +83,10 @@ def check_target(path, what: str = "save") -> Path:
     path = as_path(path, what)
     try:
         st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return path
+    except NotADirectoryError:  # a folder on the way is a file: say which, before any work
+        _below_a_file(path, what)
     if stat.S_ISLNK(st.st_mode):
         raise SaveTargetError(
             f"{what}: path {str(path)!r} is a symbolic link (to {os.readlink(path)!r}); expected "
@@ -91,6 +96,24 @@ def check_target(path, what: str = "save") -> Path:
         raise SaveTargetError(f"{what}: path {str(path)!r} is {_kind(st.st_mode)}; expected a "
                               "regular file or a new path")
     return path
+
+
+def make_parent(path: Path, what: str = "save") -> None:
+    """Create the folders above ``path``; a :class:`SaveTargetError` names the user's path
+    and the part of it that is a file (mkdir's own ``FileExistsError`` names only that
+    part, and ``NotADirectoryError`` not even which)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        _below_a_file(path, what)
+
+
+def _below_a_file(path: Path, what: str):
+    part = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()),
+                path.parent)
+    kind = _kind(os.stat(part).st_mode) if part.exists() else "not a folder"
+    raise SaveTargetError(f"{what}: path {str(path)!r} lies below {str(part)!r}, which is "
+                          f"{kind}; expected a folder (or a path that can be created as one)")
 
 
 def file_mode(path) -> int:
@@ -109,7 +132,7 @@ def atomic_write(path, write, what: str = "save") -> Path:
     ``path``; a crash never leaves a half-written file under the final name. ``path``
     must pass :func:`check_target` (``what`` names the caller in its errors)."""
     path = check_target(path, what)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path, what)
     mode = file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -296,8 +319,9 @@ def read_npz(path, expected: str = "a .npz archive written by bnn_toroid") -> tu
             with zipfile.ZipFile(f) as zf:
                 arrays = {info.filename[:-4]: _read_entry(zf, info, name)
                           for info in _check_entries(zf, name, st.st_size)}
-        except ArchiveError:
-            raise
+        except ArchiveError as e:
+            # the entry checks say what is wrong with the archive; add what was wanted
+            raise ArchiveError(f"{e} (expected {expected})") from None
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
                 NotImplementedError, RuntimeError, OverflowError, KeyError, IndexError,
                 TypeError, SyntaxError, MemoryError, struct.error, zlib.error) as e:

@@ -268,7 +268,8 @@ class _Model(nn.Sequential):
         try:
             for lo in range(0, max(t.shape[0], 1), step):
                 out = m(t[lo:lo + step].to(dtype))
-                outs.append(out.reshape(out.shape[0], -1).double().cpu().numpy())
+                # explicit sizes: reshape(0, -1) is ambiguous, and N = 0 is allowed
+                outs.append(out.reshape(out.shape[0], math.prod(out.shape[1:])).double().cpu().numpy())
         except RuntimeError as e:
             raise ValueError(f"predict: x holds samples of shape {tuple(t.shape[1:])}, which the "
                              f"model cannot take ({str(e).splitlines()[0]}); expected samples the "

@@ -342,7 +342,9 @@ def _read_model(src):
             raise OnnxImportError(
                 f"{where} is not a valid ONNX file (truncated or corrupted?): {exc}") from exc
         try:
-            _load_external(model, os.path.dirname(os.path.abspath(path)), where)
+            # beside the model file itself: a model reached through a link finds the data
+            # next to its target (the data must still lie inside that folder, unlinked)
+            _load_external(model, os.path.dirname(os.path.realpath(path)), where)
         except OnnxImportError:
             raise
         except Exception as exc:
@@ -1926,14 +1928,15 @@ def export_torch(model, path, example_input, *, opset: int = 17, rtol: float = 1
     """
     import torch
 
-    from ._files import check_target, file_mode
+    from ._files import check_target, file_mode, make_parent
     from .network.files import check_save_args
 
     check_save_args("export_torch", model, path, kind=torch.nn.Module)
     opset = _check_opset(opset, "export_torch")
-    path = os.fspath(check_target(path, "export_torch"))
+    target = check_target(path, "export_torch")
+    make_parent(target, "export_torch")
+    path = os.fspath(target)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     was_training = model.training
     model.eval()
     try:

@@ -125,7 +125,9 @@ def local_energy(net: BinaryNetwork, data, eps=DEFAULT_EPS, samples: int = 10, s
         raise ValueError(f"local_energy: samples must be an integer >= 1, got {samples!r}")
     samples = int(samples)
     rng = np.random.default_rng(seed)
-    base = net.error(x, y, batch_size)
+    # errors about x and y name local_energy, not the error method it calls
+    wrong, n = net._as_stack()._wrong(x, y, batch_size, "local_energy")
+    base = float(wrong[0] / n)
     counts = np.rint(np.tile(eps, samples) * net.n_weights).astype(np.int64)  # sample-major
     errors = np.empty(len(counts))
     step = max(1, int(networks_per_call))

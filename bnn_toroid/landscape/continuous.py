@@ -101,7 +101,7 @@ def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
     if chunk < 1 or batch_size < 1:
         raise ValueError("local_energy: chunk and batch_size must be >= 1")
     _parse(model)  # clear errors for unsupported layers and NaN/inf parameters
-    x, y = as_tensors(data)
+    x, y = as_tensors(data, "local_energy: data")
     m = copy.deepcopy(model).eval()
     check_data(m, x, y, "local_energy")
     dtype = _model_dtype(m)

@@ -137,7 +137,7 @@ class ContinuousPath(Path):
         failing that, on ``data`` when ``bn="recompute"``."""
         from bnn_toroid.landscape.continuous import check_data
 
-        x, y = as_tensors(data)
+        x, y = as_tensors(data, "ContinuousPath.errors: data")
         out = np.empty(len(self))
         for i in range(len(self)):
             m = self.point(i, data=(x, y))
@@ -307,7 +307,7 @@ def single_bend(a: nn.Module, b: nn.Module, data, points: int = 21, epochs: int 
     if points % 2 == 0:
         raise ValueError(f"single_bend: points must be odd so that the bend is a point, "
                          f"got {points}")
-    x, y = as_tensors(data)
+    x, y = as_tensors(data, "paths.single_bend: data")
     from bnn_toroid.landscape.continuous import check_data
 
     check_data(a, x, y, "paths.single_bend")

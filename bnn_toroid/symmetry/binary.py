@@ -52,7 +52,8 @@ def _fan_in(net, i):
         return layer.weights.shape[1], True
     f, kh, kw, c = layer.weights.shape
     n = kh * kw * c
-    uniform = layer.padding == "valid" or float(layer.pad_value) == 1.0 or c % 2 == 0
+    # pad_value is one number per channel for a first conv on real input (np.all, not float)
+    uniform = layer.padding == "valid" or bool(np.all(np.asarray(layer.pad_value) == 1.0)) or c % 2 == 0
     return n, uniform
 
 
