@@ -13,7 +13,7 @@ setup(
     package_dir={"bnn_toroid.kernels": "kernels"},
     install_requires=["numpy>=1.24", "numba>=0.59", "scipy>=1.10", "torch>=2.1",
                       "scikit-learn>=1.2", "threadpoolctl>=3", "tqdm>=4.60", "matplotlib>=3.6",
-                      "onnx>=1.15", "onnxruntime>=1.16"],
+                      "onnx>=1.17", "onnxruntime>=1.16"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80"],
         "bench": ["pytest-benchmark>=4", "psutil>=5"],

@@ -260,10 +260,12 @@ class _Model(nn.Sequential):
 
         import numpy as np
 
+        from .network.core import batch_rows
+
+        step = batch_rows(batch_size, "predict")
         t = self._samples(x, "predict")
         m = copy.deepcopy(self).eval() if self.training else self
         dtype = next((p.dtype for p in self.parameters()), torch.float32)
-        step = max(1, int(batch_size))
         outs = []
         try:
             for lo in range(0, max(t.shape[0], 1), step):

@@ -1207,3 +1207,29 @@ def test_fingerprint_of_a_conv_with_per_channel_pad_values(tmp_path):
     fp = bt.fingerprint(net)
     assert bt.fingerprint(bt.load(net.save(tmp_path / "n.npz"))) == fp
     assert bt.fingerprint(shuffle(rng, net)) == fp
+
+
+# ------------------------------------------------------------------------ batch sizes
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "64", None])
+@pytest.mark.parametrize("method", ["predict", "predict_classes", "predict_proba", "error", "score"])
+def test_batch_size_must_be_a_positive_integer(bad, method, nets, xy, torch_mlp):
+    """A batch size is never rounded into another one: 0, -1, 1.5, True, "64" and None
+    are refused by name, for frozen networks (the chain's fast path included) and for
+    the torch models' evaluation methods alike."""
+    x, y = xy
+    for model in (nets["mlp_real"], torch_mlp):
+        args = (x,) if method.startswith("predict") else (x, y)
+        with pytest.raises(ValueError) as e:
+            getattr(model, method)(*args, batch_size=bad)
+        check(e, "batch_size", repr(bad), "an integer >= 1")
+    # the fast path: uint8 rows of a plain MLP on pixels go straight to the compiled chain
+    plain = BinaryNetwork([Dense(pm1(np.random.default_rng(3), (16, 64)), threshold=np.full(16, 0.5)),
+                           Dense(pm1(np.random.default_rng(4), (10, 16)))], (64,))
+    with pytest.raises(ValueError) as e:
+        plain.predict(np.ascontiguousarray(x.reshape(len(x), 64)), batch_size=bad)
+    check(e, "batch_size", repr(bad))
+
+
+def test_numpy_integer_batch_sizes_work(nets, xy):
+    x = xy[0]
+    assert np.array_equal(nets["mlp_real"].predict(x, batch_size=np.int64(7)), nets["mlp_real"].predict(x))

@@ -109,8 +109,8 @@ class DenseChain:
                 or not x.flags.c_contiguous):
             return None
         n = x.shape[0] if x.ndim else 0
-        if not 0 < n <= max(1, int(batch_size)) or x.shape[1:] not in self.shapes:
-            return None  # (batch_size read as NetworkStack.predict reads it)
+        if not 0 < n <= batch_size or x.shape[1:] not in self.shapes:
+            return None  # (batch_size: an int >= 1, checked by NetworkStack.predict)
         return self._run(x.reshape(n, self.k))
 
     def _run(self, px):

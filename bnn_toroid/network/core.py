@@ -24,6 +24,15 @@ _FIXED = frozenset({"layers", "input_shape", "input_layout", "binarize_input", "
                     "output_geom"})
 
 
+def batch_rows(batch_size, what: str) -> int:
+    """``batch_size`` as the number of samples per pass: an integer >= 1 (a bool, a float
+    or 0 is refused by name rather than rounded into some other size)."""
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"{what}: batch_size must be an integer >= 1, got {batch_size!r}")
+    return int(batch_size)
+
+
 @dataclass(frozen=True)
 class _Geom:
     """Shape of a layer's input: flat (k,) or spatial (h, w, c)."""
@@ -463,12 +472,12 @@ class NetworkStack:
 
     def predict(self, x, batch_size: int = 4096) -> np.ndarray:
         """Logits of every network, float64 (S, N, classes)."""
-        logits = self._dense_chain().fast(x, batch_size)
+        step = batch_rows(batch_size, "predict")
+        logits = self._dense_chain().fast(x, step)
         if logits is not None:
             return logits[None]
         xin = self.template.prepare_input(x, "predict")
         n = xin.shape[0]
-        step = max(1, int(batch_size))
         if 0 < n <= step:  # one batch: the logits are a fresh array already
             return self._forward(xin)[0]
         out = np.empty((self.size, n, self.template.num_classes))
@@ -483,6 +492,7 @@ class NetworkStack:
 
     def _wrong(self, x, y, batch_size, what):
         """(misclassified samples per network, int64 (S,), number of samples)."""
+        batch_rows(batch_size, what)
         xin = self.template.prepare_input(x, what)
         n = xin.shape[0]
         y = _labels(y, n, self.template.num_classes, what)
@@ -490,7 +500,7 @@ class NetworkStack:
             raise ValueError(f"{what}: x holds 0 samples; the {what} of an empty set is undefined, "
                              "expected at least one sample")
         wrong = np.zeros(self.size, np.int64)
-        step = max(1, int(batch_size))
+        step = batch_rows(batch_size, what)
         for lo in range(0, n, step):
             logits = self._forward(xin[lo:lo + step])[0]
             wrong += (logits.argmax(axis=2) != y[None, lo:lo + step]).sum(axis=1)
