@@ -1,7 +1,7 @@
 """Candidate moves scored per second by the connectivity search: incremental evaluation
 (:mod:`bnn_toroid.kernels.incremental`) against full re-evaluation (one NetworkStack call,
 one network per candidate), on the paper's binary MLP 784-1001-1001-1001-10 with
-N = 10,000 samples (issue 8 asks for >= 50x; METHODS §6).
+N = 10,000 samples (issue 8 asks for >= 50x; docs/methods.md, "Connectivity search").
 
 Run: ``pytest benchmarks/test_bench_search.py --benchmark-only -s``. The speed-up is the
 median ratio of interleaved pairs (``bnn_toroid.bench.paired``), so machine load affects

@@ -1,11 +1,11 @@
 """Data sets for the experiments of Pittorino et al., ICML 2022 ("Deep Networks on
-Toroids", METHODS §8).
+Toroids", docs/methods.md, "Datasets").
 
 :func:`load` returns a :class:`Dataset`: the raw inputs ``x`` (images stay ``uint8``,
 NCHW), integer labels ``y`` and the normalisation statistics of the full training split
 (``mean``, ``std``). The statistics are exposed, never applied: models carry a
 :class:`bnn_toroid.nn.Normalize` module, and frozen binary networks fold it into the
-first layer's integer thresholds (METHODS §1).
+first layer's integer thresholds (docs/methods.md, "First layer on real input").
 
 ===============  =====================================  ===========================
 name             source                                 ``x``
@@ -488,7 +488,7 @@ def _train_stats(name: str, path):
 def hidden_manifold(P: int, D: int = 501, N: int = 1001, seed: int = 0,
                     feature_seed: int = 0, split: str = "train", return_params: bool = False):
     r"""Hidden manifold model (Goldt, Mézard, Krzakala & Zdeborová, PRX 2020), as used by
-    Pittorino et al. 2022 (§5, binary committee machines; METHODS §8).
+    Pittorino et al. 2022 (§5, binary committee machines; docs/methods.md, "Hidden manifold model").
 
     .. math::
         w_T \sim \mathcal N(0, 1)^D,\quad F \in \mathbb R^{N\times D},\ F_{ij}\sim\mathcal N(0,1),
@@ -540,7 +540,7 @@ def names() -> tuple:
 
 def load(name: str, split: str = "train", n: Optional[int] = None, seed: int = 0,
          path: Optional[PathLike] = None, **kwargs) -> Dataset:
-    """Load one split of a data set of METHODS §8 (Pittorino et al. 2022, §5).
+    """Load one split of a data set of docs/methods.md, "Datasets" (Pittorino et al. 2022, §5).
 
     Parameters
     ----------

@@ -114,7 +114,7 @@ def to_larq(net):
     Returns an uncompiled ``tf.keras.Model`` taking ``(N, *net.input_shape)``.
 
     Reference: larq ``quantizers.SteSign``, ``layers.QuantDense``/``QuantConv2D``
-    (``pad_values``); METHODS §1 (integer threshold form).
+    (``pad_values``); docs/methods.md, "Integer threshold form".
     """
     tf, lq = _tf()
     K = tf.keras
@@ -264,7 +264,7 @@ def from_larq(keras_model, path=None, opset: int = 17):
     ``opset`` checked as there). Raises :class:`bnn_toroid.onnx.OnnxImportError` for what it cannot fold
     (e.g. a kernel quantizer other than ``ste_sign``, scaled binary activations).
 
-    Reference: larq 0.14 ``layers``/``quantizers``; tf2onnx 1.16; METHODS §1.
+    Reference: larq 0.14 ``layers``/``quantizers``; tf2onnx 1.16; docs/methods.md, "Integer threshold form".
     """
     from . import onnx as bo
 

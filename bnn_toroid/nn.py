@@ -3,7 +3,7 @@
 Binary models follow BinaryNet (Courbariaux et al., 2016, arXiv:1602.02830): latent
 float weights, ``sign`` in the forward pass and a straight-through estimator in the
 backward pass. The sign convention is larq's, ``sign(x) = +1 if x >= 0 else -1``,
-also for ``-0.0`` (Pittorino et al., 2022, "Deep Networks on Toroids", METHODS §1).
+also for ``-0.0`` (Pittorino et al., 2022, "Deep Networks on Toroids", docs/methods.md, "Sign convention").
 
 Every model here is an ``nn.Sequential`` of the layers below, so
 :meth:`bnn_toroid.BinaryNetwork.from_torch` and the continuous symmetry tools can walk
@@ -68,7 +68,7 @@ class Normalize(nn.Module):
     """Input standardisation ``(x - mean) / std`` with fixed statistics.
 
     ``mean`` and ``std`` are scalars or one value per channel (dim 1 of the input).
-    Frozen binary networks fold this into the first layer's thresholds (METHODS §1)
+    Frozen binary networks fold this into the first layer's thresholds (docs/methods.md, "First layer on real input")
     instead of applying it to the data.
     """
 
@@ -339,7 +339,7 @@ class BinaryMLP(_Model):
     """Fully binary MLP: ``[Normalize] Flatten [Sign] (BinaryLinear [BN] Sign)* BinaryLinear Scale``.
 
     ``sizes = [in, h1, ..., out]``. Hidden units are ``sign(BN(W x))``; the output layer
-    is binary too (METHODS §1), followed by a fixed ``Scale(1/sqrt(fan_in))`` so that
+    is binary too (docs/methods.md, "Binary networks"), followed by a fixed ``Scale(1/sqrt(fan_in))`` so that
     cross-entropy sees logits of order one. ``binarize_input=True`` feeds
     ``sign(x)`` to the first layer instead of the real-valued input.
     """
@@ -440,7 +440,7 @@ class LeNet(_Model):
 
 
 class CommitteeMachine(_Model):
-    r"""Binary committee machine (METHODS §8-9): ``y = sign(Σ_k sign(w_k · sign(x)))``.
+    r"""Binary committee machine (docs/methods.md, "Committee machine"): ``y = sign(Σ_k sign(w_k · sign(x)))``.
 
     ``H`` hidden ±1 perceptrons on the binarised input; the output weights are fixed to
     +1 (not trained). For two-class training the logits are ``(-s, +s) / sqrt(H)`` with

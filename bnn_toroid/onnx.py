@@ -1,7 +1,7 @@
 """ONNX import and export of frozen binary networks, with larq semantics.
 
 The sign convention everywhere is larq's ``ste_sign``: ``sign(x) = +1 if x >= 0 else -1``,
-also for ``-0.0`` (METHODS §1). ONNX's ``Sign`` operator (like ``torch.sign``) maps 0 to 0,
+also for ``-0.0`` (docs/methods.md, "Sign convention"). ONNX's ``Sign`` operator (like ``torch.sign``) maps 0 to 0,
 so a bare ``Sign`` is *not* larq's sign. Files written here spell the binarisation as
 ``Where(GreaterOrEqual(x, t), 1, -1)``; files written by larq + tf2onnx spell it as
 ``Sign(Sign(x) + 0.1)``. Both import to the same thing.
@@ -27,7 +27,7 @@ into one threshold with :func:`bnn_toroid.network.fold_sign_affine`:
 A ``MaxPool`` met before the affine takes the minimum where the affine is decreasing.
 
 Reference: Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038), and
-this package's METHODS §1 (integer threshold form); larq's ``quantizers.py`` (``ste_sign``);
+this package's docs/methods.md, "Integer threshold form"; larq's ``quantizers.py`` (``ste_sign``);
 the QONNX ``BipolarQuant`` operator (domain ``qonnx.custom_op.general``, version 1).
 """
 from __future__ import annotations
@@ -1535,7 +1535,7 @@ def load(path) -> "Any":
 
     Every binarised pre-activation ``sign(a*h + b)`` becomes
     ``fold_sign_affine(w, a, b)``: unit ``k`` outputs ``+1`` iff ``h'_k >= T_k``, with
-    integer ``T`` when the layer input is binary (METHODS §1). A ``MaxPool`` applied to
+    integer ``T`` when the layer input is binary (docs/methods.md, "Integer threshold form"). A ``MaxPool`` applied to
     ``a*h + b`` and followed by more affine maps with a negative factor takes the minimum
     of the unit outputs (``min_channels``). The dense output layer keeps its affine:
     ``logits = out_scale * h + out_bias``.
@@ -1690,7 +1690,7 @@ def export(net, path, opset: int = 17, qonnx: bool = False) -> None:
     (:class:`~bnn_toroid._files.SaveTargetError`).
 
     Reference: larq ``QuantDense``/``QuantConv2D`` with ``ste_sign`` input and kernel
-    quantizers and ``pad_values``; QONNX ``BipolarQuant``; METHODS §1 (threshold form).
+    quantizers and ``pad_values``; QONNX ``BipolarQuant``; docs/methods.md, "Integer threshold form".
     """
     onnx = _onnx()
     net_mod = _network()

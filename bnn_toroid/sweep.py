@@ -6,7 +6,7 @@ A sweep is a set of independent *tasks* run on a pool of worker processes:
    ``OUT/minima/METHOD-SEED.npz`` (a frozen :class:`~bnn_toroid.network.BinaryNetwork`
    for a binary spec, a torch model file for a real-valued one).
 2. ``minimum``: one per minimum, once it is trained: train (and test) error, local energy
-   (METHODS §5; flips ``eps`` for binary, noise ``sigma`` for real-valued), and for binary
+   (docs/methods.md, "Local energy"; flips ``eps`` for binary, noise ``sigma`` for real-valued), and for binary
    networks the fingerprint of the symmetry class and the weight count.
 3. ``pair``: one per unordered pair, once both ends are trained: distance raw and after
    symmetry removal (Hamming fraction for binary; per-parameter Euclidean raw and

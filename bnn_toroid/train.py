@@ -3,8 +3,8 @@
 
 :func:`fit` trains a torch model in place with one of
 
-- ``"sgd"``: the base optimiser (Adam for binary models, SGD with Nesterov momentum for
-  real-valued ones) with a cosine-annealed learning rate;
+- ``"sgd"``: the base optimiser (SGD with Nesterov momentum by default, Adam on request)
+  with a cosine-annealed learning rate;
 - ``"rsgd"``: replicated SGD, ``y`` independently initialised replicas elastically
   coupled to their centre (Pittorino et al., ICLR 2021, "Entropic gradient descent
   algorithms and wide flat minima"; Baldassi et al., PNAS 2020); the centre is the
@@ -139,7 +139,7 @@ class History:
 def input_norm(dataset) -> tuple:
     """``(mean, std)`` of the data set's full training split, for ``Normalize(mean, std)``,
     i.e. the standardisation ``(x - mean) / std`` the paper applies to inputs (§5). The
-    binary first layer folds it into integer thresholds (METHODS §1)."""
+    binary first layer folds it into integer thresholds (docs/methods.md, "Integer threshold form")."""
     if not hasattr(dataset, "mean") or not hasattr(dataset, "std"):
         raise ValueError("input_norm: expected a bnn_toroid.datasets.Dataset "
                          f"(with mean and std), got {type(dataset).__name__}")
@@ -290,7 +290,7 @@ def recompute_bn_stats(model: nn.Module, data, batch_size: int = 1000,
     Sets ``momentum=None`` (cumulative average over batches), resets the statistics and
     runs the model in train mode without gradients over the samples in order (the first
     ``max_samples`` if given), as ``torch.optim.swa_utils.update_bn`` does. Averaged or
-    interpolated weights need their own statistics (RSGD centre, METHODS §6–7). Returns
+    interpolated weights need their own statistics (RSGD centre, docs/methods.md, "Replicated SGD (RSGD)"). Returns
     ``model`` in the mode it was in. Models without BatchNorm are left untouched.
     """
     bns = _bns(model)
@@ -427,11 +427,12 @@ def fit(model: nn.Module, data, method: str = "sgd", *, epochs: int = 10,
 
     Optimisers (``optimizer``; default by model kind, :func:`defaults`):
 
-    - ``"adam"`` (Kingma & Ba 2015), the default for binary models as in BinaryNet
-      (Courbariaux et al. 2016; Hubara et al. 2016) and larq's examples;
     - ``"sgd"``: SGD with Nesterov momentum ``μ`` and weight decay ``λ``
-      (``v ← μ v + g + λ w``; ``w ← w − η_t (g + λ w + μ v)``), the default for
-      real-valued models.
+      (``v ← μ v + g + λ w``; ``w ← w − η_t (g + λ w + μ v)``), the default for both
+      kinds: binary models train as well with it at ``lr`` 10 as with Adam at 3e-3, and
+      RSGD's replicas need it (docs/training.md, "Choosing the recipe");
+    - ``"adam"`` (Kingma & Ba 2015), as BinaryNet (Courbariaux et al. 2016; Hubara et
+      al. 2016) and larq's examples use it.
 
     Parameters sit in two groups: BatchNorm's γ and β at ``bn_lr`` with no weight decay,
     everything else at ``lr`` with weight decay ``λ``. Binary models: ``g`` is the

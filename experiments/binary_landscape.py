@@ -1,6 +1,6 @@
 """Binary landscape of the Fashion-MNIST binary MLP minima (docs/binary_landscape.md).
 
-Pittorino et al., "Deep Networks on Toroids", ICML 2022 (METHODS §4-6, §9): for the six
+Pittorino et al., "Deep Networks on Toroids", ICML 2022 (docs/methods.md, "Distances", "Local energy" and "Paths"; the paper's figures in docs/results.md): for the six
 BinaryMLP 784-501-501-10 minima of docs/training.md (SGD, RSGD, ADV x seeds 0, 1; state
 dicts in ``--minima``) and six pair types, compute
 

@@ -1,7 +1,7 @@
 """Binary committee machines on hidden-manifold (HMM) data: barriers vs input size N
 (docs/binary_landscape.md, part 2).
 
-Pittorino et al., "Deep Networks on Toroids", ICML 2022 (METHODS §8-9): binary committee
+Pittorino et al., "Deep Networks on Toroids", ICML 2022 (docs/methods.md, "Committee machine"): binary committee
 machines (H = 101 hidden ±1 perceptrons on the binarised input, output weights fixed to
 +1) trained on HMM data (D = 501, P = 1503) have barriers between aligned minima that
 shrink towards 0 as the network grows. For each N in ``--ns``:

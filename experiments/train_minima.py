@@ -1,4 +1,4 @@
-"""Train the minima of docs/training.md (Pittorino et al. 2022, §5; METHODS §7, §9).
+"""Train the minima of docs/training.md (Pittorino et al. 2022, §5; docs/methods.md, "Training").
 
 Binary MLPs (BinaryMLP with BatchNorm) on Fashion-MNIST and real 2x512 MLPs on MNIST,
 each with SGD, RSGD and ADV, for a few seeds. Prints a markdown table, writes

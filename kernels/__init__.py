@@ -111,7 +111,7 @@ def binary_gemm(a, w, k, threshold=None, *, channels=None, form=None):
         k: true number of ±1 entries per row, an integer: ``Kw`` must be ``n_words(k)``.
         threshold: optional integer thresholds (M,) or (S, M). When given, the result is
             fused-thresholded and packed: bit ``[a_i·w_j < T_j]``, i.e. the next layer's
-            ±1 input ``+1 iff a_i·w_j >= T_j`` (METHODS §1), shape (..., N, ceil(M/64)).
+            ±1 input ``+1 iff a_i·w_j >= T_j`` (docs/methods.md, "Integer threshold form"), shape (..., N, ceil(M/64)).
         channels: for rows that are flattened NHWC maps packed per pixel, the channels
             per pixel ``C`` (``k`` a multiple of it; ``Kw = (k / C) · n_words(C)``).
         form: a form of the "gemm" workload (:mod:`.forms`: "vpopcnt", "harley_seal");

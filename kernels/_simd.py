@@ -380,7 +380,7 @@ def vmaddubs(typingctx, a, b):
             # x86's own intrinsic: LLVM matches the generic form below to vpmaddubsw
             # only while it knows nothing about b; when b is an unpacked mask (0 or -1
             # bytes, :func:`vbitmask8`) it folds the products into and/negate/shuffle
-            # sequences 3.5× slower (measured, docs/performance.md § 8)
+            # sequences 3.5× slower (measured, docs/performance-history.md, "Round 4")
             return builder.bitcast(_x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(_I16, 16),
                                         [builder.bitcast(v, _vec(_I8, 32)) for v in args]), _vt(4))
         und = ir.Constant(_vec(_I8, 32), ir.Undefined)

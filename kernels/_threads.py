@@ -4,7 +4,7 @@ A kernel whose loop uses ``prange`` is compiled twice from the same source: once
 ``parallel=True`` and once plain (where ``prange`` is ``range``). Small work calls the
 plain one. The alternative, ``numba.set_num_threads(1)`` around the parallel kernel,
 costs two round trips from Python, ≈ 30 µs per call: a third of a batch-1
-4096 × 4096 product (docs/performance.md, "Batch 1").
+4096 × 4096 product (docs/performance-history.md, "Batch 1").
 """
 import os
 import types

@@ -161,7 +161,7 @@ def threshold_pack(h, threshold) -> np.ndarray:
 
     .. math:: y_{j} = +1 \iff h_{j} \ge T_j, \qquad \text{bit}_j = [h_j < T_j]
 
-    (the integer threshold form of METHODS §1). No float detour: integer ``h`` and
+    (the integer threshold form of docs/methods.md, "Integer threshold form"). No float detour: integer ``h`` and
     ``T`` compare exactly.
 
     Args:

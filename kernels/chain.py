@@ -97,7 +97,7 @@ def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, ni
     """The lookup form's chain in one parallel launch: each task takes a group of about
     SPLIT_ROWS samples through every layer with the serial kernels, on one thread. The
     layer-by-layer chain launches the second thread once per layer, and in the spells
-    when waking it takes ≈ 0.5 ms each launch costs that (docs/performance.md § 9); the
+    when waking it takes ≈ 0.5 ms each launch costs that (docs/performance-history.md, "Round 5"); the
     group-by-group chain launches once, and measured as fast (batch 64: 398–434 against
     400–437 µs)."""
     n = x.shape[0]

@@ -81,7 +81,7 @@ def _im2col(A, sa, n, p0, p1, wo, kh, kw, sy, sx, pt, pl, X, padded):
                     padded[r, tap] = 1
 
 
-@nb.njit(inline="always")  # once per pixel and filter: inlined (0.5-2 %, docs/performance.md § 11)
+@nb.njit(inline="always")  # once per pixel and filter: inlined (0.5-2 %, docs/performance-history.md, "Round 7")
 def _dot_fixed(cnt, r, j, f, s, taps, c_true, pad_one, padded, P):
     """The dot product of pixel r with filter f from its popcount, K and the padded-tap
     corrections: a ``pad_value = 0`` tap holds 0 words (+1) in the im2col row, but real

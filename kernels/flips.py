@@ -14,7 +14,7 @@ any order and equals the direct product bit for bit.
 the next layer's input: bit ``(s, n, j) = [h_s[n, j] < T[s, j]]``.
 
 :class:`bnn_toroid.network.first.RealFirstLayer` uses it for stacks of networks
-(local energy, path points); ``docs/performance.md`` § 3 has the measurements.
+(local energy, path points); ``docs/performance-history.md, "Local energy" has the measurements.
 """
 import numba as nb
 import numpy as np

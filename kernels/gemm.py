@@ -7,7 +7,7 @@ Every kernel takes a *batch of networks*: ``A`` is (SA, N, Kw) with SA = 1 (inpu
 by all networks) or SA = S, and ``W`` is (S, M, Kw). This is the hot loop of local
 energy and of paths: S perturbed networks on the same N samples in one launch.
 
-Two algorithms, chosen by the number of rows N (see ``docs/performance.md``):
+Two algorithms, chosen by the number of rows N (docs/performance-history.md, "Binary GEMM"):
 
 * **N >= HS_MIN_ROWS: Harley–Seal with vector lanes along N** (:func:`hs_rows`). Each
   task takes 64 output columns (one packed output word) and a block of rows. It repacks
@@ -119,7 +119,7 @@ def hs_rows(A, a0, nrows, kw, Wt, w0, cnt, c0, ld):
 
 
 # The register tiles and the prefetch are inlined into the task loop: as calls, one per
-# tile, they cost 8-12 % of a batch-1 product's time (docs/performance.md § 11).
+# tile, they cost 8-12 % of a batch-1 product's time (docs/performance-history.md, "Round 7").
 @nb.njit(inline="always")
 def _tile4x4(A, W, sa, s, i, j, kw):
     c00 = c01 = c02 = c03 = np.uint64(0)
@@ -220,8 +220,8 @@ def dense_tiles(w) -> np.ndarray:
     uint64 (ceil(M/8), Kw, 8), tile ``b`` holding word ``k`` of columns ``8b … 8b + 7``
     side by side, zero past the last column. :func:`tiled_dense` then runs a few rows
     without the per-call repack that makes :func:`_gemm` use scalar tiles below
-    ``HS_MIN_ROWS`` rows (1024 × 1024 at batch 1: 5.3 against 11.1 µs, § 8 of
-    docs/performance.md)."""
+    ``HS_MIN_ROWS`` rows (1024 × 1024 at batch 1: 5.3 against 11.1 µs,
+    docs/performance-history.md, "Round 4")."""
     w = np.asarray(w, np.uint64)
     m, kw = w.shape
     tiles = -(-m // LANES)

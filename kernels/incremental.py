@@ -1,6 +1,6 @@
-r"""Incremental evaluation of single moves on a dense binary network (METHODS §6).
+r"""Incremental evaluation of single moves on a dense binary network (docs/methods.md, "Incremental evaluation").
 
-Connectivity search (Pittorino et al., ICML 2022, §4 and METHODS §6, *[ours]*) tries many
+Connectivity search (Pittorino et al., ICML 2022, §4 and docs/methods.md, "Connectivity search", *[ours]*) tries many
 candidate moves per step. Re-running the whole network per candidate costs
 ``N · Σ_l units_l · fan_in_l`` binary MACs; a single move changes much less:
 

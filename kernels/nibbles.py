@@ -12,7 +12,7 @@ and it is cheaper there: the entries (0–4) are single bytes, so there is no se
 table for high bytes and no interleave. Against the Harley–Seal tiles of
 :func:`.gemm.tiled_dense`, whose rows of 1024 bits are one 16-word group plus a
 5-popcount tail, it measured 0.79× the time on one thread at 32 rows, 0.69× at 64 and
-0.79× at one (docs/performance.md § 10).
+0.79× at one (docs/performance-history.md, "Round 6").
 
 Byte counts grow by at most 4 a group, so they are exact over ``CHUNK`` = 60 groups
 (240 ≤ 255) and then widened into int32 totals. The weights take one byte per unit and

@@ -10,7 +10,7 @@ one byte each (0.8 MB for 784 × 1024, a quarter of float32's). The result is ex
 the float product on the same integers, and needs no BLAS call.
 
 Measured against BLAS float32 on the MLP's first layer (784 → 1024) with the threshold
-fused: see ``docs/performance.md`` ("First layer on pixels").
+fused: see docs/performance-history.md, "The first layer on pixels (round 3)".
 
 Layout. The inputs are read as *pairs* of pixels ``(x_{2p}, x_{2p+1})``, each spread
 over a 64-bit word (:func:`pixel_pairs`) that one load broadcasts to a whole vector. The weights are repacked once into panels of 64 units
@@ -56,7 +56,7 @@ def pixel_signs(panels) -> np.ndarray:
     ``j`` is set where byte ``j`` of vector ``t`` is -1. The kernels accept either
     layout (:func:`pixel_dense_t`). At batch 1 the int8 panels of a 784 × 1024 layer
     (0.8 MB) come from L3 on every call, the bits (0.1 MB) stay in L2 with the next
-    layers' weights (docs/performance.md § 8)."""
+    layers' weights (docs/performance-history.md, "Round 4")."""
     p = np.asarray(panels)
     if p.dtype != np.uint64 or p.ndim != 3 or p.shape[2] != _PANEL_WORDS:
         raise ValueError(f"pixel_signs: expected pixel_weights panels uint64 (blocks, pairs, "
@@ -436,7 +436,7 @@ def _pixel_lut(x, pats, T, h, bits):
     Every chunk's sums go through the int32 totals, even when one chunk is all of K. A
     branch that compared such sums in registers (as :func:`_pixel_dense` does for short
     K) made the serial compilation of the whole kernel 1.3–1.4× slower at K = 784,
-    where it never runs (docs/performance.md § 10)."""
+    where it never runs (docs/performance-history.md, "Round 6")."""
     n, k = x.shape
     blocks, quads = pats.shape[0], pats.shape[1]
     wf = pats.reshape(-1)
@@ -563,7 +563,7 @@ def pixel_work(n: int, m: int, pairs: int) -> int:
     operations, 4 per pixel pair and panel of 64 units, so that one MNIST-sized sample
     (784 → 1024: 25 K) runs on the calling thread. Measured there: 20 µs serial against
     13 µs on two threads while the machine is quiet, but 22 against 600 µs in the spells
-    when waking the second thread takes half a millisecond (docs/performance.md § 7)."""
+    when waking the second thread takes half a millisecond (docs/performance-history.md, "The first layer on pixels (round 3)")."""
     return n * -(-m // UNITS) * pairs * 4
 
 

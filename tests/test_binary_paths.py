@@ -1,4 +1,4 @@
-"""Binary paths: elementary moves, random flip orders and the single bend (METHODS §6)."""
+"""Binary paths: elementary moves, random flip orders and the single bend (docs/methods.md, "Elementary moves of binary networks", "Random flip orders" and "Single bend (binary)")."""
 import numpy as np
 import pytest
 import torch

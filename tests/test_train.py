@@ -1,4 +1,4 @@
-"""Tests of bnn_toroid.train (METHODS §7) on scikit-learn's digits (fast)."""
+"""Tests of bnn_toroid.train (docs/methods.md, "Training") on scikit-learn's digits (fast)."""
 import numpy as np
 import pytest
 import torch

@@ -4,7 +4,7 @@ from . import binary, continuous
 
 
 def distance(a, b, kind=None, per_layer: bool = False, **kwargs):
-    """Distance between two networks of one architecture (METHODS §4).
+    """Distance between two networks of one architecture (docs/methods.md, "Distances").
 
     Binary: the Hamming fraction (:func:`bnn_toroid.geometry.binary.distance`).
     Real-valued: :func:`bnn_toroid.geometry.continuous.distance`; pass ``kind=`` for the

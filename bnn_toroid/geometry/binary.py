@@ -1,4 +1,4 @@
-"""Hamming geometry of binary networks (METHODS §4)."""
+"""Hamming geometry of binary networks (docs/methods.md, "Hamming distance")."""
 from __future__ import annotations
 
 
@@ -31,7 +31,7 @@ def distance(a: BinaryNetwork, b: BinaryNetwork, per_layer: bool = False):
 
     over all ``N`` binary weights (thresholds and output affine are not counted). It
     measures the networks as given: align them first (:func:`bnn_toroid.align`) for the
-    distance between their symmetry classes (METHODS §4).
+    distance between their symmetry classes (docs/methods.md, "Hamming distance").
 
     ``per_layer=True`` returns ``{layer index: fraction of that layer's weights}`` with the
     overall fraction under ``"total"``.

@@ -1,7 +1,7 @@
 r"""Distances and interpolation on the toroid of real-valued networks.
 
 Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038):
-the toroid, its distances and geodesic paths; specified in METHODS.md §2, §4 and §6.
+the toroid, its distances and geodesic paths; specified in docs/methods.md, "The toroid (normalisation)", "Distances on the toroid" and "Geodesic paths on the toroid".
 
 After :func:`bnn_toroid.symmetry.continuous.normalize` a network is a point of
 
@@ -196,7 +196,7 @@ def interpolate(a: nn.Module, b: nn.Module, x: float, kind: str = "geodesic") ->
         v(x) = r\,\frac{\sin((1-x)\varphi)\,\hat v_a + \sin(x\varphi)\,\hat v_b}{\sin\varphi}
 
     so ``d(a, v(x)) = x·d(a, b)`` on the toroid (Pittorino et al. 2022, geodesic
-    paths; METHODS §6). ``kind="linear"``: ``Θ(x) = (1−x)Θ_a + xΘ_b`` on the BN-folded
+    paths; docs/methods.md, "Geodesic paths on the toroid"). ``kind="linear"``: ``Θ(x) = (1−x)Θ_a + xΘ_b`` on the BN-folded
     raw parameters. Call :func:`bnn_toroid.symmetry.continuous.align` first to remove
     permutations; :mod:`bnn_toroid.paths.continuous` does this for whole paths.
     """
@@ -235,7 +235,7 @@ def distance(a: nn.Module, b: nn.Module, kind: str = "geodesic", per_layer: bool
         d = \sqrt{\textstyle\sum_s (r_s\varphi_s)^2}
 
     (the angle is computed in the stable form of :func:`sphere_angles`).
-    Pittorino et al. 2022 (distances on the toroid); METHODS §4.
+    Pittorino et al. 2022 (distances on the toroid); docs/methods.md, "Distances on the toroid".
 
     Per-parameter Euclidean distance ``‖Θ_a − Θ_b‖ / sqrt(N)`` over the ``N`` parameters:
     ``"raw"`` (as given, BN affine included), ``"aligned"`` (``b`` permuted onto ``a``,

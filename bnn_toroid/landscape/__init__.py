@@ -6,7 +6,7 @@ from .continuous import LocalEnergy
 
 
 def local_energy(net, data, eps=None, sigma=None, samples=None, seed: int = 0, **kwargs):
-    """δE of a network (METHODS §5): ``eps`` flip fractions for a BinaryNetwork (10 draws
+    """δE of a network (docs/methods.md, "Local energy"): ``eps`` flip fractions for a BinaryNetwork (10 draws
     by default), ``sigma`` multiplicative noise levels for a torch model (100 draws)."""
     if kind(net, "local_energy") == "binary":
         if sigma is not None:

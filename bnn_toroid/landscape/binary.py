@@ -1,4 +1,4 @@
-"""Local energy of binary networks: the error rise under random weight flips (METHODS §5)."""
+"""Local energy of binary networks: the error rise under random weight flips (docs/methods.md, "Local energy of binary networks")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -110,7 +110,7 @@ def local_energy(net: BinaryNetwork, data, eps=DEFAULT_EPS, samples: int = 10, s
 
     with ``E_train`` the fraction misclassified (error, not loss), ``N`` all binary weights
     and the flipped set drawn uniformly without replacement, ``samples`` draws per ε
-    (Pittorino et al. 2022, local energy; METHODS §5). Perturbations are XOR masks on the
+    (Pittorino et al. 2022, local energy; docs/methods.md, "Local energy of binary networks"). Perturbations are XOR masks on the
     packed weights, and all draws for all ε go through the batched kernels,
     ``networks_per_call`` networks per launch.
     """

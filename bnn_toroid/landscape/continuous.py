@@ -2,7 +2,7 @@ r"""Flatness of real-valued networks: local energy under multiplicative weight n
 
 Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038) (local
 energy, after Baldassi et al. 2020 "Shaping the learning landscape in neural networks
-around wide flat minima", PNAS); METHODS.md §5.
+around wide flat minima", PNAS); docs/methods.md, "Local energy of real-valued networks".
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
 
     with ``E_train`` the fraction of misclassified samples of ``data`` (error, not loss)
     and the expectation estimated over ``samples`` draws. Pittorino et al. 2022 (local energy);
-    METHODS §5 (100 draws; σ ∈ [0, 0.5] for MLPs, [0, 0.25] for LeNet).
+    docs/methods.md, "Local energy of real-valued networks" (100 draws; σ ∈ [0, 0.5] for MLPs, [0, 0.25] for LeNet).
 
     The noise hits every parameter of the model as given: weights, biases and BN affine
     parameters; BN runs in eval mode with its running statistics (buffers) unperturbed.

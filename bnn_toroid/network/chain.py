@@ -104,7 +104,7 @@ class DenseChain:
         else None (the caller takes the general path).
         Every check of ``prepare_input`` passes for such an array, so none is repeated: at
         batch 1 the general path's validation and dispatch took a quarter of the call
-        (docs/performance.md § 9)."""
+        (docs/performance-history.md, "Round 5")."""
         if (not self.ok or type(x) is not np.ndarray or x.dtype != np.uint8
                 or not x.flags.c_contiguous):
             return None

@@ -63,7 +63,7 @@ def _mask_words(mask: np.ndarray) -> np.ndarray:
 
 
 class BinaryNetwork:
-    r"""A frozen binary network in integer threshold form (METHODS §1).
+    r"""A frozen binary network in integer threshold form (docs/methods.md, "Integer threshold form").
 
     Hidden unit k of a layer outputs ``+1 iff h_k = w_k·x >= T_k``; the last layer gives
     logits ``out_scale * h + out_bias``. Weights are ±1 and stored bit-packed

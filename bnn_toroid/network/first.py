@@ -36,7 +36,7 @@ from .layers import Dense
 # first-layer weights. By operation count (not measured) a flip costs N int32 additions
 # (8 per AVX2 op) and a product of its own N·K float32 FMAs per unit (16 per cycle per
 # core), so the correction should win well past 1/8; the margin is for its irregular
-# memory access. Measured: local energy with ε up to 0.1, 8.5–9.3× torch (docs/performance.md § 3).
+# memory access. Measured: local energy with ε up to 0.1, 8.5–9.3× torch (docs/performance-history.md, "Local energy").
 SHARED_MAX_FLIPS = 1 / 8
 
 # A convolution on pixels is a dense product over its patches, made this many output

@@ -1,4 +1,4 @@
-"""Freezing torch binary models into :class:`BinaryNetwork` (METHODS §1).
+"""Freezing torch binary models into :class:`BinaryNetwork` (docs/methods.md, "Integer threshold form").
 
 The model is read as a sequence of blocks
 
@@ -150,7 +150,7 @@ def from_torch(model, input_shape=None, input_layout=None) -> BinaryNetwork:
     """Freeze a torch binary model (eval mode) into a :class:`BinaryNetwork`.
 
     Folds BatchNorm, biases, :class:`~bnn_toroid.nn.Scale` and the input
-    :class:`~bnn_toroid.nn.Normalize` into integer thresholds (METHODS §1), packs the
+    :class:`~bnn_toroid.nn.Normalize` into integer thresholds (docs/methods.md, "First layer on real input"), packs the
     weights and keeps torch's semantics exactly: the frozen network's integer
     pre-activations equal the torch model's, and so do its logits up to float64 vs
     float32 rounding of the output affine.

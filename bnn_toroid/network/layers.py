@@ -1,4 +1,4 @@
-"""The layers of a frozen binary network, in integer threshold form (METHODS §1).
+"""The layers of a frozen binary network, in integer threshold form (docs/methods.md, "Integer threshold form").
 
 A hidden unit with ±1 weights ``w`` and ±1 (or real) input ``x`` outputs
 
@@ -96,9 +96,7 @@ class BatchNormRecord(_Frozen):
     ``γ (h − μ) / sqrt(σ² + ε) + β ≥ 0``. In the folded frame (rows flipped where
     ``γ < 0``, so ``h_f = sign(γ) h``) that is
 
-    .. math:: h_f \ge \mu_f - \sqrt{\sigma^2 + arepsilon_h}\,
-ho, \qquad 
-ho = eta / |\gamma|,
+    .. math:: h_f \ge \mu_f - \sqrt{\sigma^2 + \varepsilon_h}\,\rho, \qquad \rho = \beta / |\gamma|,
 
     with ``μ_f``, ``σ²`` the mean and variance of ``h_f`` over the data. ``ratio`` is
     ``ρ`` per unit (``±inf`` for ``γ = 0``: a constant unit), ``eps`` is ``ε`` in the units
@@ -251,7 +249,7 @@ def fold_sign_affine(weights, a, b, integer: bool = True):
         a_k < 0:\ y_k = +1 \iff (-w_k)\cdot x \ge b_k/a_k
 
     With integer ``h`` (binary input) the bound is rounded up, ``T = ceil(·)``, which is
-    exact (METHODS §1, integer threshold form). ``a_k = 0`` gives a constant unit:
+    exact (docs/methods.md, "Integer threshold form"). ``a_k = 0`` gives a constant unit:
     ``T = -(K+1)`` (always +1) when ``b_k >= 0``, else ``K+1`` (always -1).
 
     Args:

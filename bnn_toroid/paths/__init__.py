@@ -1,4 +1,4 @@
-"""Paths between two networks and their error barriers (METHODS §6).
+"""Paths between two networks and their error barriers (docs/methods.md, "Paths").
 
 Binary networks: :func:`random_flip`, :func:`single_bend`, :func:`search` (discrete
 paths of elementary moves). Real-valued torch models: :func:`linear`, :func:`geodesic`,

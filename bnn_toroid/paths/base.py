@@ -1,7 +1,7 @@
 """Paths between two networks and their error barriers (shared by binary and continuous).
 
 Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038):
-barriers along paths; METHODS.md §6.
+barriers along paths; docs/methods.md, "Barrier and height".
 """
 from __future__ import annotations
 

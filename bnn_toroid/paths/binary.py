@@ -1,4 +1,4 @@
-r"""Paths between binary networks: random flip orders and the single bend (METHODS §6).
+r"""Paths between binary networks: random flip orders and the single bend (docs/methods.md, "Random flip orders" and "Single bend (binary)").
 
 Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038), §4: in
 Hamming space there is no unique geodesic, so two aligned binary networks are joined by
@@ -44,7 +44,7 @@ class FlipPath(Path):
         orders: (n_orders, n_moves) permutations of ``moves``; ``order`` = the first one
             applied, as a moves array (what :meth:`point` follows).
         fractions: ``k_i / n_moves`` (the move axis).
-        hamming: Hamming distance of the endpoints, a fraction of all weights (METHODS §4).
+        hamming: Hamming distance of the endpoints, a fraction of all weights (docs/methods.md, "Hamming distance").
         n_moves: number of moves.
     """
 
@@ -103,7 +103,7 @@ class FlipPath(Path):
 
 def random_flip(a, b, points: int = 21, seed: int = 0, align=True, orders: int = 1,
                 bn: str = "frozen", bn_data=None) -> FlipPath:
-    r"""Random-order binary path from ``a`` to ``b`` (Pittorino et al. 2022, §4; METHODS §6).
+    r"""Random-order binary path from ``a`` to ``b`` (Pittorino et al. 2022, §4; docs/methods.md, "Random flip orders").
 
     ``b`` is first aligned to ``a`` (``align=True``: :func:`bnn_toroid.symmetry.binary.align`,
     method ``"overlap"``; a string picks the method; ``False`` keeps ``b``). The path
@@ -181,12 +181,12 @@ def _mid_threshold(ta, tb, n, real):
     mid = (ta.astype(np.float64) + tb) / 2
     if n is None:
         return np.floor(mid + 0.5).astype(np.int64)
-    # nearest value of the fan-in's parity (the canonical levels, METHODS §2)
+    # nearest value of the fan-in's parity (the canonical levels, docs/methods.md, "Canonical thresholds (parity)")
     return (np.floor((mid - n) / 2 + 0.5) * 2 + n).astype(np.int64)
 
 
 def midpoint_start(a: BinaryNetwork, b: BinaryNetwork, seed: int = 0) -> BinaryNetwork:
-    r"""The single bend's starting midpoint (METHODS §6): ``a`` with a random half
+    r"""The single bend's starting midpoint (docs/methods.md, "Single bend (binary)"): ``a`` with a random half
     (``⌊d/2⌋`` of the ``d`` differing weights, drawn from ``default_rng(seed)``) of the
     weights where ``a`` and ``b`` differ set to ``b``'s, so it lies at Hamming distance
     ``⌊d/2⌋`` and ``⌈d/2⌉`` from the ends. Thresholds are the ends' mean rounded to the
@@ -228,7 +228,7 @@ def to_torch(net: BinaryNetwork, x=None):
     Each weight layer becomes :class:`~bnn_toroid.nn.BinaryLinear` /
     :class:`~bnn_toroid.nn.BinaryConv2d` with latent weights ``0.5 · w`` (so ``sign``
     gives back ``w``) and bias ``−T + 0.5`` on integer pre-activations, since for integer
-    ``h`` ``sign(h − T + 0.5) = +1 ⇔ h ≥ T`` (METHODS §1); a real-input first layer gets
+    ``h`` ``sign(h − T + 0.5) = +1 ⇔ h ≥ T`` (docs/methods.md, "Integer threshold form"); a real-input first layer gets
     ``−T``. A fixed ``Scale(1/(√n·rms))`` (fan-in ``n``; ``rms`` of ``x`` for a real-input
     layer, else 1) before each ``Sign`` leaves the function unchanged and widens the
     straight-through window ``|·| ≤ 1`` to about one standard deviation of ``h``, so the
@@ -347,7 +347,7 @@ def _freeze_like(model, template: BinaryNetwork) -> BinaryNetwork:
 def single_bend(a, b, data, epochs: int = 20, lr=None, seed: int = 0, points: int = 21,
                 align=True, batch_size: int = 128, quiet: bool = True, orders: int = 1,
                 bn: str = "frozen", bn_data=None) -> SingleBendPath:
-    r"""Single-bend binary path (METHODS §6; Pittorino et al. 2022, §4): ``a → m → b``.
+    r"""Single-bend binary path (docs/methods.md, "Single bend (binary)"; Pittorino et al. 2022, §4): ``a → m → b``.
 
     1. ``b`` is aligned to ``a`` (as in :func:`random_flip`).
     2. The midpoint starts at equal Hamming distance from both ends

@@ -1,7 +1,7 @@
 r"""Paths between real-valued networks: linear, geodesic on the toroid, single bend.
 
 Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038):
-mode connectivity along linear, geodesic and single-bend paths; METHODS.md §6.
+mode connectivity along linear, geodesic and single-bend paths; docs/methods.md, "Paths".
 
 **BatchNorm along a path [ours]**, option ``bn``:
 
@@ -133,7 +133,7 @@ class ContinuousPath(Path):
 
     def errors(self, data) -> np.ndarray:
         r"""Train error ``E(x_i) = (1/P) Σ_μ 1[argmax f(x^μ; Θ(x_i)) ≠ y^μ]`` at every
-        point (Pittorino et al. 2022; METHODS §6); BN statistics are recomputed on ``bn_data`` or,
+        point (Pittorino et al. 2022; docs/methods.md, "Paths"); BN statistics are recomputed on ``bn_data`` or,
         failing that, on ``data`` when ``bn="recompute"``."""
         from bnn_toroid.landscape.continuous import check_data
 
@@ -233,7 +233,7 @@ def geodesic(a: nn.Module, b: nn.Module, points: int = 21, align: bool = True,
 
     so point ``x`` lies at toroidal distance ``x·d(a, b)`` from ``a``, and the endpoints
     are ``normalize(a)`` and ``align(b, a)`` exactly. Pittorino et al. 2022;
-    METHODS §6. ``bn`` as in the module doc. Both endpoints must be real-valued torch
+    docs/methods.md, "Paths". ``bn`` as in the module doc. Both endpoints must be real-valued torch
     models (``TypeError`` otherwise).
     """
     _real_pair(a, b, "geodesic")
@@ -293,7 +293,7 @@ def single_bend(a: nn.Module, b: nn.Module, data, points: int = 21, epochs: int 
     and is trained as an ordinary network on ``data`` with SGD + Nesterov momentum
     (``lr``, ``momentum``, ``batch_size``, ``seed``) for at most ``epochs`` epochs,
     stopping once its train error is ``<= target_error``; it is then normalised again
-    (which changes no prediction). Pittorino et al. 2022 ("single bend"); METHODS §6.
+    (which changes no prediction). Pittorino et al. 2022 ("single bend"); docs/methods.md, "Single bend (real-valued)".
 
     ``points`` (odd, >= 3) counts the whole path; the bend sits at fraction 0.5 (each
     segment has ``(points+1)/2`` points, sharing the midpoint). The result's

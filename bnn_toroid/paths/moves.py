@@ -1,8 +1,8 @@
-r"""Elementary moves between two binary networks of one architecture (METHODS §6).
+r"""Elementary moves between two binary networks of one architecture (docs/methods.md, "Elementary moves of binary networks").
 
 Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038), §4: binary
 networks are compared through random paths that flip, one at a time, the weights where two
-aligned networks differ. A frozen network (METHODS §1, integer threshold form) also holds
+aligned networks differ. A frozen network (docs/methods.md, "Integer threshold form") also holds
 thresholds, an output affine and pooling modes, so a path that must end *exactly* at the
 other network needs a few more kinds of step. **The move model [ours]:**
 
@@ -146,7 +146,7 @@ def _fan_in_parity(net: BinaryNetwork, i: int):
 def threshold_level(t, fan_in: int) -> np.ndarray:
     r"""The *level* of integer thresholds: ``c = T + ((T − n) mod 2)``, the smallest value
     ``≥ T`` with the parity of the fan-in ``n``. For integer ``h ≡ n (mod 2)``,
-    ``h ≥ T ⇔ h ≥ c`` (METHODS §2, parity of thresholds), so two thresholds act alike iff
+    ``h ≥ T ⇔ h ≥ c`` (docs/methods.md, "Canonical thresholds (parity)", parity of thresholds), so two thresholds act alike iff
     their levels are equal."""
     t = np.asarray(t, dtype=np.int64)
     return t + np.mod(t - int(fan_in), 2)
@@ -457,7 +457,7 @@ def errors_along(net: BinaryNetwork, moves, ks, data, chunk: int = DEFAULT_CHUNK
 
     The points are built on the packed parameters (a flip is one bit XOR) and evaluated
     ``chunk`` at a time in one batched :class:`~bnn_toroid.network.NetworkStack` call per
-    layer (METHODS §5-6: many networks per kernel launch); ``chunk`` bounds the memory of
+    layer (docs/methods.md, "Evaluating many networks at once": many networks per kernel launch); ``chunk`` bounds the memory of
     the stacked parameters and activations.
 
     Returns:

@@ -1,4 +1,4 @@
-r"""Connectivity search: the order of moves with the lowest barrier (METHODS §6, [ours]).
+r"""Connectivity search: the order of moves with the lowest barrier (docs/methods.md, "Connectivity search", [ours]).
 
 Pittorino et al. ("Deep Networks on Toroids", ICML 2022, §4) connect aligned binary
 networks by flipping their differing weights in a *random* order and note that optimising
@@ -77,7 +77,7 @@ def _labels(y, n_classes):
 
 class IncrementalEvaluator:
     r"""Cached forward state of a dense binary network on a data set, updated move by move
-    (:mod:`bnn_toroid.kernels.incremental`; METHODS §6).
+    (:mod:`bnn_toroid.kernels.incremental`; docs/methods.md, "Incremental evaluation").
 
     Holds every layer's pre-activations ``H_l`` (N, units) and ±1 outputs, the predictions
     and per-sample correctness. :meth:`evaluate` scores candidate moves on scratch buffers
@@ -326,7 +326,7 @@ class SearchPath(Path):
         trace: train error on the search data after every move, ``trace[t]`` after ``t``
             moves (``len(order) + 1`` values); ``trace_barrier`` its :class:`Barrier`.
         fractions: ``k / len(order)`` at the ``points`` evenly spaced points (move axis).
-        hamming: Hamming distance of the endpoints (weights only, METHODS §4).
+        hamming: Hamming distance of the endpoints (weights only, docs/methods.md, "Hamming distance").
         n_moves: ``len(order)``; ``n_detours``: detour flips (each counted twice in
             ``order``: out and back).
         evaluations, seconds, evals_per_second: candidate moves scored by the search,
@@ -675,7 +675,7 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
            window=None, tie_weight: float = 0.05, incremental: bool = True,
            chunk: int = DEFAULT_CHUNK, bn: str = "frozen", bn_data=None) -> SearchPath:
     r"""Search for an order of the moves from ``a`` to ``b`` with a low barrier
-    ``B = max_t E_train(θ_t)`` (every move counted; module docstring, METHODS §6 [ours]).
+    ``B = max_t E_train(θ_t)`` (every move counted; module docstring, docs/methods.md, "Connectivity search" [ours]).
 
     Args:
         a, b: frozen :class:`BinaryNetwork` s of one architecture (a torch model raises a

@@ -10,7 +10,7 @@ def align(net, reference, method=None, **kwargs):
 
     Binary networks: :func:`bnn_toroid.symmetry.binary.align` (``method`` "overlap" or
     "weights"). Real-valued torch models: :func:`bnn_toroid.symmetry.continuous.align`
-    (``method`` "cosine", "weights" or "activations"). METHODS §3.
+    (``method`` "cosine", "weights" or "activations"). docs/methods.md, "Alignment of binary networks" and "Alignment of real-valued networks".
     """
     if kind(net, "align") != kind(reference, "align"):
         raise TypeError("align: both networks must be of the same kind (binary or real-valued)")

@@ -5,7 +5,7 @@ leaves the function unchanged; in integer threshold form the map is exact,
 
     (w_k, T_k, out_k)  ->  (-w_k, 1 - T_k, -out_k),
 
-because ``h >= T  <=>  -h <= -T  <=>  -h >= 1 - T`` for integers (METHODS §2). A max-pool
+because ``h >= T  <=>  -h <= -T  <=>  -h >= 1 - T`` for integers (docs/methods.md, "Sign reversals and permutations"). A max-pool
 between the unit and its consumer becomes a min-pool under the flip. Permuting units
 (with their thresholds, pool modes and outgoing columns) is the other symmetry.
 
@@ -100,7 +100,7 @@ def flip_threshold(t, fan_in: int | None = None, parity: bool = True):
 
 
 def normalize_thresholds(t, fan_in: int, parity: bool = True):
-    r"""Canonical integer thresholds for units of fan-in ``n`` (METHODS §2).
+    r"""Canonical integer thresholds for units of fan-in ``n`` (docs/methods.md, "Canonical thresholds (parity)").
 
     Every pre-activation is an integer ``h`` with ``|h| <= n`` and ``h ≡ n (mod 2)``, so
     ``h >= T`` is unchanged by (i) clipping ``T`` to ``[-n, n+1]`` and (ii) replacing a
@@ -284,7 +284,7 @@ def _pool_mode(net, i):
 
 def canonicalize(net: BinaryNetwork) -> BinaryNetwork:
     r"""The canonical representative of ``net``'s class under hidden-unit permutations and
-    sign reversals (METHODS §2, [ours]).
+    sign reversals (docs/methods.md, "Canonical form of a binary network", [ours]).
 
     Input to output, for every hidden layer: (1) parity-normalise the thresholds
     (:func:`normalize_thresholds`); (2) gauge-fix each unit's sign by choosing, of
@@ -412,7 +412,7 @@ def align(net: BinaryNetwork, reference: BinaryNetwork, method: str = "overlap",
     r"""Permute and sign-reverse ``net``'s hidden units to match ``reference``.
 
     ``method="overlap"`` is the paper's procedure (Pittorino et al. 2022, §3 / Alg. 2 with
-    METHODS §3 for binary weights): input to output, for each hidden layer, solve the
+    docs/methods.md, "Alignment of binary networks" for binary weights): input to output, for each hidden layer, solve the
     assignment maximising ``Σ_i |w^a_i · w^b_{π(i)}|`` (incoming weights, with the layer
     below already aligned; ``scipy.optimize.linear_sum_assignment``), permute, and flip a
     unit when its overlap with the reference is negative.

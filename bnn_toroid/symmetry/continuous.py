@@ -1,7 +1,7 @@
 r"""Symmetries of real-valued ReLU networks: positive rescaling and permutations.
 
 Pittorino et al., "Deep Networks on Toroids", ICML 2022 (arXiv 2202.03038),
-Algorithms 1 (normalisation) and 2 (alignment); specified in METHODS.md §2–3.
+Algorithms 1 (normalisation) and 2 (alignment); specified in docs/methods.md, "The toroid (normalisation)" and "Alignment of real-valued networks".
 
 Supported models are ``nn.Sequential`` (nested ones are flattened) built from
 :class:`bnn_toroid.nn.Normalize`, ``Flatten``, ``Linear``, ``Conv2d`` (``groups=1``),
@@ -332,7 +332,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Sequential:
         b'_k = \frac{\gamma_k}{\sqrt{\sigma_k^2 + \epsilon}} (b_k - \mu_k) + \beta_k
 
     with the BN's running statistics ``μ, σ²`` (eval mode). The function is unchanged up
-    to float rounding (computed in float64). A layer without a bias gets one. METHODS §2
+    to float rounding (computed in float64). A layer without a bias gets one. docs/methods.md, "The toroid (normalisation)"
     [ours]: folding makes the rescaling symmetry exact, which BN's ε otherwise breaks.
     """
     dtype = _model_dtype(model)
@@ -409,7 +409,7 @@ def permute(model: nn.Module, perms: Sequence) -> nn.Sequential:
     unit ``i``): ``W_l ← P_l W_l``, ``b_l ← P_l b_l`` (and the BN parameters and running
     statistics), ``W_{l+1} ← W_{l+1} P_l^T``, moving whole channel blocks at a
     conv → flatten → dense boundary. Pittorino et al. 2022 (permutation symmetry);
-    METHODS §2.
+    docs/methods.md, "The toroid (normalisation)".
     BN stays unfolded; the architecture is kept.
     """
     dtype = _model_dtype(model)
@@ -427,7 +427,7 @@ def rescale(model: nn.Module, scales: Sequence) -> nn.Sequential:
     weights ``← W_{l+1}[:, k] / c_k``; with BN after the layer the BN affine
     ``(γ_k, β_k)`` is scaled instead (exact, whereas scaling the weights before BN is
     not, because of ε). ``relu(c h) = c relu(h)`` for ``c > 0``: Pittorino et al. 2022
-    (rescaling symmetry); METHODS §2.
+    (rescaling symmetry); docs/methods.md, "Symmetries of real-valued networks".
     """
     dtype = _model_dtype(model)
     s = _copy_struct(model)
@@ -511,7 +511,7 @@ def normalize(model: nn.Module) -> nn.Sequential:
     ``H_L`` = number of outputs. Hidden activations and the argmax are unchanged; the
     logits are multiplied by one positive constant. The parameters then lie on
     ``Π_units S^{n_k} × S^{N_L}(sqrt(H_L))``, the "toroid". Pittorino et al. 2022,
-    Algorithm 1; METHODS §2. The bias is part of the unit vector (see the module doc).
+    Algorithm 1; docs/methods.md, "The toroid (normalisation)". The bias is part of the unit vector (see the module doc).
 
     Returns a plain ``nn.Sequential`` without BN modules, in the model's dtype; the argument
     is never modified. Normalising twice changes nothing (to float precision).
@@ -676,7 +676,7 @@ def align(model: nn.Module, reference: nn.Module, method: str = "cosine", data=N
     r"""Remove the permutation symmetry: ``model`` normalised and permuted onto ``reference``.
 
     Both are first normalised (:func:`normalize`). Then, greedily from input to output
-    (Pittorino et al. 2022, Algorithm 2; METHODS §3), for each hidden layer ``l``:
+    (Pittorino et al. 2022, Algorithm 2; docs/methods.md, "Alignment of real-valued networks"), for each hidden layer ``l``:
 
     .. math::
         C_{ij} = \frac{v^A_i \cdot v^B_j}{\lVert v^A_i\rVert\,\lVert v^B_j\rVert}, \qquad
