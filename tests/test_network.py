@@ -532,3 +532,27 @@ def test_nan_first_layer_thresholds_are_refused():
     params[0]["T"] = np.array([[0.0, np.nan, 1.0]])
     with pytest.raises(NetworkError, match="NaN"):
         NetworkStack(net, params)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])
+def test_integer_pixels_in_any_dtype_take_the_pixel_kernels(dtype):
+    """Images in [0, 255] handed over as floats (float32 pipelines do) are pixels: the
+    8-bit first layer and the compiled chain run, with the logits of the uint8 input
+    bit for bit; one fraction sends the batch down the float path, still exact."""
+    rng = np.random.default_rng(31)
+    layers = [Dense(np.where(rng.random((40, 100)) < 0.5, -1, 1), rng.integers(-3000, 3000, 40) + 0.5),
+              Dense(np.where(rng.random((7, 40)) < 0.5, -1, 1), out_scale=rng.normal(size=7))]
+    x8 = rng.integers(0, 256, (9, 100)).astype(np.uint8)
+    want = BinaryNetwork(layers, (100,)).predict(x8)
+    net = BinaryNetwork(layers, (100,))
+    assert np.array_equal(net.predict(x8.astype(dtype)), want)
+    assert net._as_stack()._chain.panels, "the chain ran"
+    from bnn_toroid.network.first import pixels
+    assert pixels(x8.astype(dtype)) is not None
+    frac = x8.astype(np.float64)
+    frac[3, 5] += 0.5
+    assert pixels(frac) is None and pixels(x8.astype(np.float64) - 1) is None
+    ref = np.stack([layers[0].weights @ v for v in frac])   # the first layer's sums, by hand
+    h = (ref >= layers[0].threshold).astype(np.int64) * 2 - 1
+    logits = (h @ layers[1].weights.T) * layers[1].out_scale + layers[1].out_bias
+    assert np.allclose(net.predict(frac), logits)

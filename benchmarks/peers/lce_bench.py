@@ -19,10 +19,12 @@ this file). For each network it
    blocks, medians over rounds of both the blocks' mean call and their median call), at
    batch 1 and 64, every engine on the same number of threads.
 
-Inputs are random integer "pixels" in [0, 255]: the peers get them as float32 (their input
-type), ours as uint8 (the same values; the first layer of both networks is then the
-exact 8-bit product of ``bnn_toroid.kernels.pixels``, over the patches for the VGG's
-first conv, whose pad value 1 is a pixel too).
+Inputs are random integer "pixels" in [0, 255]; the peers always get them as float32
+(their input type). Ours is timed on every input kind a user passes (``--ours-input``):
+the same values as uint8 (the first layer is then the exact 8-bit product of
+``bnn_toroid.kernels.pixels``, over the patches for the VGG's first conv, whose pad value
+1 is a pixel too), and the peers' own float32 array (the general input path). A third
+model, ``mlp_sign``, binarises its input with ``ste_sign`` (centred values, float32 in).
 
 Prints a table and writes JSON (``--out``).
 """
@@ -44,6 +46,7 @@ import numpy as np  # noqa: E402
 
 SPECS = {
     "mlp": {"input": (784,)},
+    "mlp_sign": {"input": (784,)},   # the MLP with its input binarised (ste_sign), float32 in
     "vgg": {"input": (32, 32, 3)},
 }
 
@@ -59,8 +62,8 @@ def build_larq(name: str, batch: int | None, seed: int = 0):
     first = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False)
     inp = K.Input(shape=SPECS[name]["input"], batch_size=batch, name="x")
     x = inp
-    if name == "mlp":
-        x = lq.layers.QuantDense(1024, **first)(x)
+    if name in ("mlp", "mlp_sign"):
+        x = lq.layers.QuantDense(1024, **(binq if name == "mlp_sign" else first))(x)
         x = K.layers.BatchNormalization(scale=False, momentum=0.9)(x)
         x = lq.layers.QuantDense(1024, **binq)(x)
         x = K.layers.BatchNormalization(scale=False, momentum=0.9)(x)
@@ -154,7 +157,10 @@ def ort_session(ort, path, threads: int, spin: bool):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="mlp,vgg")
+    ap.add_argument("--models", default="mlp,vgg,mlp_sign")
+    ap.add_argument("--ours-input", default="uint8,float32",
+                    help="what ours is fed for mlp and vgg: uint8 pixels, the peers' float32 "
+                         "array, or both (one row each); mlp_sign always takes float32")
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=9)
@@ -189,12 +195,15 @@ def main(argv=None):
             sess_quiet = ort_session(ort, path, threads, spin=False)
             for batch in (int(b) for b in args.batches.split(",")):
                 x8 = rng.integers(0, 256, (batch,) + shape).astype(np.uint8)
-                xf = x8.astype(np.float32)
+                # mlp_sign binarises its input: centred half-integers, never 0
+                xf = x8.astype(np.float32) - (127.5 if name == "mlp_sign" else 0.0)
+                kinds = (["float32"] if name == "mlp_sign" else args.ours_input.split(","))
+                feeds = {"uint8": x8, "float32": xf}
                 model = build_larq(name, batch)
                 fb, interps = make_lce(model, threads, lce_options())
                 ops[name] = sorted(set(lce_ops(fb)))
                 ref = ref_model.predict(xf, verbose=0, batch_size=batch)
-                ours = net.predict(x8)
+                ours = net.predict(feeds[kinds[0]])
                 onnx_out = sess.run(None, {sess.get_inputs()[0].name: xf})[0]
                 check = {"model": name, "batch": batch,
                          "ours_vs_larq_max_abs": float(np.abs(ours - ref).max()),
@@ -218,13 +227,17 @@ def main(argv=None):
                 checks.append(check)
                 print(json.dumps(check), flush=True)
                 macs = batch * _binary_macs(net)
-                for peer, fn in peers.items():
+                for kind in kinds:
+                    if not np.array_equal(net.predict(feeds[kind]), ours):
+                        raise AssertionError(f"{name}: ours on {kind} input differs from ours on {kinds[0]}")
+                for kind, (peer, fn) in ((k, p) for k in kinds for p in peers.items()):
+                    xo = feeds[kind]
                     # settle: every engine here keeps worker threads spinning after a
                     # run (onnxruntime, TFLite's ruy, OpenMP); each block starts quiet
-                    st = bench.paired_stats(lambda: net.predict(x8), fn, args.repeats, settle=0.05)
+                    st = bench.paired_stats(lambda: net.predict(xo), fn, args.repeats, settle=0.05)
                     o, r, ratio = st["ours_s"], st["ref_s"], st["ratio"]
-                    row = bench.Row(f"predict {name}", f"batch {batch}", threads, o * 1e3, r * 1e3,
-                                    ratio, macs / o / 1e9, peer).as_dict()
+                    row = bench.Row(f"predict {name} ({kind} in)", f"batch {batch}", threads, o * 1e3,
+                                    r * 1e3, ratio, macs / o / 1e9, peer).as_dict()
                     # the typical call as well: on 2 shared vCPUs a block's mean carries
                     # the calls that waited for a core (both engines alike)
                     row.update(ours_call_median_ms=st["ours_call_median_s"] * 1e3,
@@ -232,7 +245,7 @@ def main(argv=None):
                                call_median_ratio=st["call_median_ratio"],
                                calls_per_block=st["calls_per_block"])
                     rows.append(row)
-                    print(f"{name:4s} batch {batch:3d}  ours {o*1e3:9.3f} ms  {peer:22s} {r*1e3:9.3f} ms"
+                    print(f"{name:8s} {kind:7s} batch {batch:3d}  ours {o*1e3:9.3f} ms  {peer:22s} {r*1e3:9.3f} ms"
                           f"  ratio {ratio:6.2f}x   per-call medians {st['ours_call_median_s']*1e3:8.3f} /"
                           f" {st['ref_call_median_s']*1e3:8.3f} ms  ratio {st['call_median_ratio']:6.2f}x",
                           flush=True)
@@ -247,7 +260,8 @@ def main(argv=None):
                      "tensorflow": tf.__version__, "onnxruntime": ort.__version__,
                      "numba": numba.__version__, "bnn_toroid": getattr(bnn_toroid, "__version__", "?"),
                      "python": platform.python_version()},
-        "cpu": bench._cpu_name(),
+        "cpu": bench._cpu_name(), "cpu_model": bench._cpu_model(),
+        "forms": bnn_toroid.kernels.forms.report(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if args.out:
