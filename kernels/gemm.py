@@ -488,35 +488,10 @@ def _vp_plan(A, W):
     return vp, rb, cols, nrb, ncb, W.shape[0] * ncb * nrb
 
 
-@twin
-def _gemm_vpopcnt(A, W, k_true, T, out, bits):
-    """:func:`_gemm`'s contract, computed by the vpopcnt form: tasks of a row block (kept
-    in L2) × 64 columns, 2×4 register tiles with vector lanes along K; few rows as
-    :func:`_gemm` does them."""
-    vp, rb, cols, nrb, ncb, ntask = _vp_plan(A, W)
-    n, m = A.shape[1], W.shape[1]
-    K = np.int64(k_true)
-    for task in nb.prange(ntask):
-        s = task // (ncb * nrb)
-        rem = task - s * ncb * nrb
-        cb = rem // nrb
-        i0 = (rem - cb * nrb) * rb
-        nr = min(i0 + rb, n) - i0
-        j0 = cb * cols
-        nc = min(j0 + cols, m) - j0
-        sa = 0 if A.shape[0] == 1 else s
-        if vp:
-            cnt = np.empty(nr * COLS, np.uint64)
-            _vp_task(A, W, s, sa, i0, nr, j0, nc, cnt)
-            _emit(cnt, COLS, nr, nc, K, s, i0, j0, T, out, bits)
-        else:
-            _small_task(A, W, s, sa, i0, nr, j0, nc, K, T, out, bits)
-
-
 def _variant(suffix: str, replace: dict, chain: tuple, top: str) -> Twin:
     """The Twin ``top`` compiled again with the globals in ``replace`` swapped in: each
     function of ``chain`` (callees first) is cloned with one shared globals dict, so the
-    clones call each other. One source for both Harley–Seal forms; each clone has its
+    clones call each other. One source for several GEMM forms; each clone has its
     own qualname, hence its own on-disk cache entry."""
     g = dict(globals())
     g.update(replace)
@@ -537,6 +512,10 @@ def _variant(suffix: str, replace: dict, chain: tuple, top: str) -> Twin:
 # VPOPCNTDQ (Skylake-X, Cascade Lake), where the adders are the loop's cost.
 _gemm_ternlog = _variant("_ternlog", {"csa": csa_ternlog}, ("hs_rows", "_hs_task", "_gemm_task"),
                          "_gemm")
+# The vpopcnt form: _gemm's task structure with the vpopcnt plan and tile task.
+_gemm_vpopcnt = _variant("_vpopcnt", {"_plan": _vp_plan, "_hs_task": _vp_task}, ("_gemm_task",),
+                         "_gemm")
+
 
 register(Form("gemm", "harley_seal", frozenset(), "packed rows (S, N, Kw); W repacked per call",
               _gemm, "Harley–Seal carry-save adders on u64x8 vectors (≥ 8 rows), scalar "
