@@ -48,7 +48,8 @@ def pixels(xin):
     """The samples as uint8 when every value is an integer in [0, 255] (uint8 and bool
     arrays, integer arrays whose values fit, and float arrays of such integers, as
     images handed over by float32 pipelines are), else None. The 8-bit kernels then
-    compute the same integers the float path would, 10-20× faster at batch 1."""
+    compute the same integers the float path would, much faster: the MLP 784-1024-1024-10
+    at batch 1 took 0.35 ms on the float path against 0.017 ms on uint8 (docs/performance.md)."""
     if xin.dtype == np.uint8:
         return xin
     if xin.dtype == np.bool_:
