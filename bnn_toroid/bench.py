@@ -150,7 +150,7 @@ def pixel_form(x, w, t, form):
         return lambda: K.pixel_lut_dense_t(x, pats, m, t)
     if form in ("bytes", "signs"):
         panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
-        return lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, m, t)
+        return lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, m, t, form)
     raise ValueError(f"pixel_form: form must be 'bytes', 'signs' or 'lookup', got {form!r}")
 
 

@@ -29,9 +29,9 @@ from ._threads import PARALLEL_MIN_WORK  # noqa: E402
 from .bits import WORD, as_count, n_words, pack_bits, threshold_pack, unpack_bits
 from .conv import _conv_hs, _maxpool, conv_tiles
 from . import forms
-from .nibbles import nibble_dense, nibble_dense_t, nibble_weights
+from .nibbles import nibble_dense, nibble_dense_t, nibble_stack_t, nibble_weights
 from .pixels import (pixel_dense, pixel_dense_t, pixel_lut_dense_t, pixel_lut_weights,
-                     pixel_pairs, pixel_patches, pixel_patches_t, pixel_signs, pixel_thresholds,
+                     pixel_stack_t, pixel_stack_weights, pixel_pairs, pixel_patches, pixel_patches_t, pixel_signs, pixel_thresholds,
                      pixel_weights)
 from .real import (conv_weights, dense_weights, exact_float_dtype, real_conv2d, real_conv2d_t,
                    real_dense, real_dense_t)
@@ -43,7 +43,8 @@ __all__ = [
     "real_conv2d", "real_dense_t", "real_conv2d_t", "dense_weights", "conv_weights",
     "exact_float_dtype", "pixel_dense", "pixel_dense_t", "pixel_pairs", "pixel_patches",
     "pixel_patches_t", "pixel_signs", "pixel_thresholds", "pixel_weights", "pixel_lut_dense_t",
-    "pixel_lut_weights", "nibble_dense", "nibble_dense_t", "nibble_weights",
+    "pixel_lut_weights", "pixel_stack_t", "pixel_stack_weights", "nibble_dense", "nibble_dense_t",
+    "nibble_weights", "nibble_stack_t",
     "PARALLEL_MIN_WORK",
 ]
 

@@ -20,6 +20,8 @@ from numba import njit
 from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
+from ._features import features_of
+
 
 class U64Vec(types.Type):
     """A vector of ``lanes`` uint64 words (LLVM ``<lanes x i64>``)."""
@@ -124,17 +126,6 @@ def vstore(typingctx, arr, idx, v):
     return types.none(arr, idx, v), codegen
 
 
-@intrinsic
-def vlane(typingctx, v, i):
-    """Lane ``i`` of ``v`` as a uint64."""
-    if not (isinstance(v, U64Vec) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.extract_element(args[0], args[1])
-    return types.uint64(v, i), codegen
-
-
 def _binop(name, op):
     def impl(typingctx, a, b):
         if not (isinstance(a, U64Vec) and a == b):
@@ -197,19 +188,6 @@ def vhsum(typingctx, v):
 
 
 @intrinsic
-def vpopcnt_bytes(typingctx, v):
-    """Population count of every *byte* (0..8 in each byte): the cheap part of a
-    vector popcount, to be summed bytewise (:func:`vaddb`) and reduced rarely."""
-    if not isinstance(v, U64Vec):
-        return None
-
-    def codegen(context, builder, sig, args):
-        bt = ir.VectorType(_I8, 8 * v.lanes)
-        return builder.bitcast(_ctpop(builder, builder.bitcast(args[0], bt)), args[0].type)
-    return v(v), codegen
-
-
-@intrinsic
 def vaddb(typingctx, a, b):
     """Bytewise addition (wraps at 256)."""
     if not (isinstance(a, U64Vec) and a == b):
@@ -220,28 +198,6 @@ def vaddb(typingctx, a, b):
         s = builder.add(builder.bitcast(args[0], bt), builder.bitcast(args[1], bt))
         return builder.bitcast(s, args[0].type)
     return a(a, b), codegen
-
-
-@intrinsic
-def vsum_bytes(typingctx, v):
-    """Sum of all bytes of ``v`` (every byte counted, up to 255 each) as a uint64."""
-    if not isinstance(v, U64Vec):
-        return None
-
-    def codegen(context, builder, sig, args):
-        n = v.lanes
-        x = args[0]
-        m8 = _splat_const(n, 0x00FF00FF00FF00FF)
-        x = builder.add(builder.and_(x, m8), builder.and_(builder.lshr(x, _splat_const(n, 8)), m8))
-        m16 = _splat_const(n, 0x0000FFFF0000FFFF)
-        x = builder.add(builder.and_(x, m16), builder.and_(builder.lshr(x, _splat_const(n, 16)), m16))
-        x = builder.add(x, builder.lshr(x, _splat_const(n, 32)))
-        x = builder.and_(x, _splat_const(n, 0xFFFFFFFF))
-        acc = builder.extract_element(x, ir.Constant(_I32, 0))
-        for i in range(1, n):
-            acc = builder.add(acc, builder.extract_element(x, ir.Constant(_I32, i)))
-        return acc
-    return types.uint64(v), codegen
 
 
 @njit(cache=True)
@@ -345,21 +301,16 @@ _I16 = ir.IntType(16)
 
 
 def _target_has(context, feature: str) -> bool:
-    """Whether Numba compiles for a CPU with ``feature`` (an LLVM name, e.g. "avx2")."""
-    features = getattr(context.codegen(), "_tm_features", "") or ""
-    return f"+{feature}" in features.split(",")
+    """Whether Numba compiles for a CPU with ``feature`` (an LLVM name, e.g. "avx2"):
+    which lowering an intrinsic emits. The form itself (the algorithm) is the same on
+    every target; which form runs is :mod:`.forms`'s choice."""
+    return feature in features_of(context)
 
 
 def _x86(builder, name, ret, args):
     """A call of the x86 LLVM intrinsic ``name`` (used only where the target has it)."""
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
     return builder.call(fn, args)
-
-
-def target_has(feature: str) -> bool:
-    """:func:`_target_has` for Numba's CPU target, from Python (to choose a kernel)."""
-    from numba.core.registry import cpu_target
-    return _target_has(cpu_target.target_context, feature)
 
 
 def _vec(t, n):
@@ -653,3 +604,49 @@ def vsub2_u8_i32(typingctx, arr, idx, v):
         builder.store(builder.sub(builder.load(ptr, align=8), twice), ptr, align=8)
         return context.get_dummy_value()
     return types.none(arr, idx, v), codegen
+
+
+# --- 8-bit dot products on 512-bit vectors, for the VNNI pixel form (:func:`.pixels._pixel_vnni`)
+
+@intrinsic
+def vsplat32(typingctx, word):
+    """The low 32 bits of ``word`` in all 16 32-bit lanes of a u64x8 (``vpbroadcastd``):
+    four pixels, for :func:`vdpbusd`."""
+    if not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        w = args[0]
+        if w.type.width != 32:
+            w = builder.trunc(w, _I32) if w.type.width > 32 else builder.zext(w, _I32)
+        v = builder.insert_element(ir.Constant(_vec(_I32, 16), ir.Undefined), w, ir.Constant(_I32, 0))
+        v = builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, 16), [0] * 16))
+        return builder.bitcast(v, _vt(8))
+    return u64x8(word), codegen
+
+
+@intrinsic
+def vdpbusd(typingctx, acc, a, b):
+    """``acc`` (16 int32 lanes) plus, in each lane, the four products of *unsigned* bytes
+    of ``a`` and *signed* bytes of ``b``: ``lane l += Σ_{i<4} a[4l+i] · b[4l+i]``, exact
+    (no saturation; callers keep sums inside int32). One ``vpdpbusd`` (AVX-512 VNNI)
+    where the target has it; elsewhere generic IR (widen, multiply, add the groups)."""
+    if not (acc == u64x8 and a == u64x8 and b == u64x8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32x16 = _vec(_I32, 16)
+        if _target_has(context, "avx512vnni"):
+            # the <16 x i32> operand types: LLVM 22 upgrades them to its <64 x i8> form,
+            # and the LLVM of older llvmlite releases accepts only them
+            r = _x86(builder, "llvm.x86.avx512.vpdpbusd.512", i32x16,
+                     [builder.bitcast(v, i32x16) for v in args])
+            return builder.bitcast(r, _vt(8))
+        i8x64, i32x64 = _vec(_I8, 64), _vec(_I32, 64)
+        p = builder.mul(builder.zext(builder.bitcast(args[1], i8x64), i32x64),
+                        builder.sext(builder.bitcast(args[2], i8x64), i32x64))
+        s = builder.bitcast(args[0], i32x16)
+        for i in range(4):
+            s = builder.add(s, builder.shuffle_vector(p, p, ir.Constant(i32x16, list(range(i, 64, 4)))))
+        return builder.bitcast(s, _vt(8))
+    return u64x8(acc, a, b), codegen

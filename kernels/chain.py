@@ -20,11 +20,12 @@ from ._threads import PARALLEL_MIN_WORK
 from .forms import Form, register
 from .gemm import tiled_dense
 from .nibbles import ROWS as _NIB_ROWS, _nibble_dense, task_rows
-from .pixels import _pixel_dense, _pixel_lut, _pixel_signed, _spread_pairs
+from .pixels import _pixel_dense, _pixel_lut, _pixel_signed, _pixel_vnni, _spread_pairs
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
 _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel
 _lut_serial = _pixel_lut.serial
+_vnni_serial = _pixel_vnni.serial
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
 _nibble_serial, _nibble_parallel = _nibble_dense.serial, _nibble_dense.parallel
@@ -32,19 +33,23 @@ SPLIT_ROWS = 32  # samples per task of the lookup form's one-launch chain (16: 1
 
 # The chain's forms (kernels/forms.py). The first layer on pixels: "first" for batches,
 # "first_one" for one sample on the calling thread; the codes are what the compiled
-# chain takes. All three are exact everywhere: the lookup and byte products call AVX2
-# intrinsics where the target has them and generic IR elsewhere.
-FIRST = {"lookup": 0, "signs": 1, "bytes": 2}
+# chain takes. All are exact everywhere: the lookup, byte and VNNI products call x86
+# intrinsics where the target has them and generic IR elsewhere; the VNNI form needs
+# its instruction to be fast, so the policy names it only where the CPU has it.
+FIRST = {"lookup": 0, "signs": 1, "bytes": 2, "vnni": 3}
 _FIRST_FORMS = {
     "lookup": ("4-bit pixel-pair patterns (pixels.pixel_lut_weights)",
                "16-entry table lookups (vpshufb) of 4-pixel sums"),
     "signs": ("sign bits of the int8 panels (pixels.pixel_signs)",
               "byte products from sign bits; the weights stay in L2 between calls"),
     "bytes": ("int8 panels (pixels.pixel_weights)", "byte products (vpmaddubsw on AVX2)"),
+    "vnni": ("int8 weights, 16 units by 4 pixels a vector (pixels.pixel_vnni_weights)",
+             "4-byte dot products into int32 lanes (vpdpbusd zmm, AVX-512 VNNI)"),
 }
+_NEEDS = {"vnni": frozenset({"avx512f", "avx512vnni"})}
 for _workload in ("first", "first_one"):
     for _name, (_layout, _doc) in _FIRST_FORMS.items():
-        register(Form(_workload, _name, frozenset(), _layout, FIRST[_name], _doc))
+        register(Form(_workload, _name, _NEEDS.get(_name, frozenset()), _layout, FIRST[_name], _doc))
 # the hidden binary layers
 HIDDEN = {"tiles": 0, "nibbles": 1}
 register(Form("hidden", "tiles", frozenset(), "Harley–Seal tiles (gemm.dense_tiles)", 0,
@@ -72,14 +77,16 @@ def pixel_dense_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale,
     compiled code would keep this function out of the cache)."""
     parallel = threads > 1
     nibbles = hidden == 1
-    if parallel and first == 0:
-        return _split_chain(x, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib,
-                            nibbles, threads)
+    if parallel and (first == 0 or first == 3):
+        return _split_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias,
+                            nib, nibbles, threads)
     n = x.shape[0]
     act = np.empty((n, panels.shape[0]), np.uint64)
     no_h = np.empty((0, 0), np.int32)
     if first == 0:
         _lut_serial(x, panels, t0, no_h, act)
+    elif first == 3:
+        _vnni_serial(x, panels, t0, no_h, act)
     else:
         xp = np.empty((n, (x.shape[1] + 1) // 2), np.uint64)
         _spread_pairs(x, xp)
@@ -93,8 +100,9 @@ def pixel_dense_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale,
 
 
 @nb.njit(parallel=True, cache=True)
-def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, per):
-    """The lookup form's chain in one parallel launch: each task takes a group of about
+def _split_chain(x, first, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, per):
+    """The chain of the forms that read pixels as they are (lookup, VNNI: code
+    ``first``) in one parallel launch: each task takes a group of about
     SPLIT_ROWS samples through every layer with the serial kernels, on one thread. The
     layer-by-layer chain launches the second thread once per layer, and in the spells
     when waking it takes ≈ 0.5 ms each launch costs that (docs/performance-history.md, "Round 5"); the
@@ -108,7 +116,10 @@ def _split_chain(x, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, ni
         s0 = n * g // groups
         s1 = n * (g + 1) // groups
         act = np.empty((s1 - s0, pats.shape[0]), np.uint64)
-        _lut_serial(x[s0:s1], pats, t0, no_h, act)
+        if first == 3:
+            _vnni_serial(x[s0:s1], pats, t0, no_h, act)
+        else:
+            _lut_serial(x[s0:s1], pats, t0, no_h, act)
         out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, False)
     return out
 

@@ -25,6 +25,8 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
+from ._features import target_features
+
 ENV = "BNN_TOROID_FORMS"
 
 
@@ -71,7 +73,7 @@ POLICY = {
     # (0.74-0.95x its time) and vpopcnt beats generic Harley-Seal (1.11-1.28x faster)
     "gemm": {"avx512bw": "harley_seal_ternlog", "generic": "harley_seal"},
     "hidden": {"avx2": "nibbles", "generic": "tiles"},
-    "first": {"avx2": "lookup", "generic": "bytes"},
+    "first": {"avx512bw": "vnni", "avx2": "lookup", "generic": "bytes"},
     "first_one": {"avx2": "lookup", "generic": "signs"},
 }
 
@@ -143,21 +145,8 @@ def host_features() -> frozenset:
     the ones that count."""
     global _HOST
     if _HOST is None:
-        _HOST = _target_features()
+        _HOST = target_features()
     return _HOST
-
-
-def _target_features() -> frozenset:
-    from numba.core.registry import cpu_target
-
-    # Numba keeps the target machine's feature string on its codegen object (no public
-    # accessor); llvmlite's host features are the fallback when that attribute moves.
-    text = getattr(cpu_target.target_context.codegen(), "_tm_features", None)
-    if text:
-        return frozenset(f[1:] for f in text.split(",") if f.startswith("+"))
-    import llvmlite.binding as llvm
-
-    return frozenset(k for k, on in llvm.get_host_cpu_features().items() if on)
 
 
 _OVERRIDES: dict[str, str] = {}
@@ -217,10 +206,12 @@ def override(**names):
 
 
 def report() -> dict:
-    """What this host runs: its CPU class, the features the policy reads, and the chosen
-    form of every workload (``bnn-toroid bench`` prints it)."""
+    """What this host runs: its CPU class, the features the policy and the forms read,
+    and the chosen form of every workload (``bnn-toroid bench`` prints it)."""
     feats = host_features()
-    read = sorted(set().union(*(need for _, need in CLASSES)) & feats)
+    _load()
+    needed = [f.needs for table in _FORMS.values() for f in table.values()]
+    read = sorted(set().union(*(need for _, need in CLASSES), *needed) & feats)
     return {"cpu_class": cpu_class(feats), "features": read,
             "forms": {w: chosen(w).name for w in sorted(POLICY)}}
 

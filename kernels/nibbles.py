@@ -152,6 +152,51 @@ def nibble_dense_t(A, pats, m: int, k: int, threshold=None):
     return out
 
 
+_nibble_serial = _nibble_dense.serial  # a module-level dispatcher, for compiled callers
+
+
+@twin
+def _nibble_stack(A, pats, m, k, T, h, bits):
+    """:func:`_nibble_dense` for S networks: rows ``A`` (S, N, Kw) against each one's
+    patterns ``pats`` (S, L), thresholds ``T`` (S, words), into ``h`` (S, N, m) or
+    ``bits`` (S, N, panels); one network per task."""
+    for s in nb.prange(pats.shape[0]):
+        _nibble_serial(A[s], pats[s], 0, m, k, T[s], 0, h[s], bits[s], ROWS)
+
+
+def nibble_stack_t(A, pats, m: int, k: int, thresholds=None):
+    """:func:`nibble_dense_t` for S networks in one call, unchecked: packed rows ``A``
+    (S, N, Kw) C-contiguous (each network's own input), the stacked patterns ``pats``
+    (S, …) of :func:`nibble_weights`, ``thresholds`` None or (S, words) stacked
+    :func:`.pixels.pixel_thresholds`. Networks run one per thread when there are at
+    least two per thread or a multiple of the thread count, else one after another on
+    every thread (as :func:`.pixels.pixel_stack_t`).
+
+    Returns:
+        int32 (S, N, m), or with ``thresholds`` the packed bits uint64 (S, N, ceil(m/64)).
+    """
+    S, n = A.shape[0], A.shape[1]
+    pf = pats.reshape(S, -1)
+    blocks = -(-m // UNITS)
+    if thresholds is None:
+        T, h, bits = np.empty((S, 0), np.uint64), np.empty((S, n, m), np.int32), np.empty((S, 0, 0), np.uint64)
+        out = h
+    else:
+        T, h, bits = thresholds, np.empty((S, 0, 0), np.int32), np.empty((S, n, blocks), np.uint64)
+        out = bits
+    if out.size == 0:
+        return out
+    work = nibble_work(n, m, k)
+    threads = nb.get_num_threads()
+    if S > 1 and (S >= 2 * threads or S % threads == 0):
+        _nibble_stack(S * work, A, pf, m, k, T, h, bits)
+    else:
+        rows = task_rows(n) if work >= PARALLEL_MIN_WORK else ROWS
+        for s in range(S):
+            _nibble_dense(work, A[s], pf[s], 0, m, k, T[s], 0, h[s], bits[s], rows)
+    return out
+
+
 @nb.njit(cache=True)
 def task_rows(n):
     """Samples per task of a parallel call on ``n`` samples: ROWS, or fewer so that

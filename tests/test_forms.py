@@ -21,10 +21,12 @@ ARM = {"neon", "fp-armv8"}
 
 
 @pytest.mark.parametrize("features, cls, want", [
-    (ZEN4, "avx512_vpopcntdq", {"gemm": "harley_seal_ternlog", "hidden": "nibbles", "first": "lookup",
+    (ZEN4, "avx512_vpopcntdq", {"gemm": "harley_seal_ternlog", "hidden": "nibbles", "first": "vnni",
                                 "first_one": "lookup"}),
-    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal_ternlog", "hidden": "nibbles", "first": "lookup",
+    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal_ternlog", "hidden": "nibbles", "first": "vnni",
                                 "first_one": "lookup"}),
+    # Skylake-X: AVX-512BW without VNNI falls back to the AVX2 class's first-layer form
+    (CASCADE_LAKE - {"avx512vnni"}, "avx512bw", {"gemm": "harley_seal_ternlog", "first": "lookup"}),
     (ZEN3, "avx2", {"gemm": "harley_seal", "hidden": "nibbles", "first": "lookup",
                     "first_one": "lookup"}),
     (ARM, "generic", {"gemm": "harley_seal", "hidden": "tiles", "first": "bytes",
@@ -112,3 +114,51 @@ def test_binary_gemm_refuses_a_form_by_name():
     a = K.pack_bits(np.ones((2, 10)))
     with pytest.raises(forms.FormError, match="unknown form 'tiles' for gemm"):
         K.binary_gemm(a, a, 10, form="tiles")
+
+
+FIRST_FORMS = forms.runnable("first")
+
+
+@pytest.mark.parametrize("form", FIRST_FORMS)
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.sampled_from([0, 1, 2, 17]), st.sampled_from([1, 63, 64, 65, 130]),
+       st.sampled_from([1, 63, 64, 65, 784]) | st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_every_first_layer_form_this_host_runs_is_exact_for_s_networks(form, s, n, m, k, seed):
+    """The pixel product of S networks in one call (:func:`pixel_stack_t`), in each
+    form: int32 sums and the fused threshold, against the naive integer product."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, k)).astype(np.uint8)
+    x[:1] = 255  # the largest lane sums
+    w = rng.choice(np.array([-1, 1], np.int8), (s, m, k))
+    ref = np.stack([gemm(x, w[i]) for i in range(s)])
+    W = K.pixel_stack_weights(form, w)
+    rows = x if form in ("lookup", "vnni") else K.pixel_pairs(x)
+    assert np.array_equal(K.pixel_stack_t(form, rows, W, m), ref)
+    t = rng.integers(-255 * k, 255 * k + 1, (s, m)) + rng.choice([0.0, 0.5], (s, m))
+    T = np.stack([K.pixel_thresholds(t[i], m) for i in range(s)])
+    want = np.stack([K.threshold_pack(ref[i].astype(np.float64), t[i]) for i in range(s)])
+    assert np.array_equal(K.pixel_stack_t(form, rows, W, m, T), want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.sampled_from([1, 2, 9, 33]), st.sampled_from([1, 63, 64, 65, 130]),
+       st.sampled_from([1, 63, 64, 65, 1024]) | st.integers(1, 300), st.integers(0, 2**32 - 1))
+def test_the_nibble_form_is_exact_for_s_networks(s, n, m, k, seed):
+    """Hidden layers of S networks, each on its own packed input, in one call
+    (:func:`nibble_stack_t`)."""
+    rng = np.random.default_rng(seed)
+    a = rng.choice(np.array([-1, 1], np.int8), (s, n, k))
+    w = rng.choice(np.array([-1, 1], np.int8), (s, m, k))
+    A = np.stack([K.pack_bits(v) for v in a])
+    P = np.stack([K.nibble_weights(K.pack_bits(v), k) for v in w])
+    ref = np.stack([gemm(a[i], w[i]) for i in range(s)])
+    assert np.array_equal(K.nibble_stack_t(A, P, m, k), ref)
+    t = rng.integers(-k - 1, k + 2, (s, m)) + 0.5
+    T = np.stack([K.pixel_thresholds(t[i], m) for i in range(s)])
+    want = np.stack([K.threshold_pack(ref[i].astype(np.float64), t[i]) for i in range(s)])
+    assert np.array_equal(K.nibble_stack_t(A, P, m, k, T), want)
+
+
+def test_the_pixel_product_refuses_an_unknown_form():
+    with pytest.raises(ValueError, match="unknown form 'tiles'; expected one of bytes, signs, lookup, vnni"):
+        K.pixel_stack_weights("tiles", np.ones((1, 2, 3)))

@@ -358,8 +358,8 @@ def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
                              Dense(np.where(rng.random((3, 9)) < 0.5, -1, 1), out_scale=rng.random(3))], (k,))
     x = rng.integers(0, 256, (23,) + shape).astype(np.uint8)
     calls = []
-    real = K.pixel_dense_t
-    monkeypatch.setattr(K, "pixel_dense_t", lambda *a: calls.append(1) or real(*a))
+    real = K.pixel_stack_t
+    monkeypatch.setattr(K, "pixel_stack_t", lambda *a: calls.append(1) or real(*a))
     for xs in (x, x.astype(np.int64)):
         assert np.array_equal(net.predict(xs), net.predict(x.astype(np.float64)))
         for a, b in zip(net.preactivations(xs), net.preactivations(x.astype(np.float64))):

@@ -32,10 +32,6 @@ def _flat(parts, count, dtype=np.uint64):
     return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype), offs
 
 
-# first-layer form → the layout name of FirstLayer.weights
-_LAYOUT = {"lookup": "lookup", "signs": "signs", "bytes": "pixels"}
-
-
 class DenseChain:
     def __init__(self, net, params, first):
         self.first = first
@@ -62,7 +58,7 @@ class DenseChain:
                     else _flat([], len(dims)) + _flat([], len(dims)))
         self.scale = np.ascontiguousarray(params[-1]["scale"][0], np.float64)
         self.bias = np.ascontiguousarray(params[-1]["bias"][0], np.float64)
-        self.t0 = first._pixel_thresholds(0)
+        self.t0 = first._pixel_thresholds()[0]
         # pixel_dense_chain's arguments after the first layer's weights, made once
         self.tail = (self.t0, self.wbuf, self.woff, self.tbuf, self.toff, self.dims, self.scale,
                      self.bias, self.nib, HIDDEN[self.hidden])
@@ -129,5 +125,5 @@ class DenseChain:
         :data:`.kernels.chain.FIRST`) and its weights in that form's layout."""
         panels = self.panels.get(form)
         if panels is None:
-            panels = self.panels[form] = self.first.weights(0, _LAYOUT[form])
+            panels = self.panels[form] = self.first.pixel_layout(form, "first")[0]
         return (FIRST[form], panels) + self.tail

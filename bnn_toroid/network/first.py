@@ -29,7 +29,9 @@ import math
 import numpy as np
 
 from .. import kernels as K
+from ..kernels import forms
 from ..kernels.flips import flipped_threshold_pack, flips_csr, majority
+from ..kernels.pixels import PAIR_FORMS
 from .layers import Dense
 
 # Use the shared product while the flips number at most this fraction of a network's
@@ -88,38 +90,47 @@ class RealFirstLayer:
         self.layer = net.layers[0]
         self.params = params
         self.size = params["w"].shape[0]
-        self._float = {}      # (which, float dtype) -> unpacked weights
+        self._float = {}      # (which, float dtype or pixel form) -> weights in that layout
         self._flips = None    # (template, CSR flip lists); False: not worth it
-        self._pixel_t = {}    # s -> int32 thresholds of the pixel kernel
+        self._pixel_t = None  # (S, words) int32 thresholds of the pixel kernels
         self._pad = None      # (uint8 pad values of a convolution, or None)
 
     def _kernel_layout(self, w, dtype):
-        """Packed weights → the layout the first-layer kernels read: float (``dtype``), or
-        the int8 panels of :func:`bnn_toroid.kernels.pixel_dense_t` (``dtype`` "pixels"),
-        their sign bits (``dtype`` "signs", :func:`bnn_toroid.kernels.pixel_signs`) or the
-        4-bit patterns of the lookup form (``dtype`` "lookup", dense layers only,
-        :func:`bnn_toroid.kernels.pixel_lut_weights`)."""
+        """Packed weights → the float ``dtype`` layout of the real-input kernels: (K, M)
+        or (kh, kw, C, F)."""
         layer = self.layer
-        if dtype == "signs":
-            return K.pixel_signs(self._kernel_layout(w, "pixels"))
-        if dtype == "lookup":
-            return K.pixel_lut_weights(K.unpack_bits(w, layer.weights.shape[1]), check=False)
-        if dtype == "pixels":  # filters (F, kh, kw, C) flatten in their patches' order
-            w = K.unpack_bits(w, layer.weights.shape[-1])
-            return K.pixel_weights(w.reshape(w.shape[0], -1), check=False)
         if isinstance(layer, Dense):
             return K.dense_weights(K.unpack_bits(w, layer.weights.shape[1]), dtype)
         return K.conv_weights(K.unpack_bits(w, layer.weights.shape[3]), dtype)
 
+    def _rows(self, w):
+        """Packed weights → ±1 int8 rows (M, K), a filter (kh, kw, C) flattened in its
+        patches' order."""
+        rows = K.unpack_bits(w, self.layer.weights.shape[-1])
+        return rows.reshape(rows.shape[0], -1)
+
+    def pixel_layout(self, form, which="all"):
+        """The weights in the layout of the pixel product's ``form`` (a name of
+        :data:`bnn_toroid.kernels.pixels.STACK_FORMS`), stacked for
+        :func:`bnn_toroid.kernels.pixel_stack_t`: every network's (S, …) for ``which``
+        "all", network 0's (1, …) for "first", the shared template's (1, …) for
+        "template". Kept: a stack's parameters do not change."""
+        key = (which, form)
+        if key not in self._float:
+            w = {"all": self.params["w"], "first": self.params["w"][:1],
+                 "template": (self.shared_flips() or (None,))[0:1]}[which]
+            self._float[key] = K.pixel_stack_weights(form, np.stack([self._rows(v) for v in w]))
+        return self._float[key]
+
     def weights(self, s, dtype):
-        """Network ``s``'s ±1 weights in ``dtype`` and kernel layout: (K, M) or
+        """Network ``s``'s ±1 weights in float ``dtype`` and kernel layout: (K, M) or
         (kh, kw, C, F). Network 0's are kept (one copy per stack)."""
         if s != 0:
             return self._kernel_layout(self.params["w"][s], dtype)
         return self._cached(0, dtype)
 
     def _cached(self, which, dtype):
-        key = (which, dtype if dtype in ("pixels", "signs", "lookup") else np.dtype(dtype))
+        key = (which, np.dtype(dtype))
         if key not in self._float:
             w = self.params["w"][0] if which == 0 else self.shared_flips()[0]
             self._float[key] = self._kernel_layout(w, dtype)
@@ -179,10 +190,12 @@ class RealFirstLayer:
             outs.append(h)
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
 
-    def _pixel_thresholds(self, s):
-        if s not in self._pixel_t:
-            self._pixel_t[s] = K.pixel_thresholds(self.params["T"][s], self.params["T"].shape[1])
-        return self._pixel_t[s]
+    def _pixel_thresholds(self):
+        """Every network's thresholds as the pixel kernels read them: (S, words)."""
+        if self._pixel_t is None:
+            T = self.params["T"]
+            self._pixel_t = np.stack([K.pixel_thresholds(t, T.shape[1]) for t in T])
+        return self._pixel_t
 
     def _conv_geometry(self):
         """(pads, Ho, Wo) of a first convolution."""
@@ -204,16 +217,26 @@ class RealFirstLayer:
             self._pad = (pv.astype(np.uint8),) if fits else (None,)
         return self._pad[0]
 
+    def _pixel_form(self, n):
+        """The pixel product's form for ``n`` samples (kernels/forms.py): the "first"
+        workload's, or "first_one"'s for one sample; a convolution's patches are pixel
+        pairs, which the lookup form does not read, so it takes the bytes form then."""
+        form = forms.chosen("first_one" if n == 1 else "first").name
+        if not isinstance(self.layer, Dense) and form not in PAIR_FORMS:
+            return "bytes"
+        return form
+
     def _pixels(self, x, hidden: bool, collect: bool):
         """:meth:`__call__` for uint8 samples: (N, K) into a dense layer, or NHWC images
         into a convolution, whose patches are the rows of the same dense product, made
         ``PATCH_ROWS`` output pixels at a time (each chunk serves every network and is
-        dropped before the next is made)."""
+        dropped before the next is made). All S networks' products of a chunk are one
+        call (:func:`bnn_toroid.kernels.pixel_stack_t`)."""
         p, layer, n = self.params, self.layer, x.shape[0]
         m = layer.weights.shape[0]
+        form = self._pixel_form(n)
         if isinstance(layer, Dense):
-            chunks, shape = [K.pixel_pairs(x)], (n,)
-            panels = lambda s: self.weights(s, "pixels")  # noqa: E731
+            chunks, shape = [np.ascontiguousarray(x) if form not in PAIR_FORMS else K.pixel_pairs(x)], (n,)
         else:
             pads, ho, wo = self._conv_geometry()
             per = max(1, PATCH_ROWS // (ho * wo))
@@ -221,27 +244,21 @@ class RealFirstLayer:
             chunks = (K.pixel_patches_t(x[i:i + per], layer.weights.shape[1:3], layer.stride, pads, pad)
                       for i in range(0, max(n, 1), per))
             shape = (n, ho, wo)
-            bank = [self.weights(s, "pixels") for s in range(self.size)]  # kh·kw·C bytes a filter
-            panels = bank.__getitem__
 
         shared = self.shared_flips() if hidden and not collect else None
         if shared is not None:  # integer sums: exact in any order (dense layers only)
-            h0 = K.pixel_dense_t(chunks[0], self._cached("template", "pixels"), m)
+            h0 = K.pixel_stack_t(form, chunks[0], self.pixel_layout(form, "template"), m)[0]
             return flipped_threshold_pack(h0, x, shared[1], p["T"]), []
         fused = hidden and not collect  # threshold inside the kernel: no int32 output
-        parts = [[] for _ in range(self.size)]
-        for rows in chunks:
-            for s in range(self.size):
-                t = self._pixel_thresholds(s) if fused else None
-                parts[s].append(K.pixel_dense_t(rows, panels(s), m, t))
-        outs, hs = [], []
-        for s in range(self.size):
-            h = parts[s][0] if len(parts[s]) == 1 else np.concatenate(parts[s])
-            if not fused:
-                if collect:
-                    hs.append(h.reshape(shape + h.shape[-1:]))
-                if hidden:
-                    h = K.threshold_pack(h[None], p["T"][s:s + 1])[0]
-            outs.append(h.reshape(shape + h.shape[-1:]))
-        return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
-
+        weights = self.pixel_layout(form)
+        t = self._pixel_thresholds() if fused else None
+        parts = [K.pixel_stack_t(form, rows, weights, m, t) for rows in chunks]
+        h = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        h = h.reshape((self.size,) + shape + h.shape[-1:])
+        hs = []
+        if not fused:
+            if collect:
+                hs = list(h)
+            if hidden:
+                h = K.threshold_pack(h.reshape(self.size, -1, m), p["T"]).reshape(h.shape[:-1] + (-1,))
+        return h, hs
