@@ -51,11 +51,11 @@ def test_binary_gemm_local_energy_layer(benchmark, threads):
     benchmark.extra_info["gmacs"] = 32 * 4096 * 1001 * 1001 / benchmark.stats.stats.median / 1e9
 
 
-@pytest.mark.parametrize("n,form", [(1, "signs"), (1, "bytes"), (64, "bytes"), (64, "lookup"),
-                                    (256, "bytes"), (256, "lookup")])
+@pytest.mark.parametrize("n,form", [(1, f) for f in K.forms.runnable("first_one")]
+                         + [(n, f) for n in (64, 256) for f in K.forms.runnable("first")])
 def test_pixel_dense_784x1024(benchmark, threads, n, form):
     """The MLP's real-input first layer: uint8 pixels × ±1 weights, threshold fused, in
-    each form of ``kernels/pixels.py`` (input preparation included)."""
+    every form this CPU can execute (kernels/forms.py; input preparation included)."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 784)).astype(np.uint8)
     w = rng.choice(np.array([-1, 1], np.int8), (1024, 784))
@@ -65,7 +65,8 @@ def test_pixel_dense_784x1024(benchmark, threads, n, form):
     report(row)
 
 
-@pytest.mark.parametrize("n,form", [(1, "tiles"), (1, "nibbles"), (64, "tiles"), (64, "nibbles")])
+@pytest.mark.parametrize("form", K.forms.runnable("hidden"))
+@pytest.mark.parametrize("n", [1, 64])
 def test_binary_dense_1024(benchmark, threads, n, form):
     """The MLP's hidden binary layer, 1024 × 1024 with its threshold fused, as
     Harley–Seal tiles and as nibble lookups (``kernels/nibbles.py``)."""

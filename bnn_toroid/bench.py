@@ -141,26 +141,26 @@ def mlp_case(sizes=(784, 1024, 1024, 10), batch=256, threads=2, repeats=15, seed
 
 
 def pixel_form(x, w, t, form):
-    """A call of the pixel product in ``form`` ("bytes", "signs" or "lookup") on uint8
-    ``x`` (N, K), ±1 ``w`` (M, K) and the thresholds ``t`` of ``pixel_thresholds``; the
-    weights are laid out once, the input's preparation is part of the call."""
+    """A call of the pixel product in ``form`` (a name of the "first" workload,
+    kernels/forms.py: "bytes", "signs", "lookup", "vnni") on uint8 ``x`` (N, K), ±1 ``w``
+    (M, K) and the thresholds ``t`` of ``pixel_thresholds``; the weights are laid out
+    once, the input's preparation (pixel pairs for the forms that read them) is part of
+    the call."""
     m = w.shape[0]
-    if form == "lookup":
-        pats = K.pixel_lut_weights(w)
-        return lambda: K.pixel_lut_dense_t(x, pats, m, t)
-    if form in ("bytes", "signs"):
-        panels = K.pixel_weights(w) if form == "bytes" else K.pixel_signs(K.pixel_weights(w))
-        return lambda: K.pixel_dense_t(K.pixel_pairs(x), panels, m, t, form)
-    raise ValueError(f"pixel_form: form must be 'bytes', 'signs' or 'lookup', got {form!r}")
+    weights = K.pixel_stack_weights(form, w[None])
+    T = t[None]
+    if form in K.pixels.PAIR_FORMS:
+        return lambda: K.pixel_stack_t(form, K.pixel_pairs(x), weights, m, T)
+    return lambda: K.pixel_stack_t(form, x, weights, m, T)
 
 
 def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes"):
     """The pixel product (uint8 pixels × ±1 weights, threshold fused) against ``torch.mm``
     float32 on the same shape: the real-input first layer of an MLP on MNIST-sized
     images, in one of the forms of :mod:`bnn_toroid.kernels.pixels`: "bytes" (int8
-    panels, ``vpmaddubsw``), "signs" (sign bits unpacked in registers, one thread) or
-    "lookup" (tables of four pixels). The input's preparation (pixel pairs; the lookup
-    form builds its tables inside) is timed with the product. The MAC rate is of 8-bit multiply-adds, not binary ones."""
+    panels, ``vpmaddubsw``), "signs" (sign bits unpacked in registers, one thread),
+    "lookup" (tables of four pixels) or "vnni" (``vpdpbusd``). The input's preparation
+    (pixel pairs; the lookup form builds its tables inside) is timed with the product. The MAC rate is of 8-bit multiply-adds, not binary ones."""
     import torch
     threads = set_threads(threads)
     rng = np.random.default_rng(seed)
@@ -177,7 +177,7 @@ def pixel_case(n=64, k=784, m=1024, threads=2, repeats=15, seed=0, form="bytes")
 
 def dense_form(a, w, k, t, form):
     """A call of a binary dense layer in ``form`` ("tiles": Harley–Seal tiles made once,
-    :func:`bnn_toroid.kernels.gemm.tiled_dense`; "nibbles": nibble lookups,
+    :func:`bnn_toroid.kernels.gemm.tiled_dense`; "nibbles", "nibbles_zmm": nibble lookups,
     :mod:`bnn_toroid.kernels.nibbles`) on packed rows ``a`` (N, Kw) and ``w`` (M, Kw) of
     ``k`` bits, with the int64 thresholds ``t`` (M,) fused; the weights are laid out once."""
     from .kernels import gemm, nibbles
@@ -192,10 +192,11 @@ def dense_form(a, w, k, t, form):
             gemm.tiled_dense(n * m * a.shape[1], a, tiles, 0, m, k, tt, no_h, bits)
             return bits
         return call
-    if form == "nibbles":
+    if form in nibbles.FORMS:
         pats, tw = nibbles.nibble_weights(w, k), K.pixel_thresholds(t, m)
-        return lambda: nibbles.nibble_dense_t(a, pats, m, k, tw)
-    raise ValueError(f"dense_form: form must be 'tiles' or 'nibbles', got {form!r}")
+        return lambda: nibbles.nibble_dense_t(a, pats, m, k, tw, form)
+    raise ValueError(f"dense_form: form must be 'tiles' or one of {', '.join(nibbles.FORMS)}, "
+                     f"got {form!r}")
 
 
 def dense_case(n=64, k=1024, m=1024, threads=2, repeats=15, seed=0, form="nibbles"):

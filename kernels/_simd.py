@@ -452,24 +452,28 @@ def vdup2(typingctx, v, part):
 
 @intrinsic
 def vshufb(typingctx, table, idx):
-    """Byte lookup in each 16-byte half: byte ``j`` of the result is byte ``idx[j] & 15``
-    of ``table``'s half that holds ``j`` (callers keep ``idx`` bytes below 16). One
-    ``vpshufb`` on AVX2; elsewhere, byte by byte."""
-    if not (table == u64x4 and idx == u64x4):
+    """Byte lookup in each 16-byte lane: byte ``j`` of the result is byte ``idx[j] & 15``
+    of ``table``'s lane that holds ``j`` (callers keep ``idx`` bytes below 16), on u64x4
+    (32 bytes) or u64x8 (64). One ``vpshufb`` on AVX2 (AVX-512BW for u64x8); elsewhere,
+    byte by byte."""
+    if not (table in (u64x4, u64x8) and idx == table):
         return None
+    nbytes = 8 * table.lanes
 
     def codegen(context, builder, sig, args):
-        bt = _vec(_I8, 32)
+        bt = _vec(_I8, nbytes)
         t, i = (builder.bitcast(v, bt) for v in args)
-        if _target_has(context, "avx2"):
+        if nbytes == 32 and _target_has(context, "avx2"):
             return builder.bitcast(_x86(builder, "llvm.x86.avx2.pshuf.b", bt, [t, i]), _vt(4))
+        if nbytes == 64 and _target_has(context, "avx512bw"):
+            return builder.bitcast(_x86(builder, "llvm.x86.avx512.pshuf.b.512", bt, [t, i]), _vt(8))
         out = ir.Constant(bt, ir.Undefined)
-        for j in range(32):
+        for j in range(nbytes):
             e = builder.and_(builder.extract_element(i, ir.Constant(_I32, j)), ir.Constant(_I8, 15))
             src = builder.add(builder.zext(e, _I32), ir.Constant(_I32, j // 16 * 16))
             out = builder.insert_element(out, builder.extract_element(t, src), ir.Constant(_I32, j))
-        return builder.bitcast(out, _vt(4))
-    return u64x4(table, idx), codegen
+        return builder.bitcast(out, _vt(nbytes // 8))
+    return table(table, idx), codegen
 
 
 @intrinsic
@@ -589,18 +593,33 @@ def vload2x2(typingctx, arr, idx):
 
 
 @intrinsic
-def vsub2_u8_i32(typingctx, arr, idx, v):
-    """Subtract twice the 32 unsigned bytes of ``v`` from the 32 int32 values stored in
-    words ``arr.flat[idx : idx + 16]`` (two per word, in memory order; no bounds check):
-    ``K - 2 · mismatches``, one chunk of byte counts at a time."""
-    if not (_flat_u64(arr, idx) and v == u64x4):
+def vload2x4(typingctx, arr, idx):
+    """Words ``arr.flat[idx : idx + 2]`` in all four 16-byte lanes of a u64x8 (one
+    ``vbroadcasti32x4``; no bounds check): :func:`vload2x2` for 512-bit lookups."""
+    if not _flat_u64(arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        i32x32 = _vec(_I32, 32)
-        ptr = builder.bitcast(_elem_ptr(context, builder, sig.args[0], args[0], args[1]), i32x32.as_pointer())
-        wide = builder.zext(builder.bitcast(args[2], _vec(_I8, 32)), i32x32)
-        twice = builder.shl(wide, ir.Constant(i32x32, [1] * 32))
+        ptr = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        v = builder.load(builder.bitcast(ptr, _vt(2).as_pointer()), align=8)
+        return builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, 8), [0, 1] * 4))
+    return u64x8(arr, idx), codegen
+
+
+@intrinsic
+def vsub2_u8_i32(typingctx, arr, idx, v):
+    """Subtract twice the unsigned bytes of ``v`` (32 of a u64x4, 64 of a u64x8) from as
+    many int32 values stored from word ``arr.flat[idx]`` on (two per word, in memory
+    order; no bounds check): ``K - 2 · mismatches``, one chunk of byte counts at a time."""
+    if not (_flat_u64(arr, idx) and v in (u64x4, u64x8)):
+        return None
+    nbytes = 8 * v.lanes
+
+    def codegen(context, builder, sig, args):
+        i32xn = _vec(_I32, nbytes)
+        ptr = builder.bitcast(_elem_ptr(context, builder, sig.args[0], args[0], args[1]), i32xn.as_pointer())
+        wide = builder.zext(builder.bitcast(args[2], _vec(_I8, nbytes)), i32xn)
+        twice = builder.shl(wide, ir.Constant(i32xn, [1] * nbytes))
         builder.store(builder.sub(builder.load(ptr, align=8), twice), ptr, align=8)
         return context.get_dummy_value()
     return types.none(arr, idx, v), codegen

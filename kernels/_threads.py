@@ -45,6 +45,19 @@ class Twin:
         self.serial = nb.njit(cache=True)(clone)
         self.__doc__ = py_func.__doc__
 
+    def variant(self, suffix: str, replace: dict) -> "Twin":
+        """This kernel compiled again with the module globals in ``replace`` swapped in
+        (inline helpers of another vector width, say): one source for several forms.
+        The clone's qualname ends in ``suffix``, so it has its own on-disk cache entry."""
+        f = self.parallel.py_func
+        g = dict(f.__globals__)
+        g.update(replace)
+        clone = types.FunctionType(f.__code__, g, f.__name__ + suffix, f.__defaults__, f.__closure__)
+        clone.__qualname__ = f.__qualname__ + suffix
+        clone.__module__ = f.__module__
+        clone.__doc__ = f.__doc__
+        return Twin(clone)
+
     def __call__(self, work, *args):
         if work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1:
             return self.parallel(*args)

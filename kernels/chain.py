@@ -10,7 +10,7 @@ groups of samples through every layer in one parallel launch (:func:`_split_chai
 and the other forms run the parallel kernel of each layer whose own work reaches that
 size. The binary layers read weights laid out once, which a single call of
 :func:`.gemm._gemm` cannot afford to make: the hidden ones as nibble patterns
-(:mod:`.nibbles`) in the "nibbles" form, else as Harley–Seal tiles
+(:mod:`.nibbles`) in the "nibbles" forms (256- or 512-bit), else as Harley–Seal tiles
 (:func:`.gemm.dense_tiles`), and the output layer always as tiles.
 """
 import numba as nb
@@ -19,7 +19,7 @@ import numpy as np
 from ._threads import PARALLEL_MIN_WORK
 from .forms import Form, register
 from .gemm import tiled_dense
-from .nibbles import ROWS as _NIB_ROWS, _nibble_dense, task_rows
+from .nibbles import ROWS as _NIB_ROWS, _nibble_dense, _nibble_zmm, task_rows
 from .pixels import _pixel_dense, _pixel_lut, _pixel_signed, _pixel_vnni, _spread_pairs
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
@@ -29,6 +29,7 @@ _vnni_serial = _pixel_vnni.serial
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
 _nibble_serial, _nibble_parallel = _nibble_dense.serial, _nibble_dense.parallel
+_zmm_serial, _zmm_parallel = _nibble_zmm.serial, _nibble_zmm.parallel
 SPLIT_ROWS = 32  # samples per task of the lookup form's one-launch chain (16: 1.0–1.04× slower)
 
 # The chain's forms (kernels/forms.py). The first layer on pixels: "first" for batches,
@@ -51,11 +52,14 @@ for _workload in ("first", "first_one"):
     for _name, (_layout, _doc) in _FIRST_FORMS.items():
         register(Form(_workload, _name, _NEEDS.get(_name, frozenset()), _layout, FIRST[_name], _doc))
 # the hidden binary layers
-HIDDEN = {"tiles": 0, "nibbles": 1}
+HIDDEN = {"tiles": 0, "nibbles": 1, "nibbles_zmm": 2}
 register(Form("hidden", "tiles", frozenset(), "Harley–Seal tiles (gemm.dense_tiles)", 0,
               "carry-save adders on u64x8 vectors, generic IR"))
 register(Form("hidden", "nibbles", frozenset(), "4-bit patterns (nibbles.nibble_weights)", 1,
               "vpshufb counts of 32 units' 4-bit groups at once (generic IR off AVX2)"))
+register(Form("hidden", "nibbles_zmm", frozenset({"avx512f", "avx512bw"}),
+              "4-bit patterns (nibbles.nibble_weights)", 2,
+              "vpshufb zmm: 64 units' 4-bit groups at once (AVX-512BW)"))
 
 
 @nb.njit(cache=True)
@@ -69,17 +73,16 @@ def pixel_dense_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale,
     ``tbuf[toff[i]:toff[i+1]]``; the last one's integer pre-activations ``h`` give
     ``h · scale + bias``, computed as :func:`bnn_toroid.network` does, so the logits are
     the same floats. ``nib`` = (patterns, their offsets, thresholds, their offsets): when
-    ``hidden`` is ``HIDDEN["nibbles"]``, the layers but the last run as nibble lookups
-    (:mod:`.nibbles`) from layer ``i``'s :func:`.nibbles.nibble_weights` at word
+    ``hidden`` is a nibble form's code (:data:`HIDDEN`), the layers but the last run as
+    nibble lookups (:mod:`.nibbles`) from layer ``i``'s :func:`.nibbles.nibble_weights` at word
     ``nib[1][i]`` of ``nib[0]`` and its :func:`.pixels.pixel_thresholds` at word
     ``nib[3][i]`` of ``nib[2]``. ``threads``: 1 runs every layer on the calling thread,
     more the parallel kernels (Numba's current thread count, passed in: reading it in
     compiled code would keep this function out of the cache)."""
     parallel = threads > 1
-    nibbles = hidden == 1
     if parallel and (first == 0 or first == 3):
         return _split_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale, bias,
-                            nib, nibbles, threads)
+                            nib, hidden, threads)
     n = x.shape[0]
     act = np.empty((n, panels.shape[0]), np.uint64)
     no_h = np.empty((0, 0), np.int32)
@@ -96,11 +99,11 @@ def pixel_dense_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale,
             _pixel_parallel(xp, panels, t0, no_h, act)
         else:
             _pixel_serial(xp, panels, t0, no_h, act)
-    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, parallel)
+    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, parallel)
 
 
 @nb.njit(parallel=True, cache=True)
-def _split_chain(x, first, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, per):
+def _split_chain(x, first, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, per):
     """The chain of the forms that read pixels as they are (lookup, VNNI: code
     ``first``) in one parallel launch: each task takes a group of about
     SPLIT_ROWS samples through every layer with the serial kernels, on one thread. The
@@ -120,12 +123,12 @@ def _split_chain(x, first, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, 
             _vnni_serial(x[s0:s1], pats, t0, no_h, act)
         else:
             _lut_serial(x[s0:s1], pats, t0, no_h, act)
-        out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, False)
+        out[s0:s1] = _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, False)
     return out
 
 
 @nb.njit(cache=True)
-def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, parallel):
+def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, parallel):
     """The chain's binary layers after the pixel layer; a layer runs the parallel kernel
     when ``parallel`` and its work reaches PARALLEL_MIN_WORK (a 10-class output layer
     rarely does). The output layer always takes the Harley–Seal tiles: a nibble panel
@@ -139,11 +142,16 @@ def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, nibbles, parall
         m, k = dims[i, 0], dims[i, 2]
         nxt = np.empty((n, (m + 63) // 64), np.uint64)
         big = parallel and n * m * dims[i, 1] >= PARALLEL_MIN_WORK
-        if nibbles:
+        if hidden == 1:
             if big:
                 _nibble_parallel(act, pats, poff[i], m, k, nthr, ntoff[i], no_h2, nxt, task_rows(n))
             else:
                 _nibble_serial(act, pats, poff[i], m, k, nthr, ntoff[i], no_h2, nxt, _NIB_ROWS)
+        elif hidden == 2:
+            if big:
+                _zmm_parallel(act, pats, poff[i], m, k, nthr, ntoff[i], no_h2, nxt, task_rows(n))
+            else:
+                _zmm_serial(act, pats, poff[i], m, k, nthr, ntoff[i], no_h2, nxt, _NIB_ROWS)
         else:
             t = tbuf[toff[i]:toff[i + 1]].reshape((1, m))
             out3 = nxt.reshape((1, n, (m + 63) // 64))

@@ -21,7 +21,8 @@ group, twice their packed size (256 KB for 1024 × 1024, inside L2).
 import numba as nb
 import numpy as np
 
-from ._simd import vaddb, vload2x2, vload4, vpop4, vshufb, vstore, vsub2_u8_i32, vzero4
+from ._simd import (vaddb, vload2x2, vload2x4, vload4, vload8, vpop4, vshufb, vstore, vsub2_u8_i32,
+                    vzero4, vzero8)
 from ._threads import PARALLEL_MIN_WORK, twin
 from .pixels import UNITS, _emit, outputs, pixel_thresholds, task_span
 
@@ -48,6 +49,56 @@ def nibble_weights(w_packed, k: int) -> np.ndarray:
         raise NotImplementedError("nibble_weights: big-endian hosts are not supported")
     nib = nib[:, :groups].reshape(blocks, UNITS, groups)
     return np.ascontiguousarray(nib.transpose(0, 2, 1)).reshape(blocks, groups, UNITS).view(np.uint64)
+
+
+# The inner loop's vector operations, at two widths. The kernel below is written once in
+# these; the zmm form (:data:`_nibble_zmm`) is the same source with the 512-bit helpers
+# swapped in: one pattern load and one ``vpshufb`` count 64 units of a group, where the
+# 256-bit form needs two of each.
+@nb.njit(inline="always")
+def _zero():
+    """A sample's 64 byte counts of one panel, zero."""
+    return vzero4(), vzero4()
+
+
+@nb.njit(inline="always")
+def _pats(pf, wi):
+    """The 64 units' 4-bit patterns of one group of a panel (8 words at ``pf[wi]``)."""
+    return vload4(pf, wi), vload4(pf, wi + 4)
+
+
+@nb.njit(inline="always")
+def _count(acc, tab, ta, pats):
+    """``acc`` plus the mismatch counts of the group whose table is at ``tab[ta:ta+2]``."""
+    x = vload2x2(tab, ta)
+    return vaddb(acc[0], vshufb(x, pats[0])), vaddb(acc[1], vshufb(x, pats[1]))
+
+
+@nb.njit(inline="always")
+def _spend(tf, rr, acc):
+    """Int32 totals at word ``rr`` of ``tf`` minus twice the byte counts ``acc``."""
+    vsub2_u8_i32(tf, rr, acc[0])
+    vsub2_u8_i32(tf, rr + 16, acc[1])
+
+
+@nb.njit(inline="always")
+def _zero8():
+    return vzero8()
+
+
+@nb.njit(inline="always")
+def _pats8(pf, wi):
+    return vload8(pf, wi)
+
+
+@nb.njit(inline="always")
+def _count8(acc, tab, ta, pats):
+    return vaddb(acc, vshufb(vload2x4(tab, ta), pats))
+
+
+@nb.njit(inline="always")
+def _spend8(tf, rr, acc):
+    vsub2_u8_i32(tf, rr, acc)
 
 
 @twin
@@ -92,44 +143,39 @@ def _nibble_dense(A, pf, p0, m, k, T, t0, h, bits, rows):
                     rr = (si * nbk + b - b0) * (UNITS // 2)
                     wi = wi0
                     if si + 3 < ns:
-                        a0, a1, c0_, c1 = vzero4(), vzero4(), vzero4(), vzero4()
-                        e0, e1, d0, d1 = vzero4(), vzero4(), vzero4(), vzero4()
+                        a = _zero()
+                        e = _zero()
+                        c = _zero()
+                        d = _zero()
                         for q in range(nq):
-                            i0 = vload4(pf, wi)
-                            i1 = vload4(pf, wi + 4)
+                            pats = _pats(pf, wi)
                             wi += 8
-                            x = vload2x2(tab, ta)
-                            a0, a1 = vaddb(a0, vshufb(x, i0)), vaddb(a1, vshufb(x, i1))
-                            x = vload2x2(tab, ta + CHUNK * 2)
-                            e0, e1 = vaddb(e0, vshufb(x, i0)), vaddb(e1, vshufb(x, i1))
-                            x = vload2x2(tab, ta + CHUNK * 4)
-                            c0_, c1 = vaddb(c0_, vshufb(x, i0)), vaddb(c1, vshufb(x, i1))
-                            x = vload2x2(tab, ta + CHUNK * 6)
-                            d0, d1 = vaddb(d0, vshufb(x, i0)), vaddb(d1, vshufb(x, i1))
+                            a = _count(a, tab, ta, pats)
+                            e = _count(e, tab, ta + CHUNK * 2, pats)
+                            c = _count(c, tab, ta + CHUNK * 4, pats)
+                            d = _count(d, tab, ta + CHUNK * 6, pats)
                             ta += 2
-                        vsub2_u8_i32(tf, rr, a0)
-                        vsub2_u8_i32(tf, rr + 16, a1)
-                        vsub2_u8_i32(tf, rr + step, e0)
-                        vsub2_u8_i32(tf, rr + step + 16, e1)
-                        vsub2_u8_i32(tf, rr + 2 * step, c0_)
-                        vsub2_u8_i32(tf, rr + 2 * step + 16, c1)
-                        vsub2_u8_i32(tf, rr + 3 * step, d0)
-                        vsub2_u8_i32(tf, rr + 3 * step + 16, d1)
+                        _spend(tf, rr, a)
+                        _spend(tf, rr + step, e)
+                        _spend(tf, rr + 2 * step, c)
+                        _spend(tf, rr + 3 * step, d)
                         si += 4
                     else:
-                        a0, a1 = vzero4(), vzero4()
+                        a = _zero()
                         for q in range(nq):
-                            x = vload2x2(tab, ta)
-                            a0 = vaddb(a0, vshufb(x, vload4(pf, wi)))
-                            a1 = vaddb(a1, vshufb(x, vload4(pf, wi + 4)))
+                            a = _count(a, tab, ta, _pats(pf, wi))
                             wi += 8
                             ta += 2
-                        vsub2_u8_i32(tf, rr, a0)
-                        vsub2_u8_i32(tf, rr + 16, a1)
+                        _spend(tf, rr, a)
                         si += 1
         for si in range(ns):
             for b in range(b0, b1):
                 _emit(tot, si * nbk + b - b0, b, s0 + si, T, t0, h, bits)
+
+
+# the zmm form: the kernel above with the 512-bit helpers (AVX-512BW's vpshufb zmm)
+_nibble_zmm = _nibble_dense.variant("_zmm", {"_zero": _zero8, "_pats": _pats8, "_count": _count8,
+                                               "_spend": _spend8})
 
 
 def nibble_work(n: int, m: int, k: int) -> int:
@@ -138,17 +184,18 @@ def nibble_work(n: int, m: int, k: int) -> int:
     return n * m * -(-k // 64)
 
 
-def nibble_dense_t(A, pats, m: int, k: int, threshold=None):
+def nibble_dense_t(A, pats, m: int, k: int, threshold=None, form: str = "nibbles"):
     """:func:`nibble_dense` on packed rows ``A`` (N, Kw) C-contiguous and the patterns of
     :func:`nibble_weights`, unchecked; ``threshold`` None or the words of
-    :func:`.pixels.pixel_thresholds`."""
+    :func:`.pixels.pixel_thresholds`; ``form`` "nibbles" (256-bit lookups) or
+    "nibbles_zmm" (512-bit, AVX-512BW), the same layout."""
     n = A.shape[0]
     pf = pats.reshape(-1)
     work = nibble_work(n, m, k)
     rows = task_rows(n) if work >= PARALLEL_MIN_WORK else ROWS
     T, h, bits, out = outputs(n, m, pats.shape[0], threshold)
     if out.size:
-        _nibble_dense(work, A, pf, 0, m, k, T, 0, h, bits, rows)
+        _kernels(form)[0](work, A, pf, 0, m, k, T, 0, h, bits, rows)
     return out
 
 
@@ -164,13 +211,23 @@ def _nibble_stack(A, pats, m, k, T, h, bits):
         _nibble_serial(A[s], pats[s], 0, m, k, T[s], 0, h[s], bits[s], ROWS)
 
 
-def nibble_stack_t(A, pats, m: int, k: int, thresholds=None):
+_nibble_stack_zmm = _nibble_stack.variant("_zmm", {"_nibble_serial": _nibble_zmm.serial})
+FORMS = {"nibbles": (_nibble_dense, _nibble_stack), "nibbles_zmm": (_nibble_zmm, _nibble_stack_zmm)}
+
+
+def _kernels(form):
+    if form not in FORMS:
+        raise ValueError(f"nibble product: unknown form {form!r}; expected one of {', '.join(FORMS)}")
+    return FORMS[form]
+
+
+def nibble_stack_t(A, pats, m: int, k: int, thresholds=None, form: str = "nibbles"):
     """:func:`nibble_dense_t` for S networks in one call, unchecked: packed rows ``A``
     (S, N, Kw) C-contiguous (each network's own input), the stacked patterns ``pats``
     (S, …) of :func:`nibble_weights`, ``thresholds`` None or (S, words) stacked
     :func:`.pixels.pixel_thresholds`. Networks run one per thread when there are at
     least two per thread or a multiple of the thread count, else one after another on
-    every thread (as :func:`.pixels.pixel_stack_t`).
+    every thread (as :func:`.pixels.pixel_stack_t`). ``form`` as for :func:`nibble_dense_t`.
 
     Returns:
         int32 (S, N, m), or with ``thresholds`` the packed bits uint64 (S, N, ceil(m/64)).
@@ -189,11 +246,12 @@ def nibble_stack_t(A, pats, m: int, k: int, thresholds=None):
     work = nibble_work(n, m, k)
     threads = nb.get_num_threads()
     if S > 1 and (S >= 2 * threads or S % threads == 0):
-        _nibble_stack(S * work, A, pf, m, k, T, h, bits)
+        _kernels(form)[1](S * work, A, pf, m, k, T, h, bits)
     else:
         rows = task_rows(n) if work >= PARALLEL_MIN_WORK else ROWS
+        single = _kernels(form)[0]
         for s in range(S):
-            _nibble_dense(work, A[s], pf[s], 0, m, k, T[s], 0, h[s], bits[s], rows)
+            single(work, A[s], pf[s], 0, m, k, T[s], 0, h[s], bits[s], rows)
     return out
 
 

@@ -140,10 +140,11 @@ def test_every_first_layer_form_this_host_runs_is_exact_for_s_networks(form, s, 
     assert np.array_equal(K.pixel_stack_t(form, rows, W, m, T), want)
 
 
+@pytest.mark.parametrize("form", [f for f in forms.runnable("hidden") if f.startswith("nibbles")])
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 5), st.sampled_from([1, 2, 9, 33]), st.sampled_from([1, 63, 64, 65, 130]),
        st.sampled_from([1, 63, 64, 65, 1024]) | st.integers(1, 300), st.integers(0, 2**32 - 1))
-def test_the_nibble_form_is_exact_for_s_networks(s, n, m, k, seed):
+def test_the_nibble_forms_are_exact_for_s_networks(form, s, n, m, k, seed):
     """Hidden layers of S networks, each on its own packed input, in one call
     (:func:`nibble_stack_t`)."""
     rng = np.random.default_rng(seed)
@@ -152,11 +153,11 @@ def test_the_nibble_form_is_exact_for_s_networks(s, n, m, k, seed):
     A = np.stack([K.pack_bits(v) for v in a])
     P = np.stack([K.nibble_weights(K.pack_bits(v), k) for v in w])
     ref = np.stack([gemm(a[i], w[i]) for i in range(s)])
-    assert np.array_equal(K.nibble_stack_t(A, P, m, k), ref)
+    assert np.array_equal(K.nibble_stack_t(A, P, m, k, form=form), ref)
     t = rng.integers(-k - 1, k + 2, (s, m)) + 0.5
     T = np.stack([K.pixel_thresholds(t[i], m) for i in range(s)])
     want = np.stack([K.threshold_pack(ref[i].astype(np.float64), t[i]) for i in range(s)])
-    assert np.array_equal(K.nibble_stack_t(A, P, m, k, T), want)
+    assert np.array_equal(K.nibble_stack_t(A, P, m, k, T, form=form), want)
 
 
 def test_the_pixel_product_refuses_an_unknown_form():

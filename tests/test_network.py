@@ -375,16 +375,16 @@ def test_pixel_inputs_agree_with_float_inputs(layers, monkeypatch):
     assert len(calls) == n_pixel
 
 
-@pytest.mark.parametrize("first", ["lookup", "signs", "bytes"])
-@pytest.mark.parametrize("hidden_form", ["nibbles", "tiles"])
+@pytest.mark.parametrize("first", K.forms.runnable("first"))
+@pytest.mark.parametrize("hidden_form", K.forms.runnable("hidden"))
 @settings(max_examples=12, deadline=None)
 @given(st.lists(st.integers(1, 130), min_size=1, max_size=3), st.integers(1, 300),
        st.sampled_from([1, 2, 3, 40, 333]), st.integers(0, 2**32 - 1))
 def test_an_mlp_on_pixels_takes_one_compiled_call(first, hidden_form, hidden, k, n, seed):
     """A single MLP on pixels runs as one compiled chain (kernels/chain.py), small
     batches on the calling thread, larger ones with the parallel kernels, in every form
-    of its first layer and of its hidden layers (kernels/forms.py, all exact on every
-    host): the same logits, bit for bit, as the layer-by-layer path."""
+    of its first layer and of its hidden layers that this host runs (kernels/forms.py):
+    the same logits, bit for bit, as the layer-by-layer path."""
     from bnn_toroid.kernels import forms
     with forms.override(first=first, first_one=first, hidden=hidden_form):
         _check_mlp_chain(hidden, k, n, seed, first)

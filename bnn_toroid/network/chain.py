@@ -54,7 +54,7 @@ class DenseChain:
         self.wbuf, self.woff = _flat(ws, len(ws) + 1)
         self.tbuf, self.toff = _flat(ts, len(ts) + 1, np.int64)
         # no nibble patterns: empty buffers with all-zero offsets, as _nibbles lays them out
-        self.nib = (self._nibbles(dims, params) if self.hidden == "nibbles"
+        self.nib = (self._nibbles(dims, params) if self.hidden.startswith("nibbles")
                     else _flat([], len(dims)) + _flat([], len(dims)))
         self.scale = np.ascontiguousarray(params[-1]["scale"][0], np.float64)
         self.bias = np.ascontiguousarray(params[-1]["bias"][0], np.float64)
