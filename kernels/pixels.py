@@ -110,6 +110,31 @@ def _spread_pairs(x, out):
             out[s, k // 2] = np.uint64(x[s, k - 1]) * _SPLAT16
 
 
+@nb.njit(cache=True)
+def _float_pixels(xf, out):
+    """Whether every value of ``xf`` (flat float) is an integer in [0, 255] (NaN is
+    not), converting into ``out`` (flat uint8) on the way. No early exit: the loop
+    vectorises, and ``out`` is only used when the answer is yes."""
+    ok = True
+    for i in range(xf.size):
+        v = xf[i]
+        ok &= (v >= 0.0) & (v <= 255.0) & (v == np.floor(v))
+        out[i] = np.uint8(min(max(v, 0.0), 255.0))  # clamped: NaN or -1 never reach the cast
+    return ok
+
+
+def float_pixels(x):
+    """A float array of pixels (every value an integer in [0, 255], as images handed over
+    by float32 pipelines are) as uint8 of the same shape, in one compiled pass; None
+    when some value is not such an integer. The NumPy route (min, max, cast and compare)
+    took 27 µs of a 33 µs batch-1 MLP call."""
+    xf = np.ascontiguousarray(x).reshape(-1)
+    if xf.dtype not in (np.float32, np.float64):
+        xf = xf.astype(np.float32)  # float16 (exact in float32), which Numba does not compute in
+    out = np.empty(xf.size, np.uint8)
+    return out.reshape(np.shape(x)) if _float_pixels(xf, out) else None
+
+
 def pixel_patches(x, ksize, stride, pads, pad_value) -> np.ndarray:
     """uint8 images NHWC → the pixel pairs (:func:`pixel_pairs` layout) of every output
     pixel's patch, for a convolution as a dense product: rows ``(n, y, x)`` in order,

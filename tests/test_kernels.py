@@ -607,3 +607,21 @@ def test_vnni_pixel_kernel_compiles_to_dot_products_without_spills(tmp_path):
     for b in loops:  # no call, and no accumulator stored to the stack
         assert not any(i.startswith("call") or ("%zmm" in i and "(%rsp)" in i.split(",")[-1])
                        for i in b), "\n".join(b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([np.float32, np.float64]), st.integers(1, 300),
+       st.sampled_from([None, np.nan, np.inf, -np.inf, -1.0, 256.0, 0.5, 254.75, -0.0, 255.0]),
+       st.integers(0, 2**32 - 1))
+def test_float_pixels_matches_the_numpy_route(dtype, size, odd, seed):
+    """Floats become uint8 pixels only when every value is an integer in [0, 255]: the
+    compiled pass against the naive check (range, then integer equality)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size).astype(dtype)
+    if odd is not None:
+        x[rng.integers(size)] = odd
+    naive = bool(np.all((x >= 0) & (x <= 255) & (x == np.floor(x))))
+    got = K.pixels.float_pixels(x)
+    assert (got is not None) == naive
+    if naive:
+        assert got.dtype == np.uint8 and np.array_equal(got, x)

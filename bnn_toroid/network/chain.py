@@ -32,6 +32,9 @@ def _flat(parts, count, dtype=np.uint64):
     return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0), dtype), offs
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 class DenseChain:
     def __init__(self, net, params, first):
         self.first = first
@@ -94,19 +97,25 @@ class DenseChain:
         return self._run(np.ascontiguousarray(px))[None]
 
     def fast(self, x, batch_size):
-        """Logits (N, classes) when ``x`` is already what the chain reads: a uint8
-        C-contiguous array (N, *input_shape), or (N, K) for a flat input, with
-        0 < N <= ``batch_size``, for a network whose input has no scale and is not NCHW;
-        else None (the caller takes the general path).
+        """Logits (N, classes) when ``x`` is already what the chain reads: a C-contiguous
+        array (N, *input_shape), or (N, K) for a flat input, with 0 < N <= ``batch_size``,
+        of uint8 or of float32/float64 pixels (integers in [0, 255], converted in one
+        compiled pass), for a network whose input has no scale and is not NCHW; else
+        None (the caller takes the general path, which also gives the errors).
         Every check of ``prepare_input`` passes for such an array, so none is repeated: at
         batch 1 the general path's validation and dispatch took a quarter of the call
         (docs/performance-history.md, "Round 5")."""
-        if (not self.ok or type(x) is not np.ndarray or x.dtype != np.uint8
-                or not x.flags.c_contiguous):
+        if not self.ok or type(x) is not np.ndarray or not x.flags.c_contiguous:
+            return None
+        if x.dtype != np.uint8 and x.dtype not in _FLOATS:
             return None
         n = x.shape[0] if x.ndim else 0
         if not 0 < n <= batch_size or x.shape[1:] not in self.shapes:
             return None  # (batch_size: an int >= 1, checked by NetworkStack.predict)
+        if x.dtype != np.uint8:
+            x = K.pixels.float_pixels(x)
+            if x is None:
+                return None
         return self._run(x.reshape(n, self.k))
 
     def _run(self, px):

@@ -58,11 +58,10 @@ def pixels(xin):
         return xin.view(np.uint8)
     if not xin.size or xin.dtype.kind not in "iuf":
         return None
+    if xin.dtype.kind == "f":
+        return K.pixels.float_pixels(xin)   # a fraction anywhere: not pixels
     if not (0 <= xin.min() and xin.max() <= 255):
         return None
-    if xin.dtype.kind == "f":
-        px = xin.astype(np.uint8)
-        return px if np.array_equal(px, xin) else None   # a fraction anywhere: not pixels
     return xin.astype(np.uint8)
 
 
