@@ -64,6 +64,28 @@ def _threshold_pack(h, t, out):
             out[s, r, w] = word
 
 
+@nb.njit(cache=True)
+def sign_pack_finite(x, out) -> bool:
+    """:func:`pack_bits` of float rows ``x`` (N, K) C-contiguous into ``out`` (N, Kw),
+    unchecked, on the calling thread; returns whether every value was finite (NaN and
+    ±inf are not: then ``out`` is not to be used). One pass, for a network that
+    binarises its input, where the NumPy checks (min, max) and the general packer took
+    most of a batch-1 call."""
+    rows, k = x.shape
+    kw = out.shape[1]
+    ok = True
+    for r in range(rows):
+        for w in range(kw):
+            word = np.uint64(0)
+            lo = w * 64
+            for j in range(lo, min(lo + 64, k)):
+                v = x[r, j]
+                ok &= np.isfinite(v)
+                word |= np.uint64(v < 0) << np.uint64(j - lo)
+            out[r, w] = word
+    return ok
+
+
 def _as_rows(x):
     x = np.asarray(x)
     if x.ndim == 0:

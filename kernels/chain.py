@@ -102,6 +102,14 @@ def pixel_dense_chain(x, first, panels, t0, wbuf, woff, tbuf, toff, dims, scale,
     return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, parallel)
 
 
+@nb.njit(cache=True)
+def binary_chain(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, threads):
+    """Logits (N, M_last) float64 of L binary dense layers on packed rows ``act`` (N, Kw):
+    a network that binarises its input, whose first layer is then binary too. The
+    arguments are those of :func:`pixel_dense_chain` after its first layer's."""
+    return _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, threads > 1)
+
+
 @nb.njit(parallel=True, cache=True)
 def _split_chain(x, first, pats, t0, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, per):
     """The chain of the forms that read pixels as they are (lookup, VNNI: code

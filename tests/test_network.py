@@ -556,3 +556,32 @@ def test_integer_pixels_in_any_dtype_take_the_pixel_kernels(dtype):
     h = (ref >= layers[0].threshold).astype(np.int64) * 2 - 1
     logits = (h @ layers[1].weights.T) * layers[1].out_scale + layers[1].out_bias
     assert np.allclose(net.predict(frac), logits)
+
+
+@pytest.mark.parametrize("hidden_form", K.forms.runnable("hidden"))
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(1, 130), min_size=0, max_size=2), st.integers(1, 300),
+       st.sampled_from([1, 2, 40, 333]), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**32 - 1))
+def test_an_mlp_on_binarised_input_takes_one_compiled_call(hidden_form, hidden, k, n, dtype, seed):
+    """A single MLP that binarises its input runs as one compiled chain of binary layers
+    (the signs packed in one pass, zeros as +1): the logits of the layer-by-layer path,
+    bit for bit; a NaN still gets the general path's error."""
+    from bnn_toroid.kernels import forms
+    from bnn_toroid.network.core import _forward
+    rng = np.random.default_rng(seed)
+    sizes = [k, *hidden, 7]
+    layers = [Dense(np.where(rng.random((b, a)) < 0.5, -1, 1), rng.integers(-a, a + 1, b))
+              for a, b in zip(sizes[:-2], sizes[1:-1])]
+    layers.append(Dense(np.where(rng.random((7, sizes[-2])) < 0.5, -1, 1), out_scale=rng.random(7)))
+    x = rng.normal(size=(n, k)).astype(dtype)
+    x[0, : k // 2] = 0.0
+    with forms.override(hidden=hidden_form):
+        net = BinaryNetwork(layers, (k,), binarize_input=True)
+        got = net.predict(x)
+        stack = net._as_stack()
+        assert stack._chain.signs
+        assert np.array_equal(got, _forward(net, stack.params, net.prepare_input(x))[0][0])
+        x[-1, -1] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            net.predict(x)
