@@ -149,7 +149,7 @@ def pixel_form(x, w, t, form):
     m = w.shape[0]
     weights = K.pixel_stack_weights(form, w[None])
     T = t[None]
-    if form in K.pixels.PAIR_FORMS:
+    if form in K.stacks.PAIR_FORMS:
         return lambda: K.pixel_stack_t(form, K.pixel_pairs(x), weights, m, T)
     return lambda: K.pixel_stack_t(form, x, weights, m, T)
 

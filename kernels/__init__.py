@@ -30,11 +30,11 @@ from .bits import WORD, as_count, n_words, pack_bits, threshold_pack, unpack_bit
 from .conv import _conv_hs, _maxpool, conv_tiles
 from . import forms
 from .nibbles import nibble_dense, nibble_dense_t, nibble_stack_t, nibble_weights
-from .pixels import (pixel_dense, pixel_dense_t, pixel_lut_dense_t, pixel_lut_weights,
-                     pixel_stack_t, pixel_stack_weights, pixel_pairs, pixel_patches, pixel_patches_t, pixel_signs, pixel_thresholds,
-                     pixel_weights)
+from .pixels import (pixel_dense, pixel_dense_t, pixel_lut_dense_t, pixel_lut_weights, pixel_pairs,
+                     pixel_patches, pixel_patches_t, pixel_signs, pixel_thresholds, pixel_weights)
 from .real import (conv_weights, dense_weights, exact_float_dtype, real_conv2d, real_conv2d_t,
                    real_dense, real_dense_t)
+from .stacks import pixel_stack_t, pixel_stack_weights
 
 __all__ = [
     "WORD", "n_words", "pack_bits", "unpack_bits", "threshold_pack", "binary_gemm",

@@ -625,7 +625,7 @@ def vsub2_u8_i32(typingctx, arr, idx, v):
     return types.none(arr, idx, v), codegen
 
 
-# --- 8-bit dot products on 512-bit vectors, for the VNNI pixel form (:func:`.pixels._pixel_vnni`)
+# --- 8-bit dot products on 512-bit vectors, for the VNNI pixel form (:mod:`.vnni`)
 
 @intrinsic
 def vsplat32(typingctx, word):

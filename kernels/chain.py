@@ -20,7 +20,8 @@ from ._threads import PARALLEL_MIN_WORK
 from .forms import Form, register
 from .gemm import tiled_dense
 from .nibbles import ROWS as _NIB_ROWS, _nibble_dense, _nibble_zmm, task_rows
-from .pixels import _pixel_dense, _pixel_lut, _pixel_signed, _pixel_vnni, _spread_pairs
+from .pixels import _pixel_dense, _pixel_lut, _pixel_signed, _spread_pairs
+from .vnni import _pixel_vnni
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
 _pixel_serial, _pixel_parallel = _pixel_dense.serial, _pixel_dense.parallel

@@ -227,7 +227,7 @@ def nibble_stack_t(A, pats, m: int, k: int, thresholds=None, form: str = "nibble
     (S, …) of :func:`nibble_weights`, ``thresholds`` None or (S, words) stacked
     :func:`.pixels.pixel_thresholds`. Networks run one per thread when there are at
     least two per thread or a multiple of the thread count, else one after another on
-    every thread (as :func:`.pixels.pixel_stack_t`). ``form`` as for :func:`nibble_dense_t`.
+    every thread (as :func:`.stacks.pixel_stack_t`). ``form`` as for :func:`nibble_dense_t`.
 
     Returns:
         int32 (S, N, m), or with ``thresholds`` the packed bits uint64 (S, N, ceil(m/64)).

@@ -18,12 +18,11 @@ over a 64-bit word (:func:`pixel_pairs`) that one load broadcasts to a whole vec
 weights of pair ``p`` side by side (128 bytes, four 32-byte vectors), so that one
 broadcast pair times one vector gives 16 units' partial sums.
 """
-import numba
 import numba as nb
 import numpy as np
 
-from ._simd import (vaddto_i32, vadd16, vbcast4, vbitmask8, vdpbusd, vdup2, vload4, vload8, vlt16_mask,
-                    vlt_i32_mask, vlut4, vmaddubs, vshufb, vsplat32, vstore, vzero4, vzero8, vzip16)
+from ._simd import (vaddto_i32, vadd16, vbcast4, vbitmask8, vdup2, vload4, vlt16_mask, vlt_i32_mask,
+                    vlut4, vmaddubs, vshufb, vstore, vzero4, vzip16)
 from ._threads import twin
 
 UNITS = 64        # units per panel: one packed output word
@@ -535,110 +534,6 @@ def _lookup64(tab, t, i0, i1, a0, a1, a2, a3):
             vadd16(a2, vzip16(l1, h1, 0)), vadd16(a3, vzip16(l1, h1, 1)))
 
 
-# --- the VNNI form: four pixels per byte dot product --------------------------------
-# ``vpdpbusd`` (AVX-512 VNNI) multiplies 64 unsigned bytes by 64 signed bytes and adds
-# each group of four products into one of 16 int32 lanes: 64 multiply-adds an
-# instruction, with nothing to widen and no int16 lane to overflow. Four pixels of a
-# sample, broadcast to every lane, meet the four weights of 16 units on them.
-VNNI_ROWS = 4     # samples sharing each load of the weights: 16 accumulators of 32
-
-
-def pixel_vnni_weights(w_pm1, check: bool = True) -> np.ndarray:
-    """±1 weights (M, K) → the layout of the VNNI form: uint64 (ceil(M/64), ceil(K/4),
-    32), i.e. per block of 64 units and group of 4 pixels, 256 int8 weights, unit-major
-    (byte ``4u + i`` is unit ``u``'s weight on pixel ``4g + i``); padding weights 0."""
-    w = _pm1("pixel_vnni_weights", w_pm1) if check else np.asarray(w_pm1)
-    m, k = w.shape
-    blocks, quads = -(-m // UNITS), -(-k // 4)
-    out = np.zeros((blocks * UNITS, 4 * quads), np.int8)
-    out[:m, :k] = w
-    out = out.reshape(blocks, UNITS, quads, 4).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(out).reshape(blocks, quads, 4 * UNITS).view(np.uint64)
-
-
-@nb.njit(inline="always")
-def _vnni_keep(tot, row, a0, a1, a2, a3):
-    """A sample's 64 int32 sums into row ``row`` of ``tot`` (32 words)."""
-    tf = tot.reshape(-1)
-    r = row * (UNITS // 2)
-    vstore(tf, r, a0)
-    vstore(tf, r + 8, a1)
-    vstore(tf, r + 16, a2)
-    vstore(tf, r + 24, a3)
-
-
-@twin
-def _pixel_vnni(x, wv, T, h, bits):
-    """:func:`_pixel_dense` in the VNNI form, on uint8 pixels ``x`` (N, K) C-contiguous
-    and the weights of :func:`pixel_vnni_weights`: one task per (VNNI_ROWS samples,
-    block of 64 units); each step of four pixels is 4 weight loads, one broadcast per
-    sample and 4 ``vpdpbusd`` per sample, into int32 sums kept in registers to the end,
-    then thresholded and packed (or written out) by :func:`_emit`."""
-    n, k = x.shape
-    blocks, quads = wv.shape[0], wv.shape[1]
-    wf = wv.reshape(-1)
-    flat = x.reshape(-1)
-    x32 = flat[:flat.size // 4 * 4].view(np.uint32)
-    aligned = k % 4 == 0
-    groups = (n + VNNI_ROWS - 1) // VNNI_ROWS
-    for task in nb.prange(groups * blocks):
-        g = task // blocks
-        b = task - g * blocks
-        s0 = g * VNNI_ROWS
-        ns = min(VNNI_ROWS, n - s0)
-        tot = np.empty((VNNI_ROWS, UNITS // 2), np.uint64)
-        # the samples' pixels, four to a word, read from here in the loop: read through
-        # _quad there, the serial compilation kept an array's reference count in the
-        # loop, with every accumulator spilled around the call (14x slower)
-        xq = np.empty((VNNI_ROWS, quads), np.uint32)
-        for si in range(ns):
-            for q in range(quads):
-                xq[si, q] = _quad(x, x32, s0 + si, q, k, quads, aligned)
-        base = b * quads * 32
-        if ns == VNNI_ROWS:
-            a0, a1, a2, a3 = vzero8(), vzero8(), vzero8(), vzero8()
-            b0, b1, b2, b3 = vzero8(), vzero8(), vzero8(), vzero8()
-            c0, c1, c2, c3 = vzero8(), vzero8(), vzero8(), vzero8()
-            d0, d1, d2, d3 = vzero8(), vzero8(), vzero8(), vzero8()
-            wi = base
-            for q in range(quads):
-                w0 = vload8(wf, wi)
-                w1 = vload8(wf, wi + 8)
-                w2 = vload8(wf, wi + 16)
-                w3 = vload8(wf, wi + 24)
-                wi += 32
-                xa = vsplat32(xq[0, q])
-                a0, a1 = vdpbusd(a0, xa, w0), vdpbusd(a1, xa, w1)
-                a2, a3 = vdpbusd(a2, xa, w2), vdpbusd(a3, xa, w3)
-                xb = vsplat32(xq[1, q])
-                b0, b1 = vdpbusd(b0, xb, w0), vdpbusd(b1, xb, w1)
-                b2, b3 = vdpbusd(b2, xb, w2), vdpbusd(b3, xb, w3)
-                xc = vsplat32(xq[2, q])
-                c0, c1 = vdpbusd(c0, xc, w0), vdpbusd(c1, xc, w1)
-                c2, c3 = vdpbusd(c2, xc, w2), vdpbusd(c3, xc, w3)
-                xd = vsplat32(xq[3, q])
-                d0, d1 = vdpbusd(d0, xd, w0), vdpbusd(d1, xd, w1)
-                d2, d3 = vdpbusd(d2, xd, w2), vdpbusd(d3, xd, w3)
-            _vnni_keep(tot, 0, a0, a1, a2, a3)
-            _vnni_keep(tot, 1, b0, b1, b2, b3)
-            _vnni_keep(tot, 2, c0, c1, c2, c3)
-            _vnni_keep(tot, 3, d0, d1, d2, d3)
-        else:
-            for si in range(ns):
-                a0, a1, a2, a3 = vzero8(), vzero8(), vzero8(), vzero8()
-                wi = base
-                for q in range(quads):
-                    xa = vsplat32(xq[si, q])
-                    a0 = vdpbusd(a0, xa, vload8(wf, wi))
-                    a1 = vdpbusd(a1, xa, vload8(wf, wi + 8))
-                    a2 = vdpbusd(a2, xa, vload8(wf, wi + 16))
-                    a3 = vdpbusd(a3, xa, vload8(wf, wi + 24))
-                    wi += 32
-                _vnni_keep(tot, si, a0, a1, a2, a3)
-        for si in range(ns):
-            _emit(tot, si, b, s0 + si, T, 0, h, bits)
-
-
 def pixel_lut_dense_t(x, pats, m: int, threshold=None):
     """:func:`pixel_dense_t` in the lookup form, on uint8 pixels ``x`` (N, K) C-contiguous
     and the patterns of :func:`pixel_lut_weights`, unchecked: the same integers (or
@@ -706,105 +601,6 @@ def pixel_dense_t(xp, panels, m: int, threshold=None, form: str = "bytes"):
 
 
 _PAIR_KERNELS = {"bytes": _pixel_dense, "signs": _pixel_signed}
-PAIR_FORMS = tuple(_PAIR_KERNELS)  # the forms that read pixel pairs (a convolution's patches too)
-
-
-# --- S networks in one call ------------------------------------------------------------
-# Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
-_dense_serial, _signed_serial, _lut_serial = _pixel_dense.serial, _pixel_signed.serial, _pixel_lut.serial
-_vnni_serial = _pixel_vnni.serial
-
-
-@twin
-def _dense_stack(xp, panels, T, h, bits):
-    """:func:`_pixel_dense` for the S networks of ``panels`` (S, …) on the same pairs,
-    one network per task (each network's product on one thread)."""
-    for s in nb.prange(panels.shape[0]):
-        _dense_serial(xp, panels[s], T[s], h[s], bits[s])
-
-
-@twin
-def _signed_stack(xp, signs, T, h, bits):
-    """:func:`_pixel_signed` for the S networks of ``signs`` (S, …), one per task."""
-    for s in nb.prange(signs.shape[0]):
-        _signed_serial(xp, signs[s], T[s], h[s], bits[s])
-
-
-@twin
-def _lut_stack(x, pats, T, h, bits):
-    """:func:`_pixel_lut` for the S networks of ``pats`` (S, …), one per task."""
-    for s in nb.prange(pats.shape[0]):
-        _lut_serial(x, pats[s], T[s], h[s], bits[s])
-
-
-@twin
-def _vnni_stack(x, wv, T, h, bits):
-    """:func:`_pixel_vnni` for the S networks of ``wv`` (S, …), one per task."""
-    for s in nb.prange(wv.shape[0]):
-        _vnni_serial(x, wv[s], T[s], h[s], bits[s])
-
-
-# form -> (the layout of one network's ±1 weights (M, K), single kernel, stacked kernel)
-STACK_FORMS = {
-    "bytes": (lambda w: pixel_weights(w, check=False), _pixel_dense, _dense_stack),
-    "signs": (lambda w: pixel_signs(pixel_weights(w, check=False)), _pixel_signed, _signed_stack),
-    "lookup": (lambda w: pixel_lut_weights(w, check=False), _pixel_lut, _lut_stack),
-    "vnni": (lambda w: pixel_vnni_weights(w, check=False), _pixel_vnni, _vnni_stack),
-}
-
-
-def _form(form):
-    if form not in STACK_FORMS:
-        raise ValueError(f"pixel product: unknown form {form!r}; expected one of "
-                         f"{', '.join(STACK_FORMS)}")
-    return STACK_FORMS[form]
-
-
-def pixel_stack_weights(form: str, w_pm1) -> np.ndarray:
-    """±1 weights (S, M, K) of S networks → their stacked layout for ``form`` (S, …),
-    the input of :func:`pixel_stack_t`."""
-    layout = _form(form)[0]
-    w = np.asarray(w_pm1)
-    return np.stack([layout(w[s]) for s in range(w.shape[0])])
-
-
-def pixel_stack_t(form: str, rows, weights, m: int, thresholds=None):
-    r"""The pixel product of S networks in one call: :math:`h_{snj} = \sum_i x_{ni}
-    w_{sji}` for the rows of one input and the stacked weights of :func:`pixel_stack_weights`
-    in ``form`` ("bytes", "signs", "lookup" or "vnni"); unchecked. ``rows``: uint8 pixels
-    (N, K) C-contiguous for "lookup" and "vnni", the pairs of :func:`pixel_pairs` (or of a convolution's
-    :func:`pixel_patches_t`) for the other two. ``thresholds``: None, or (S, words) stacked
-    :func:`pixel_thresholds`.
-
-    Each network's product runs on one thread when there are at least two networks per
-    thread, or a multiple of the thread count (no thread idles at the end); otherwise
-    (S = 1, say) one network after another, each on every thread.
-
-    Returns:
-        int32 (S, N, m), or with ``thresholds`` the packed bits uint64 (S, N, ceil(m/64)).
-    """
-    _, single, stacked = _form(form)
-    S, n = weights.shape[0], rows.shape[0]
-    pairs = rows.shape[1] if form in PAIR_FORMS else -(-rows.shape[1] // 2)
-    blocks = weights.shape[1]
-    if thresholds is None:
-        T = np.empty((S, 0), np.uint64)
-        h, bits = np.empty((S, n, m), np.int32), np.empty((S, 0, 0), np.uint64)
-        out = h
-    else:
-        T = thresholds
-        h, bits = np.empty((S, 0, 0), np.int32), np.empty((S, n, blocks), np.uint64)
-        out = bits
-    if out.size == 0:
-        return out
-    work = pixel_work(n, m, pairs)
-    threads = numba.get_num_threads()
-    if S > 1 and (S >= 2 * threads or S % threads == 0):
-        stacked(S * work, rows, weights, T, h, bits)
-    else:
-        for s in range(S):
-            single(work, rows, weights[s], T[s], h[s], bits[s])
-    return out
 
 
 def pixel_dense(x, w_pm1, threshold=None):

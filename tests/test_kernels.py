@@ -235,7 +235,7 @@ def _layout(layout, x, w):
     if layout == "lookup":
         return x, K.pixel_lut_weights(w), K.pixels._pixel_lut
     if layout == "vnni":
-        return x, K.pixels.pixel_vnni_weights(w), K.pixels._pixel_vnni
+        return x, K.vnni.pixel_vnni_weights(w), K.vnni._pixel_vnni
     panels = K.pixel_weights(w)
     if layout == "signs":
         return K.pixel_pairs(x), K.pixel_signs(panels), K.pixels._pixel_signed
@@ -585,9 +585,9 @@ def test_vnni_pixel_kernel_compiles_to_dot_products_without_spills(tmp_path):
         pytest.skip("the instruction is x86's; other targets compile the generic lowering")
     code = (
         "import numba, numpy as np\n"
-        "from bnn_toroid.kernels import pixels as P\n"
-        "f = numba.njit(P._pixel_vnni.serial.py_func)\n"
-        "args = (np.zeros((4, 8), np.uint8), P.pixel_vnni_weights(np.ones((64, 8))), P._NO_T,"
+        "from bnn_toroid.kernels import pixels as P, vnni as V\n"
+        "f = numba.njit(V._pixel_vnni.serial.py_func)\n"
+        "args = (np.zeros((4, 8), np.uint8), V.pixel_vnni_weights(np.ones((64, 8))), P._NO_T,"
         " P._NO_H, P._NO_BITS)\n"
         "f.compile(tuple(numba.typeof(a) for a in args))\n"
         "print(f.inspect_asm(f.signatures[0]))\n")

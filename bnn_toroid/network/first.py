@@ -31,7 +31,7 @@ import numpy as np
 from .. import kernels as K
 from ..kernels import forms
 from ..kernels.flips import flipped_threshold_pack, flips_csr, majority
-from ..kernels.pixels import PAIR_FORMS
+from ..kernels.stacks import PAIR_FORMS
 from .layers import Dense
 
 # Use the shared product while the flips number at most this fraction of a network's
@@ -110,7 +110,7 @@ class RealFirstLayer:
 
     def pixel_layout(self, form, which="all"):
         """The weights in the layout of the pixel product's ``form`` (a name of
-        :data:`bnn_toroid.kernels.pixels.STACK_FORMS`), stacked for
+        :data:`bnn_toroid.kernels.stacks.STACK_FORMS`), stacked for
         :func:`bnn_toroid.kernels.pixel_stack_t`: every network's (S, …) for ``which``
         "all", network 0's (1, …) for "first", the shared template's (1, …) for
         "template". Kept: a stack's parameters do not change."""

@@ -1,0 +1,115 @@
+"""The first layer on pixels of S networks in one call, in any pixel form.
+
+A stack of networks (local energy's perturbed copies, the points of a path) evaluates
+its first layer on the same input for every network. :func:`pixel_stack_t` takes the
+stack's weights in one form's layout, (S, …), and runs every network's product in one
+compiled call: one network per thread when there are enough of them, else one network
+after another on every thread. The forms are those of :mod:`.pixels` and :mod:`.vnni`;
+which one runs is the caller's choice (:mod:`.forms`).
+"""
+import numba as nb
+import numpy as np
+
+from ._threads import twin
+from .pixels import (_pixel_dense, _pixel_lut, _pixel_signed, pixel_lut_weights, pixel_signs,
+                     pixel_weights, pixel_work)
+from .vnni import _pixel_vnni, pixel_vnni_weights
+
+# Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
+_dense_serial, _signed_serial, _lut_serial = _pixel_dense.serial, _pixel_signed.serial, _pixel_lut.serial
+_vnni_serial = _pixel_vnni.serial
+PAIR_FORMS = ("bytes", "signs")  # the forms that read pixel pairs (a convolution's patches too)
+
+
+@twin
+def _dense_stack(xp, panels, T, h, bits):
+    """:func:`_pixel_dense` for the S networks of ``panels`` (S, …) on the same pairs,
+    one network per task (each network's product on one thread)."""
+    for s in nb.prange(panels.shape[0]):
+        _dense_serial(xp, panels[s], T[s], h[s], bits[s])
+
+
+@twin
+def _signed_stack(xp, signs, T, h, bits):
+    """:func:`_pixel_signed` for the S networks of ``signs`` (S, …), one per task."""
+    for s in nb.prange(signs.shape[0]):
+        _signed_serial(xp, signs[s], T[s], h[s], bits[s])
+
+
+@twin
+def _lut_stack(x, pats, T, h, bits):
+    """:func:`_pixel_lut` for the S networks of ``pats`` (S, …), one per task."""
+    for s in nb.prange(pats.shape[0]):
+        _lut_serial(x, pats[s], T[s], h[s], bits[s])
+
+
+@twin
+def _vnni_stack(x, wv, T, h, bits):
+    """:func:`_pixel_vnni` for the S networks of ``wv`` (S, …), one per task."""
+    for s in nb.prange(wv.shape[0]):
+        _vnni_serial(x, wv[s], T[s], h[s], bits[s])
+
+
+# form -> (the layout of one network's ±1 weights (M, K), single kernel, stacked kernel)
+STACK_FORMS = {
+    "bytes": (lambda w: pixel_weights(w, check=False), _pixel_dense, _dense_stack),
+    "signs": (lambda w: pixel_signs(pixel_weights(w, check=False)), _pixel_signed, _signed_stack),
+    "lookup": (lambda w: pixel_lut_weights(w, check=False), _pixel_lut, _lut_stack),
+    "vnni": (lambda w: pixel_vnni_weights(w, check=False), _pixel_vnni, _vnni_stack),
+}
+
+
+def _form(form):
+    if form not in STACK_FORMS:
+        raise ValueError(f"pixel product: unknown form {form!r}; expected one of "
+                         f"{', '.join(STACK_FORMS)}")
+    return STACK_FORMS[form]
+
+
+def pixel_stack_weights(form: str, w_pm1) -> np.ndarray:
+    """±1 weights (S, M, K) of S networks → their stacked layout for ``form`` (S, …),
+    the input of :func:`pixel_stack_t`."""
+    layout = _form(form)[0]
+    w = np.asarray(w_pm1)
+    return np.stack([layout(w[s]) for s in range(w.shape[0])])
+
+
+def pixel_stack_t(form: str, rows, weights, m: int, thresholds=None):
+    r"""The pixel product of S networks in one call: :math:`h_{snj} = \sum_i x_{ni}
+    w_{sji}` for the rows of one input and the stacked weights of :func:`pixel_stack_weights`
+    in ``form`` ("bytes", "signs", "lookup" or "vnni"); unchecked. ``rows``: uint8 pixels
+    (N, K) C-contiguous for "lookup" and "vnni", the pairs of :func:`pixel_pairs` (or of a convolution's
+    :func:`pixel_patches_t`) for the other two. ``thresholds``: None, or (S, words) stacked
+    :func:`pixel_thresholds`.
+
+    Each network's product runs on one thread when there are at least two networks per
+    thread, or a multiple of the thread count (no thread idles at the end); otherwise
+    (S = 1, say) one network after another, each on every thread.
+
+    Returns:
+        int32 (S, N, m), or with ``thresholds`` the packed bits uint64 (S, N, ceil(m/64)).
+    """
+    _, single, stacked = _form(form)
+    S, n = weights.shape[0], rows.shape[0]
+    pairs = rows.shape[1] if form in PAIR_FORMS else -(-rows.shape[1] // 2)
+    blocks = weights.shape[1]
+    if thresholds is None:
+        T = np.empty((S, 0), np.uint64)
+        h, bits = np.empty((S, n, m), np.int32), np.empty((S, 0, 0), np.uint64)
+        out = h
+    else:
+        T = thresholds
+        h, bits = np.empty((S, 0, 0), np.int32), np.empty((S, n, blocks), np.uint64)
+        out = bits
+    if out.size == 0:
+        return out
+    work = pixel_work(n, m, pairs)
+    threads = nb.get_num_threads()
+    if S > 1 and (S >= 2 * threads or S % threads == 0):
+        stacked(S * work, rows, weights, T, h, bits)
+    else:
+        for s in range(S):
+            single(work, rows, weights[s], T[s], h[s], bits[s])
+    return out
+
+
