@@ -199,10 +199,10 @@ def to_larq(net):
             pv_arr = np.asarray(pv, np.float64)
             if real and padding == "same":
                 H, W = _spatial_hw(net, i)
-                from .onnx import _tf_same
+                from .onnx import tf_same
 
-                ph = _tf_same(H, kh, layer.stride[0])
-                pw = _tf_same(W, kw, layer.stride[1])
+                ph = tf_same(H, kh, layer.stride[0])
+                pw = tf_same(W, kw, layer.stride[1])
                 scalar = pv_arr.ndim == 0 or np.all(pv_arr == pv_arr.reshape(-1)[0])
                 if scalar and scale is None:
                     pad_values = float(pv_arr.reshape(-1)[0])
@@ -268,7 +268,7 @@ def from_larq(keras_model, path=None, opset: int = 17):
     """
     from . import onnx as bo
 
-    opset = bo._check_opset(opset, "from_larq")
+    opset = bo.check_opset(opset, "from_larq")
     if path is not None:  # before TensorFlow loads: a refused target costs nothing
         from ._files import check_target
 
@@ -283,8 +283,9 @@ def from_larq(keras_model, path=None, opset: int = 17):
     spec = [tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32, name="x")]
     model_proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=spec, opset=opset)
     if path is not None:
-        from .onnx import _atomic_write
+        from ._files import atomic_write
 
-        _atomic_write(path, model_proto.SerializeToString(), "from_larq")
+        data = model_proto.SerializeToString()
+        atomic_write(path, lambda fh: fh.write(data), "from_larq")
     return bo.load(model_proto)
 

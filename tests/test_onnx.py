@@ -406,7 +406,7 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(bo.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         bo.export(mlp_binary(np.random.default_rng(11)), p)
     assert p.read_bytes() == before
