@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["bnn_toroid", "bnn_toroid.network", "bnn_toroid.symmetry", "bnn_toroid.geometry",
-              "bnn_toroid.landscape", "bnn_toroid.paths", "bnn_toroid.kernels"],
+              "bnn_toroid.landscape", "bnn_toroid.paths", "bnn_toroid.train", "bnn_toroid.kernels"],
     package_dir={"bnn_toroid.kernels": "kernels"},
     install_requires=["numpy>=1.24", "numba>=0.59", "scipy>=1.10", "torch>=2.1",
                       "scikit-learn>=1.2", "threadpoolctl>=3", "tqdm>=4.60", "matplotlib>=3.6",
