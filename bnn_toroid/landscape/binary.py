@@ -39,33 +39,17 @@ def _data(data):
                     f"got {type(data).__name__}")
 
 
-def _channels_per_pixel(net, i):
-    """Channels per pixel of layer i's packed weights, which are rows of
-    ``pixels × channels`` values packed per pixel (a dense layer on flat input is one
-    pixel of K channels; a conv filter has kh·kw pixels)."""
-    layer = net.layers[i]
-    if i == 0 and not net.binarize_input and layer.weights.ndim == 2:
-        return layer.weights.shape[1]  # a dense first layer on real input is packed flat
-    if layer.weights.ndim == 4:
-        c = layer.weights.shape[3]
-    else:
-        geom = net.layer_input_shape(i)
-        c = geom[2] if len(geom) == 3 else geom[0]
-    return c
-
-
 def flip_masks(net: BinaryNetwork, counts, rng) -> list:
     """Packed XOR masks that flip ``counts[s]`` weights of network ``s``, drawn uniformly
     without replacement from all of ``net``'s weights. Returns per layer an array with a
-    leading axis of len(counts): uint64 words to XOR into packed weights."""
+    leading axis of len(counts): uint64 words to XOR into packed weights (``None`` for a
+    pool). Each weight's word and bit come from the layer's layout
+    (:meth:`BinaryNetwork.layout <bnn_toroid.network.BinaryNetwork.layout>`)."""
     counts = np.asarray(counts, np.int64)
     layers = net.weight_layers()
     sizes = np.array([net.layers[i].weights.size for i in layers])
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    params = net.packed_params()
-    masks = {}
-    for i in layers:
-        masks[i] = np.zeros((len(counts),) + params[i]["w"][0].shape, np.uint64)
+    masks = {i: np.zeros((len(counts),) + net.layout(i).packed_shape, np.uint64) for i in layers}
     for s, m in enumerate(counts):
         if m == 0:
             continue
@@ -73,17 +57,8 @@ def flip_masks(net: BinaryNetwork, counts, rng) -> list:
         where = np.searchsorted(offsets, picks, side="right") - 1
         for li, i in enumerate(layers):
             local = picks[where == li] - offsets[li]
-            if local.size == 0:
-                continue
-            layer = net.layers[i]
-            c = _channels_per_pixel(net, i)
-            row_len = layer.weights.size // layer.units
-            row, col = np.divmod(local, row_len)
-            pix, ch = np.divmod(col, c)
-            words_per_pix = (c + 63) // 64
-            flat = masks[i][s].reshape(layer.units, -1)
-            word = pix * words_per_pix + ch // 64
-            np.bitwise_xor.at(flat, (row, word), np.left_shift(np.uint64(1), (ch % 64).astype(np.uint64)))
+            if local.size:
+                net.layout(i).flip(masks[i][s], local)
     return [masks.get(i) for i in range(len(net.layers))]
 
 

@@ -16,6 +16,7 @@ from .. import kernels as K
 from .chain import DenseChain
 from .first import RealFirstLayer
 from .layers import Conv2d, Dense, MaxPool2d, NetworkError
+from .layout import Layout, layout_of
 
 LAYOUTS = ("flat", "NHWC", "NCHW")
 
@@ -46,20 +47,6 @@ class _Geom:
     @property
     def features(self) -> int:
         return int(np.prod(self.shape))
-
-
-def _pack_dense_weights(w, geom: _Geom):
-    """Pack a dense weight matrix to match its input's packed layout (per-pixel words
-    when the input is spatial, so conv outputs feed it without repacking)."""
-    if geom.spatial:
-        h, wd, c = geom.shape
-        return K.pack_bits(w.reshape(w.shape[0], h, wd, c)).reshape(w.shape[0], -1)
-    return K.pack_bits(w)
-
-
-def _mask_words(mask: np.ndarray) -> np.ndarray:
-    """bool (C,) → uint64 words with bit 1 where the mask is set."""
-    return K.pack_bits(np.where(mask, -1, 1).astype(np.int8))
 
 
 class BinaryNetwork:
@@ -103,6 +90,7 @@ class BinaryNetwork:
         if self.input_scale is not None:
             self.input_scale.flags.writeable = False
         self._geoms = self._check()
+        self._layouts = self._layouts_of()
         self._params = [self._pack(i) for i in range(len(self.layers))]
         self._stack = None
         self._built = True
@@ -116,6 +104,8 @@ class BinaryNetwork:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if "_layouts" not in state:  # pickled before networks kept their layouts
+            self._layouts = self._layouts_of()
         if self.input_scale is not None:  # unpickled arrays come back writable
             self.input_scale.flags.writeable = False
 
@@ -202,21 +192,24 @@ class BinaryNetwork:
         self.output_geom = geom
         return geoms
 
+    def _layouts_of(self):
+        return tuple(layout_of(layer, g.shape, i == 0 and not self.binarize_input)
+                     for i, (layer, g) in enumerate(zip(self.layers, self._geoms)))
+
+    def layout(self, i: int) -> Layout:
+        """The packed layout of layer i (:mod:`.layout`): where each of its weights (or,
+        for a pool, each min-pooled channel) sits in :meth:`packed_params`' words, with
+        ``pack``, ``unpack``, ``locate`` (flat weight index → word, bit) and ``flip``."""
+        return self._layouts[i]
+
     def _pack(self, i):
         """Parameters of layer i as the kernels want them, with a leading network axis."""
-        layer, geom = self.layers[i], self._geoms[i]
-        real = i == 0 and not self.binarize_input
-        p = {}
-        if isinstance(layer, Dense):
-            # on real input the rows stay flat: BLAS reads them unpacked, in NHWC order
-            p["w"] = (K.pack_bits(layer.weights) if real else _pack_dense_weights(layer.weights, geom))[None]
-        elif isinstance(layer, Conv2d):
-            p["w"] = K.pack_bits(layer.weights)[None]
-        else:
-            c = geom.shape[2]
+        layer, lay = self.layers[i], self._layouts[i]
+        if isinstance(layer, MaxPool2d):
+            c = lay.channels
             mask = layer.min_channels if layer.min_channels is not None else np.zeros(c, bool)
-            p["mask"] = _mask_words(mask)[None]
-            return p
+            return {"mask": lay.pack(mask)[None]}
+        p = {"w": lay.pack(layer.weights)[None]}
         # writable copies: the layer's arrays are read-only, and a read-only array would
         # make Numba compile a second version of every kernel it reaches
         if layer.threshold is not None:
@@ -224,14 +217,6 @@ class BinaryNetwork:
         else:
             p["scale"], p["bias"] = np.array(layer.out_scale[None]), np.array(layer.out_bias[None])
         return p
-
-    def _valid_bits(self, i):
-        """Layer i's packed weight words with every real (non-padding) bit set."""
-        layer = self.layers[i]
-        ones = -np.ones((1,) + layer.weights.shape[1:], np.int8)
-        if isinstance(layer, Dense) and (i > 0 or self.binarize_input):
-            return _pack_dense_weights(ones, self._geoms[i])
-        return K.pack_bits(ones)
 
     def __getstate__(self):
         # the cached stack holds float copies of the first layer: rebuilt on demand
@@ -351,10 +336,11 @@ class BinaryNetwork:
 
     def packed_params(self) -> list:
         """The kernels' view of each layer (leading axis of length 1): ``w`` packed weights
-        (a dense first layer on real input packs its rows flat, in NHWC feature order),
-        ``T`` thresholds, ``scale``/``bias`` of the output, ``mask`` of min-pooled
-        channels. New dicts of read-only views: edit copies, and build networks with the
-        layer classes (or a :class:`NetworkStack` from edited copies)."""
+        in the layer's :meth:`layout` (a dense first layer on real input packs its rows
+        flat, in NHWC feature order; the others per pixel), ``T`` thresholds,
+        ``scale``/``bias`` of the output, ``mask`` of min-pooled channels. New dicts of
+        read-only views: edit copies, and build networks with the layer classes (or a
+        :class:`NetworkStack` from edited copies)."""
         out = []
         for p in self._params:
             q = {}
@@ -448,20 +434,11 @@ class NetworkStack:
         t = self.template
         layers = []
         for i, (layer, p) in enumerate(zip(t.layers, self.params)):
+            lay = t.layout(i)
             if isinstance(layer, MaxPool2d):
-                c = t._geoms[i].shape[2]
-                mc = K.unpack_bits(p["mask"][s], c) < 0
-                layers.append(MaxPool2d(layer.size, layer.stride, mc))
+                layers.append(MaxPool2d(layer.size, layer.stride, lay.unpack(p["mask"][s])))
                 continue
-            w = p["w"][s]
-            g = t._geoms[i]
-            if isinstance(layer, Conv2d):
-                w = K.unpack_bits(w, layer.weights.shape[3])
-            elif g.spatial and (i > 0 or t.binarize_input):  # per-pixel words (see _pack)
-                h, wd, c = g.shape
-                w = K.unpack_bits(w.reshape(w.shape[0], h, wd, -1), c).reshape(w.shape[0], -1)
-            else:
-                w = K.unpack_bits(w, g.features)
+            w = lay.unpack(p["w"][s])
             kw = {"threshold": p["T"][s]} if "T" in p else {"out_scale": p["scale"][s], "out_bias": p["bias"][s]}
             if isinstance(layer, Dense):
                 layers.append(Dense(w, **kw))
@@ -545,8 +522,7 @@ def _checked_params(net: BinaryNetwork, params):
             # the kernels index raw memory, and read-only arrays would compile new versions
             p[key] = np.ascontiguousarray(got) if got.flags.writeable else np.array(got, order="C")
         if "w" in p:
-            valid = net._valid_bits(i)
-            if (p["w"] & ~valid).any():
+            if (p["w"] & ~net.layout(i).valid_bits()).any():
                 raise NetworkError(f"NetworkStack: layer {i} has packed weights with padding bits "
                                    "set; they must be 0")
         if "T" in p and p["T"].dtype.kind == "f" and np.isnan(p["T"]).any():

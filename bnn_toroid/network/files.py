@@ -1,6 +1,8 @@
 """The network file format: ``.npz`` arrays plus JSON metadata, never pickle.
 
-The archive holds the packed weights, thresholds and output affine of every layer (and
+The archive holds the packed weights (each layer's as flat rows, ``uint64 (units,
+n_words(fan-in))`` with bit 1 = −1: :func:`.layout.file_layout`, not the kernels'
+per-pixel layout), thresholds and output affine of every layer (and
 each hidden layer's :class:`~.layers.BatchNormRecord`, when it has one) and a
 ``meta`` entry: UTF-8 JSON with the format version, the architecture and a SHA-256.
 
@@ -16,14 +18,12 @@ of another kind, with a :class:`NetworkFileError` that says which.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .. import kernels as K
 from .._files import ArchiveError, as_path, read_npz, sha256_arrays, sha256_content, write_npz
 from .core import LAYOUTS, BinaryNetwork
 from .layers import BatchNormRecord, Conv2d, Dense, MaxPool2d, NetworkError
+from .layout import file_layout
 
 FORMAT = "bnn_toroid.BinaryNetwork"
 FORMAT_VERSION = 2
@@ -47,7 +47,8 @@ def _encode(net: BinaryNetwork):
             specs.append(spec)
             continue
         spec = {"type": type(layer).__name__, "shape": list(layer.weights.shape)}
-        arrays[f"{key}.weights"] = K.pack_bits(layer.weights.reshape(layer.weights.shape[0], -1))
+        # every layer's weights as flat rows, whatever the kernels' layout (layout.file_layout)
+        arrays[f"{key}.weights"] = file_layout(layer.weights.shape).pack(layer.weights)
         if layer.threshold is not None:
             arrays[f"{key}.threshold"] = layer.threshold
         else:
@@ -188,12 +189,12 @@ def _layer(path, arrays, i, spec):
     if kind not in ("Dense", "Conv2d"):
         raise NetworkFileError(f"{path}: {where} has type {kind!r}; expected Dense, Conv2d or MaxPool2d")
     shape = _ints(path, f"{where} shape", spec.get("shape"), 2 if kind == "Dense" else 4)
-    k = math.prod(shape[1:])
+    lay = file_layout(shape)
     packed = _array(path, arrays, f"{key}.weights", "u", 2)
-    if packed.dtype != np.uint64 or packed.shape != (shape[0], K.n_words(k)):
+    if packed.dtype != np.uint64 or packed.shape != lay.packed_shape:
         raise NetworkFileError(f"{path}: array '{key}.weights' is {packed.dtype} {packed.shape}; "
-                               f"{where} of shape {list(shape)} needs uint64 {(shape[0], K.n_words(k))}")
-    w = K.unpack_bits(packed, k).reshape(shape)
+                               f"{where} of shape {list(shape)} needs uint64 {lay.packed_shape}")
+    w = lay.unpack(packed)
     kw = {}
     if f"{key}.threshold" in arrays:
         kw["threshold"] = _array(path, arrays, f"{key}.threshold", "iuf", 1)

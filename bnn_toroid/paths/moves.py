@@ -365,33 +365,8 @@ class _ParamWalker:
     def __init__(self, net: BinaryNetwork):
         self.net = net
         self.params = [{k: v[0].copy() for k, v in p.items()} for p in net.packed_params()]
-        self._locate = [self._locator(i) for i in range(len(net.layers))]
-
-    def _locator(self, i):
-        """flat weight index → (flat word index, bit) in the packed weights of layer i."""
-        net, layer = self.net, self.net.layers[i]
-        if isinstance(layer, MaxPool2d):
-            return None  # masks are handled per channel
-        if isinstance(layer, Dense):
-            geom = net.layer_input_shape(i)
-            k = layer.weights.shape[1]
-            # a dense first layer on real input is packed flat (network/core.py, _pack)
-            c = geom[-1] if len(geom) == 3 and not _real_layer(net, i) else k
-            cw = K.n_words(c)
-            row_words = (k // c) * cw
-
-            def loc(idx):
-                u, j = np.divmod(idx, k)
-                pix, ch = np.divmod(j, c)
-                return u * row_words + pix * cw + (ch >> 6), ch & 63
-            return loc
-        c = layer.weights.shape[3]
-        cw = K.n_words(c)
-
-        def loc(idx):
-            tap, ch = np.divmod(idx, c)
-            return tap * cw + (ch >> 6), ch & 63
-        return loc
+        # flat weight index -> (flat word index, bit), from each layer's layout
+        self._locate = [net.layout(i).locate for i in range(len(net.layers))]
 
     def apply(self, moves):
         for i in np.unique(moves["layer"]):
@@ -399,16 +374,17 @@ class _ParamWalker:
             p = self.params[i]
             kind = sel["kind"]
             f = sel["index"][kind == FLIP]
-            if f.size:
+            if f.size:  # a flip is one bit XOR (network/layout.py)
                 word, bit = self._locate[i](f)
                 np.bitwise_xor.at(p["w"].reshape(-1), word,
                                   np.left_shift(np.uint64(1), bit.astype(np.uint64)))
             _apply_unit_moves(p, sel, kind)
             s = kind == POOL
             if s.any():
-                mask = K.unpack_bits(p["mask"], self.net.layer_input_shape(i)[-1]) < 0
+                lay = self.net.layout(i)
+                mask = lay.unpack(p["mask"])
                 _last_set(mask, sel["index"][s], sel["value"][s] != 0)
-                p["mask"] = K.pack_bits(np.where(mask, -1, 1).astype(np.int8))
+                p["mask"] = lay.pack(mask)
 
     def snapshot(self):
         return [{k: v.copy() for k, v in p.items()} for p in self.params]

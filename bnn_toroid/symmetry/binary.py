@@ -20,8 +20,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .. import kernels as K
-from .._files import sha256_arrays
 from ..network import BinaryNetwork, Conv2d, Dense, MaxPool2d
+from .encoding import canonical_bytes
 
 __all__ = ["canonicalize", "fingerprint", "align", "permute_units", "flip_threshold",
            "normalize_thresholds", "hidden_layers", "flippable"]
@@ -349,18 +349,13 @@ def _with_threshold(layer, t):
 def fingerprint(net: BinaryNetwork) -> str:
     """A stable SHA-256 hex digest of ``net``'s symmetry class: equal for every permuted
     and sign-reversed copy, different for different classes. Use it to deduplicate
-    minima."""
-    from ..network.files import _encode
-    c = canonicalize(net)
-    arrays, meta = _encode(c)
-    # BatchNorm records do not change the function, so they are not part of its class.
-    arrays = {k: v for k, v in arrays.items() if ".bn_" not in k}
-    for spec in meta["layers"]:
-        spec.pop("bn_after_pool", None)
-    h = hashlib.sha256(sha256_arrays(arrays).encode())
-    h.update(repr((meta["input_shape"], meta["input_layout"], meta["binarize_input"],
-                   meta["layers"])).encode())
-    return h.hexdigest()
+    minima.
+
+    It hashes :func:`.encoding.canonical_bytes` of :func:`canonicalize` (``net``): an
+    encoding of its own (docs/methods.md, "Fingerprint"), independent of the network
+    file format and of the kernels' packed layout, so neither can change a
+    fingerprint. BatchNorm records, which do not change the function, are left out."""
+    return hashlib.sha256(canonical_bytes(canonicalize(net))).hexdigest()
 
 
 # ---------------------------------------------------------------------------- alignment
