@@ -97,15 +97,15 @@ class RealFirstLayer:
     def _kernel_layout(self, w, dtype):
         """Packed weights → the float ``dtype`` layout of the real-input kernels: (K, M)
         or (kh, kw, C, F)."""
-        layer = self.layer
-        if isinstance(layer, Dense):
-            return K.dense_weights(K.unpack_bits(w, layer.weights.shape[1]), dtype)
-        return K.conv_weights(K.unpack_bits(w, layer.weights.shape[3]), dtype)
+        w = self.net.layout(0).unpack(w)
+        if isinstance(self.layer, Dense):
+            return K.dense_weights(w, dtype)
+        return K.conv_weights(w, dtype)
 
     def _rows(self, w):
         """Packed weights → ±1 int8 rows (M, K), a filter (kh, kw, C) flattened in its
         patches' order."""
-        rows = K.unpack_bits(w, self.layer.weights.shape[-1])
+        rows = self.net.layout(0).unpack(w)
         return rows.reshape(rows.shape[0], -1)
 
     def pixel_layout(self, form, which="all"):
