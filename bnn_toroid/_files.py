@@ -1,6 +1,6 @@
 """File helpers shared by every reader and writer: safe save targets, atomic replace,
-content hashes, and a pickle-free ``.npz`` reader that checks every declared size
-before it allocates.
+content hashes, JSON reports, and a pickle-free ``.npz`` reader that checks every
+declared size before it allocates.
 
 The rules (also in ``docs/interop.md``):
 
@@ -156,6 +156,41 @@ def atomic_write(path, write, what: str = "save") -> Path:
     except OSError:
         pass
     return path
+
+
+# ---------------------------------------------------------------------------- JSON reports
+def jsonable(v):
+    """``v`` with every value JSON can hold: dicts (keys as strings), lists (from tuples
+    and arrays), numpy scalars as Python numbers, paths as strings, and non-finite floats
+    as ``None`` (written ``null``). Every report of the command line, the sweep and the
+    demo goes through this."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return jsonable(v.tolist())
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def report_text(report) -> str:
+    """A report as the JSON text every front end writes: :func:`jsonable`, sorted keys,
+    indented by two."""
+    return json.dumps(jsonable(report), indent=2, sort_keys=True)
+
+
+def write_report(path, report, what: str = "save") -> Path:
+    """Write :func:`report_text` of ``report`` to ``path`` atomically (:func:`atomic_write`)."""
+    text = report_text(report).encode()
+    return atomic_write(path, lambda f: f.write(text), what)
 
 
 # ---------------------------------------------------------------------------- hashes

@@ -239,9 +239,9 @@ def conv_case(n=16, hw=32, c=128, f=128, threads=2, repeats=15, seed=0):
 def energy_setup(sizes=(784, 1001, 1001, 1001, 10), n=10000, networks=100, seed=0, eps=None):
     """A random binary MLP, ``n`` random uint8 images with labels, and ``networks``
     perturbed copies (``perturbed_stack``; flip fractions cycle through ``eps``, by
-    default ``landscape.binary.DEFAULT_EPS``: 0 to 0.1)."""
-    from .landscape.binary import DEFAULT_EPS
-    eps = DEFAULT_EPS if eps is None else eps
+    default the binary grid of every front end, ``analysis.default_grid("binary")``: 0 to 0.1)."""
+    from .analysis import default_grid
+    eps = default_grid("binary") if eps is None else eps
     import torch
     from .landscape.binary import perturbed_stack
     from .network import BinaryNetwork

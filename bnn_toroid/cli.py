@@ -9,7 +9,6 @@ output that cannot be written: found before any work starts), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -83,12 +82,11 @@ def _emit(args, report: dict):
     """Write the JSON report (atomically to a file, or to stdout for ``--json -``)."""
     if args.json is None:
         return
-    text = json.dumps(_jsonable(report), indent=2, sort_keys=True)
+    from ._files import report_text, write_report
     if args.json == "-":
-        print(text)
+        print(report_text(report))
     else:
-        from ._files import atomic_write
-        atomic_write(args.json, lambda f: f.write(text.encode()))
+        write_report(args.json, report)
         _say(args, f"report written to {args.json}")
 
 
@@ -122,22 +120,6 @@ def _check_folder(path, what):
         raise UsageError(f"{what} {path}: {first} is not writable")
 
 
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
 def _data(name, split, n, seed):
     from . import datasets
     try:
@@ -156,16 +138,12 @@ def _load_net(path):
         raise CommandError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
 
 
-def _is_binary(net):
-    from .network import BinaryNetwork
-    return isinstance(net, BinaryNetwork)
-
-
-def _error(net, data):
-    if _is_binary(net):
-        return net.error(data.x, data.y)
-    from .train import evaluate
-    return float(evaluate(net, data)[1])
+def _kind(net, path):
+    from .analysis import network_kind
+    try:
+        return network_kind(net, str(path))
+    except TypeError as e:
+        raise CommandError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------- subcommands
@@ -173,6 +151,7 @@ def cmd_train(args):
     import torch
 
     from . import train
+    from .analysis import error
     from .io import build_model, is_binary_spec, save_model
     from .network import BinaryNetwork
     _check_output(args.output, "--output")
@@ -189,12 +168,12 @@ def cmd_train(args):
     if is_binary_spec(args.model):
         net = BinaryNetwork.from_torch(model)
         net.save(args.output)
-        kind, train_err = "binary", net.error(data.x, data.y)
-        test_err = net.error(test.x, test.y) if test else None
+        kind, train_err = "binary", error(net, data)
+        test_err = error(net, test) if test else None
     else:
         save_model(model, args.output, args.model, extra={"method": args.method, "seed": args.seed})
-        kind, train_err = "real", _error(model, data)
-        test_err = _error(model, test) if test else None
+        kind, train_err = "real", error(model, data)
+        test_err = error(model, test) if test else None
     report = {"command": "train", "model": args.model, "kind": kind, "data": args.data,
               "method": args.method, "seed": args.seed, "epochs": args.epochs, "output": args.output,
               "train_error": train_err, "test_error": test_err, "seconds": hist.seconds,
@@ -205,17 +184,6 @@ def cmd_train(args):
          + f" ({hist.seconds:.1f} s) -> {args.output}")
     _say(args, f"  {hist.summary()}")
     _emit(args, report)
-
-
-def _local_energy(net, data, args):
-    from . import local_energy
-    if _is_binary(net):
-        le = local_energy(net, data, eps=args.eps, samples=args.samples, seed=args.seed)
-        x = le.eps
-    else:
-        le = local_energy(net, data, sigma=args.sigma, samples=args.samples, seed=args.seed)
-        x = le.sigma
-    return {"x": x, "mean": le.mean, "std": le.std, "base_error": le.base_error}
 
 
 def _report_names(paths):
@@ -234,10 +202,10 @@ def _report_names(paths):
 
 
 def cmd_analyze(args):
+    """Every network through ``analysis.analyze_minimum``, every pair through
+    ``analysis.pair_distances``: the numbers of the sweep's ``minimum`` and ``pair`` tasks."""
     _check_output(args.json, "--json")
-    from . import align, distance, fingerprint
-    from .landscape.binary import DEFAULT_EPS
-    from .landscape.continuous import DEFAULT_SIGMA
+    from . import analysis
     names = _report_names(args.nets)
     _check_output(args.figure, "--figure")
     if args.figure:
@@ -247,30 +215,29 @@ def cmd_analyze(args):
         except ValueError as e:
             raise UsageError(str(e)) from None
     nets = [_load_net(p) for p in args.nets]
-    kinds = {_is_binary(n) for n in nets}
+    kinds = {_kind(n, p) for n, p in zip(nets, args.nets)}
     if len(kinds) > 1:
         raise UsageError("analyze: mix of binary and real-valued networks; analyse each kind separately")
-    binary = _is_binary(nets[0])
-    if binary and args.sigma is not None:
+    kind = kinds.pop()
+    if kind == "binary" and args.sigma is not None:
         raise UsageError("analyze: --sigma (noise levels) applies to real-valued networks; "
                          "binary networks take --eps (flip fractions)")
-    if not binary and args.eps is not None:
+    if kind == "real" and args.eps is not None:
         raise UsageError("analyze: --eps (flip fractions) applies to binary networks; "
                          "real-valued networks take --sigma (noise levels)")
-    args.eps = list(DEFAULT_EPS) if args.eps is None else args.eps
-    args.sigma = list(DEFAULT_SIGMA) if args.sigma is None else args.sigma
+    grid = args.eps if kind == "binary" else args.sigma
+    if grid is not None:
+        try:
+            grid = analysis.check_grid(grid, kind, f"--{analysis.GRID_NAMES[kind]}")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     data = _data(args.data, "train", args.n, args.seed)
     test = _data(args.data, "test", None, args.seed) if args.test else None
     report = {"command": "analyze", "data": args.data, "n": len(data), "networks": {}}
     for name, net in zip(names, nets):
         _say(args, f"analysing {name} ...")
-        entry = {"train_error": _error(net, data),
-                 "local_energy": _local_energy(net, data, args)}
-        if test is not None:
-            entry["test_error"] = _error(net, test)
-        if _is_binary(net):
-            entry["fingerprint"] = fingerprint(net)
-            entry["n_weights"] = net.n_weights
+        entry = analysis.analyze_minimum(net, data, test=test, grid=grid, samples=args.samples,
+                                         seed=args.seed).to_dict()
         report["networks"][name] = entry
         _say(args, f"  train error {100 * entry['train_error']:.2f}%"
              + (f", test {100 * entry['test_error']:.2f}%" if test is not None else "")
@@ -279,17 +246,10 @@ def cmd_analyze(args):
     raw, aligned = np.zeros((k, k)), np.zeros((k, k))
     for i in range(k):
         for j in range(i + 1, k):
-            if _is_binary(nets[i]):
-                raw[i, j] = distance(nets[i], nets[j])
-                aligned[i, j] = distance(nets[i], align(nets[j], reference=nets[i]))
-            else:
-                raw[i, j] = distance(nets[i], nets[j], kind="raw")
-                aligned[i, j] = distance(nets[i], nets[j], kind="normalized_aligned")
+            raw[i, j], aligned[i, j] = analysis.pair_distances(nets[i], nets[j])
             raw[j, i], aligned[j, i] = raw[i, j], aligned[i, j]
     report["names"] = names
-    report["distance"] = {"kind": "hamming" if binary else
-                          "raw: per-parameter euclidean; aligned: normalized_aligned",
-                          "raw": raw, "aligned": aligned}
+    report["distance"] = {"kind": analysis.DISTANCE_KINDS[kind], "raw": raw, "aligned": aligned}
     if k > 1:
         _say(args, "pairwise distance raw / aligned:")
         for i in range(k):
@@ -298,7 +258,7 @@ def cmd_analyze(args):
     if args.figure:
         from . import plots
         panels = [lambda ax: plots.local_energy(ax, {n: report["networks"][n]["local_energy"] for n in names},
-                                                "ε" if _is_binary(nets[0]) else "σ")]
+                                                "ε" if kind == "binary" else "σ")]
         if k > 1:
             panels.append(lambda ax: plots.distance_matrix(ax, aligned, names, "distance (aligned)"))
         plots.save_figure(args.figure, panels, ncols=2)
@@ -307,52 +267,39 @@ def cmd_analyze(args):
     _emit(args, report)
 
 
-def _path_report(path, data):
-    errors = path.errors(data)
-    b = path.barrier(data)
-    return {"fractions": np.asarray(path.fractions, float), "errors": errors,
-            "barrier": b.max_error, "height": b.height}
+_CONNECT_TAKES = {"search": ("--method", "--points")}   # every other kind takes --points only
 
 
 def cmd_connect(args):
-    from . import paths
+    """One path through ``analysis.analyze_path``: the numbers of the sweep's ``path`` task."""
+    from . import analysis
     _check_output(args.json, "--json")
     a, b = _load_net(args.a), _load_net(args.b)
-    if _is_binary(a) != _is_binary(b):
+    kind = _kind(a, args.a)
+    if kind != _kind(b, args.b):
         raise UsageError("connect: both networks must be of the same kind")
-    data = _data(args.data, "train", args.n, args.seed)
-    binary = _is_binary(a)
-    kind = args.path
-    allowed = ("random", "bend", "search") if binary else ("linear", "geodesic", "bend")
-    if kind not in allowed:
-        raise UsageError(f"connect: --path {kind} is not available for "
-                           f"{'binary' if binary else 'real-valued'} networks; choose from {allowed}")
+    allowed = analysis.path_kinds(kind)
+    if args.path not in allowed:
+        raise UsageError(f"connect: --path {args.path} is not available for "
+                         f"{'binary' if kind == 'binary' else 'real-valued'} networks; "
+                         f"choose from {', '.join(allowed)}")
     given = {"--method": args.method is not None, "--points": args.points is not None}
-    takes = {"random": ("--points",), "search": ("--method", "--points"), "bend": ("--points",),
-             "linear": ("--points",), "geodesic": ("--points",)}[kind]
+    takes = _CONNECT_TAKES.get(args.path, ("--points",))
     for opt, was_given in given.items():
         if was_given and opt not in takes:
-            raise UsageError(f"connect: {opt} does not apply to --path {kind}"
-                             + (f"; it takes {', '.join(takes)}" if takes else ""))
-    points = 21 if args.points is None else args.points
-    method = "greedy" if args.method is None else args.method
+            raise UsageError(f"connect: {opt} does not apply to --path {args.path}; it takes "
+                             f"{', '.join(takes)}")
+    data = _data(args.data, "train", args.n, args.seed)
+    options = {"align": not args.raw}
+    if args.path == "search":
+        options["method"] = "greedy" if args.method is None else args.method
     t0 = time.perf_counter()
-    if kind == "random":
-        p = paths.random_flip(a, b, points=points, seed=args.seed, align=not args.raw)
-    elif kind == "search":
-        p = paths.search(a, b, data, method=method, seed=args.seed, align=not args.raw,
-                         points=points, quiet=args.quiet)
-    elif kind == "bend":
-        p = paths.single_bend(a, b, data, points=points, seed=args.seed, align=not args.raw)
-    elif kind == "linear":
-        p = paths.linear(a, b, points=points, align=not args.raw)
-    else:
-        p = paths.geodesic(a, b, points=points, align=not args.raw)
-    rep = _path_report(p, data)
-    report = {"command": "connect", "a": args.a, "b": args.b, "path": kind, "data": args.data,
-              "aligned": not args.raw, "seconds": time.perf_counter() - t0, **rep}
-    _say(args, f"{kind} path: barrier {100 * rep['barrier']:.2f}% train error "
-         f"(height above the endpoints {100 * rep['height']:.2f}%)")
+    r = analysis.analyze_path(a, b, data, args.path, points=21 if args.points is None else args.points,
+                              seed=args.seed, quiet=args.quiet, **options)
+    report = {"command": "connect", "a": args.a, "b": args.b, "path": args.path, "data": args.data,
+              "aligned": not args.raw, "seconds": time.perf_counter() - t0, **r.to_dict()}
+    _say(args, f"{args.path} path: barrier {100 * r.barrier:.2f}% train error "
+         f"(height above the endpoints {100 * r.height:.2f}%)")
     _emit(args, report)
 
 
@@ -369,7 +316,7 @@ def cmd_export(args):
     _check_output(args.output, "--output")
     _check_output(args.json, "--json")
     net = _load_net(args.net)
-    if not _is_binary(net):
+    if _kind(net, args.net) != "binary":
         raise UsageError(f"export: {args.net} is a real-valued model; export takes a frozen binary network")
     bonnx.export(net, args.output, opset=args.opset, qonnx=args.qonnx)
     _say(args, f"wrote {args.output}")
@@ -462,9 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("nets", nargs="+", metavar="NET", help="network files (.npz)")
     _data_args(p)
     p.add_argument("--eps", type=_finite_float, nargs="+", default=None,
-                   help="flip fractions, binary networks only (default: landscape.binary.DEFAULT_EPS)")
+                   help="flip fractions, binary networks only (default: analysis.default_grid('binary'))")
     p.add_argument("--sigma", type=_finite_float, nargs="+", default=None,
-                   help="noise levels, real-valued networks only (default: landscape.continuous.DEFAULT_SIGMA)")
+                   help="noise levels, real-valued networks only (default: analysis.default_grid('real'))")
     p.add_argument("--samples", type=_pos_int, default=10, help="draws per ε or σ")
     p.add_argument("--test", action="store_true", help="also report the test error")
     p.add_argument("--figure", default=None,

@@ -4,16 +4,22 @@ Trains binary MLPs with SGD, RSGD and ADV, freezes, canonicalises and aligns the
 reports flatness (local energy), Hamming distances raw and aligned, and error barriers of
 random flip orders (raw and aligned) against searched paths. Writes ``report.json`` and
 ``demo.png`` into the output folder. About two minutes on two cores.
+
+Every number comes from :mod:`bnn_toroid.analysis` (:func:`minimum` and :func:`barriers`
+below), as for ``bnn-toroid analyze``, ``connect`` and the sweep.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 METHODS = ("sgd", "rsgd", "adv")
+#: The demo's three paths per pair: random flip orders raw and aligned, a greedy search.
+PATHS = ({"kind": "random", "name": "random_raw", "align": False},
+         {"kind": "random", "name": "random_aligned"},
+         {"kind": "search", "name": "searched", "method": "greedy", "candidates": 16})
 
 
 def _log(quiet, *msg):
@@ -21,11 +27,27 @@ def _log(quiet, *msg):
         print(*msg, flush=True)
 
 
+def minimum(net, data, test, seed: int) -> dict:
+    """One minimum's report entry: ``train_error``, ``test_error``, ``fingerprint``,
+    ``n_weights`` and ``local_energy`` on the default grid, 10 draws
+    (:func:`bnn_toroid.analysis.analyze_minimum`)."""
+    from .analysis import analyze_minimum
+    return analyze_minimum(net, data, test=test, samples=10, seed=seed).to_dict()
+
+
+def barriers(a, b, data, seed: int):
+    """The :class:`~bnn_toroid.analysis.PairResult` of :data:`PATHS` between ``a`` and
+    ``b``, 21 points each (:func:`bnn_toroid.analysis.analyze_pair`, no distances)."""
+    from .analysis import analyze_pair
+    return analyze_pair(a, b, data, paths=PATHS, points=21, seed=seed, distances=False)
+
+
 def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool = False) -> dict:
     import torch
 
-    from . import align, bench, canonicalize, datasets, distance, fingerprint, local_energy, paths, plots, train
-    from ._files import atomic_write
+    from . import bench, canonicalize, datasets, plots, train
+    from ._files import write_report
+    from .analysis import pair_distances
     from .network import BinaryNetwork
     from .nn import BinaryMLP
 
@@ -56,10 +78,7 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
             net = BinaryNetwork.from_torch(model.eval())
             nets[name] = net
             net.save(out / f"{name}.npz")
-            report["networks"][name] = {
-                "train_error": net.error(data.x, data.y), "test_error": net.error(test.x, test.y),
-                "fingerprint": fingerprint(net), "train_seconds": hist.seconds}
-            e = report["networks"][name]
+            report["networks"][name] = e = {**minimum(net, data, test, seed), "train_seconds": hist.seconds}
             _log(quiet, f"  {name:7s} train {100 * e['train_error']:5.2f}%  test {100 * e['test_error']:5.2f}%"
                         f"  class {e['fingerprint'][:10]}  ({hist.seconds:.1f} s)")
 
@@ -69,22 +88,18 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
     canon = canonicalize(first)
     report["canonical_function_preserved"] = bool(np.array_equal(canon.predict(data.x), first.predict(data.x)))
 
-    eps = [0.0, 0.005, 0.01, 0.02, 0.05, 0.1]
     _log(quiet, "local energy (train error rise when a fraction ε of the weights is flipped):")
-    le = {}
-    for name, net in nets.items():
-        r = local_energy(net, data, eps=eps, samples=10, seed=seed)
-        le[name] = {"x": r.eps, "mean": r.mean, "std": r.std}
-        report["networks"][name]["local_energy"] = le[name]
-        _log(quiet, f"  {name:7s} " + "  ".join(f"ε={e:g}: {100 * m:5.2f}%" for e, m in zip(eps, r.mean)))
+    le = {name: report["networks"][name]["local_energy"] for name in nets}
+    for name, r in le.items():
+        _log(quiet, f"  {name:7s} " + "  ".join(f"ε={e:g}: {100 * m:5.2f}%" for e, m in zip(r["x"], r["mean"])))
 
     names = list(nets)
     k = len(names)
     raw, aligned = np.zeros((k, k)), np.zeros((k, k))
     for i in range(k):
         for j in range(i + 1, k):
-            raw[i, j] = raw[j, i] = distance(nets[names[i]], nets[names[j]])
-            aligned[i, j] = aligned[j, i] = distance(nets[names[i]], align(nets[names[j]], nets[names[i]]))
+            raw[i, j], aligned[i, j] = pair_distances(nets[names[i]], nets[names[j]])
+            raw[j, i], aligned[j, i] = raw[i, j], aligned[i, j]
     report["names"] = names
     report["hamming"] = {"raw": raw, "aligned": aligned}
     _log(quiet, f"Hamming distance, mean over pairs: raw {raw[np.triu_indices(k, 1)].mean():.3f}, "
@@ -106,23 +121,18 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
     curves = None
     _log(quiet, "barriers (max train error along the path; 21 points):")
     for a, b in pairs:
-        r_raw = paths.random_flip(nets[a], nets[b], points=21, seed=seed, align=False)
-        r_al = paths.random_flip(nets[a], nets[b], points=21, seed=seed, align=True)
-        t0 = time.perf_counter()
-        srch = paths.search(nets[a], nets[b], data, method="greedy", candidates=16, seed=seed, quiet=True)
-        ts = time.perf_counter() - t0
-        e_raw, e_al, e_s = r_raw.errors(data), r_al.errors(data), srch.errors(data)
-        entry = {"random_raw": float(e_raw.max()), "random_aligned": float(e_al.max()),
-                 "searched": float(e_s.max()), "search_seconds": ts,
+        ps = barriers(nets[a], nets[b], data, seed).paths
+        ts = ps["searched"].timing["search_seconds"]
+        entry = {**{n: p.barrier for n, p in ps.items()}, "search_seconds": ts,
                  "hamming_aligned": float(aligned[names.index(a), names.index(b)])}
         report["barriers"][f"{a}~{b}"] = entry
         _log(quiet, f"  {a:7s} ~ {b:7s} random raw {100 * entry['random_raw']:5.1f}%  aligned "
                     f"{100 * entry['random_aligned']:5.1f}%  searched {100 * entry['searched']:5.1f}%"
                     f"  ({ts:.1f} s search)")
         if curves is None:
-            curves = {"random, raw": {"fractions": r_raw.fractions, "errors": e_raw},
-                      "random, aligned": {"fractions": r_al.fractions, "errors": e_al},
-                      "greedy search, aligned": {"fractions": srch.fractions, "errors": e_s}}
+            curves = {label: {"fractions": ps[n].fractions, "errors": ps[n].errors} for label, n in
+                      (("random, raw", "random_raw"), ("random, aligned", "random_aligned"),
+                       ("greedy search, aligned", "searched"))}
             curve_pair = f"{a} ~ {b}"
 
     row = bench.gemm_case(repeats=5)
@@ -138,8 +148,6 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
     ], suptitle=f"bnn-toroid demo: binary MLP {'-'.join(map(str, sizes))} on digits")
     report["figure"] = str(fig)
     report["seconds"] = time.perf_counter() - t_start
-    from .cli import _jsonable
-    text = json.dumps(_jsonable(report), indent=2, sort_keys=True)
-    atomic_write(out / "report.json", lambda f: f.write(text.encode()))
+    write_report(out / "report.json", report)
     _log(quiet, f"wrote {out / 'report.json'} and {fig} in {report['seconds']:.0f} s")
     return report

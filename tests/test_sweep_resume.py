@@ -1,6 +1,10 @@
 """A sweep interrupted mid-way resumes where it stopped and ends with the same results as
-an uninterrupted run; a folder refuses another config unless told to update it."""
+an uninterrupted run; a folder refuses another config unless told to update it; a folder
+written before ``bnn_toroid.analysis`` existed still resumes."""
 import json
+import math
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +85,38 @@ def test_edited_minimum_file_invalidates_its_analyses(tmp_path):
     r = S.run_sweep(cfg, executor="inline", out=out, quiet=True)
     # ... which gives the same bytes (seeded), so its analyses stay valid
     assert "minimum:sgd-1" in r["resumed"] and "train:sgd-1" not in r["resumed"]
+
+
+V1 = Path(__file__).parent / "data" / "sweep_v1"
+
+
+def _close(a, b, rel):
+    """Equal JSON values, floats within ``rel`` (0: exactly)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and rel:
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
+    return a == b
+
+
+@pytest.mark.parametrize("kind", ["binary", "real"])
+def test_a_folder_from_before_the_analysis_layer_resumes(tmp_path, kind):
+    """tests/data/sweep_v1: folders written by the sweep before the analyses moved to
+    ``bnn_toroid.analysis``. Every task is taken from its state file (the task specs, the
+    normalised config and the result records are unchanged), and the analyses recomputed
+    on the stored minima give the stored numbers (binary ones exactly; real-valued
+    distances are float sums, equal here but allowed rounding on another CPU)."""
+    out = tmp_path / kind
+    shutil.copytree(V1 / kind, out)
+    old = S.results_of(json.loads((out / "sweep.json").read_text()))
+    cfg = str(V1 / f"{kind}.json")
+    r = S.run_sweep(cfg, executor="inline", out=out, quiet=True)
+    assert sorted(r["resumed"]) == sorted(r["timings"]["tasks"]) and len(r["resumed"]) >= 7
+    assert S.results_of(r) == old
+    for task in ("minimum", "pair", "path"):
+        shutil.rmtree(out / "state" / task)
+    again = S.run_sweep(cfg, executor="inline", out=out, quiet=True)
+    assert sorted(again["resumed"]) == ["train:sgd-0", "train:sgd-1"]
+    assert _close(S.results_of(again), old, 0 if kind == "binary" else 1e-9)

@@ -80,6 +80,20 @@ class Path(abc.ABC):
 
         ``data`` is a Dataset (``.x``, ``.y``) or an ``(x, y)`` tuple."""
 
-    def barrier(self, data) -> Barrier:
-        """:class:`Barrier` of :meth:`errors` on ``data``."""
-        return Barrier.from_errors(self.errors(data))
+    def barrier(self, data=None, *, errors=None) -> Barrier:
+        """:class:`Barrier` of :meth:`errors` on ``data``; or of ``errors``, a curve
+        :meth:`errors` already returned (one value per point), which is then not
+        evaluated again. Give one of the two."""
+        return Barrier.from_errors(self._curve(data, errors, len(self), "barrier"))
+
+    def _curve(self, data, errors, n, what):
+        if (data is None) == (errors is None):
+            raise TypeError(f"{type(self).__name__}.{what}: give data (to evaluate the errors) or "
+                            "errors (a curve errors() returned), not both or neither")
+        if errors is None:
+            return self.errors(data)
+        e = np.asarray(errors, dtype=np.float64).reshape(-1)
+        if e.size != n:
+            raise ValueError(f"{type(self).__name__}.{what}: errors holds {e.size} values; expected "
+                             f"one per point of the curve, {n}")
+        return e

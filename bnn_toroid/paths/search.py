@@ -390,13 +390,17 @@ class SearchPath(Path):
             return np.concatenate([[ev.wrong], ev.commit(self.order)]) / ev.n
         return errors_along(self.a, self.order, self._ks, data)
 
-    def barrier(self, data, every_move: bool = False) -> Barrier:
+    def barrier(self, data=None, every_move: bool = False, *, errors=None) -> Barrier:
         """:class:`Barrier` of :meth:`errors` on ``data``: at the ``points`` evenly spaced
-        points (its repr shows ``points``), or after every move with ``every_move=True``.
+        points (its repr shows ``points``), or after every move with ``every_move=True``;
+        or of ``errors``, a curve :meth:`errors` already returned (not evaluated again).
         The repr of the path shows another number, ``trace_max_error``: the maximum of
         :attr:`trace`, after every move on the search data; the two agree only when
         ``data`` is the search data and ``every_move=True``."""
-        return Barrier.from_errors(self.errors(data, every_move=every_move))
+        if errors is None and data is not None:
+            return Barrier.from_errors(self.errors(data, every_move=every_move))
+        n = self.n_moves + 1 if every_move else len(self)
+        return Barrier.from_errors(self._curve(data, errors, n, "barrier"))
 
 
 # ---------------------------------------------------------------------------------------
