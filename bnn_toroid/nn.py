@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._batches import _labels, _softmax, batch_rows
+
 __all__ = [
     "sign", "sign_ste", "Sign", "glorot_limit", "Normalize", "Scale", "BinaryLinear", "BinaryConv2d",
     "BinaryMLP", "BinaryConvNet", "MLP", "LeNet", "CommitteeMachine", "same_padding",
@@ -260,7 +262,6 @@ class _Model(nn.Sequential):
 
         import numpy as np
 
-        from .network.core import batch_rows
 
         step = batch_rows(batch_size, "predict")
         t = self._samples(x, "predict")
@@ -285,14 +286,12 @@ class _Model(nn.Sequential):
     def predict_proba(self, x, batch_size: int = 4096):
         """Softmax of the logits, float64 (N, classes), rows summing to 1 (scikit-learn's
         ``predict_proba``); its argmax is :meth:`predict_classes`."""
-        from .network.core import _softmax
 
         return _softmax(self.predict(x, batch_size))
 
     def _wrong(self, x, y, batch_size, what):
         import numpy as np
 
-        from .network.core import _labels
 
         logits = self.predict(x, batch_size)
         y = _labels(y, logits.shape[0], logits.shape[1], what)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import kernels as K
+from .._batches import _labels, _softmax, batch_rows
 from .chain import DenseChain
 from .first import RealFirstLayer
 from .layers import Conv2d, Dense, MaxPool2d, NetworkError
@@ -23,15 +24,6 @@ LAYOUTS = ("flat", "NHWC", "NCHW")
 # set while __init__ runs, fixed afterwards: the packed parameters are derived from them
 _FIXED = frozenset({"layers", "input_shape", "input_layout", "binarize_input", "input_scale",
                     "output_geom"})
-
-
-def batch_rows(batch_size, what: str) -> int:
-    """``batch_size`` as the number of samples per pass: an integer >= 1 (a bool, a float
-    or 0 is refused by name rather than rounded into some other size)."""
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"{what}: batch_size must be an integer >= 1, got {batch_size!r}")
-    return int(batch_size)
 
 
 @dataclass(frozen=True)
@@ -534,26 +526,6 @@ def _checked_params(net: BinaryNetwork, params):
                 t = np.clip(np.ceil(t), -(k + 1), k + 1)
             p["T"] = np.ascontiguousarray(t, np.int64)
     return params
-
-
-def _softmax(z):
-    z = z - z.max(axis=-1, keepdims=True) if z.size else z  # no overflow in exp
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _labels(y, n, num_classes, what="error"):
-    if hasattr(y, "detach"):  # a torch tensor
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y)
-    if y.ndim != 1 or (n is not None and y.shape[0] != n):
-        raise ValueError(f"{what}: y has shape {y.shape}; expected ({n},), one label per sample of x")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"{what}: y has dtype {y.dtype}; expected integer class indices")
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{what}: y holds labels in [{y.min()}, {y.max()}]; expected class indices "
-                         f"in [0, {num_classes})")
-    return y
 
 
 def _nonfinite(x, what):
