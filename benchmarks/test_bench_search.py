@@ -15,7 +15,7 @@ import pytest
 from bnn_toroid import bench
 from bnn_toroid.network import BinaryNetwork, Dense, NetworkStack
 from bnn_toroid.paths.moves import FLIP, MOVE_DTYPE, _ParamWalker, _stack
-from bnn_toroid.paths.search import IncrementalEvaluator
+from bnn_toroid.paths.discrete_search import IncrementalEvaluator
 
 SIZES = (784, 1001, 1001, 1001, 10)
 N = 10_000

@@ -18,11 +18,12 @@ _SUBMODULES = ("datasets", "nn", "train", "network", "symmetry", "geometry", "la
 _NAMES = {
     "BinaryNetwork": "network", "NetworkStack": "network", "load": "network", "save": "network",
     "canonicalize": "symmetry", "fingerprint": "symmetry", "align": "symmetry", "normalize": "symmetry",
-    "distance": "geometry", "local_energy": "landscape", "recalibrate": "network",
+    "distance": "geometry", "local_energy": "landscape", "error": "landscape",
+    "recalibrate": "network",
 }
 
 __all__ = ["BinaryNetwork", "NetworkStack", "load", "save", "canonicalize", "fingerprint",
-           "align", "normalize", "distance", "local_energy", "recalibrate", "paths", "datasets", "nn",
+           "align", "normalize", "distance", "local_energy", "error", "recalibrate", "paths", "datasets", "nn",
            "train", "kernels", "onnx", "__version__"]
 
 

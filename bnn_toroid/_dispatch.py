@@ -1,4 +1,11 @@
-"""Route a public verb to its binary or continuous implementation by the network's kind."""
+"""Route a public verb to its binary or continuous implementation by the network's kind.
+
+The verbs that dispatch: ``bnn_toroid.distance`` (geometry), ``bnn_toroid.align``
+(symmetry), ``bnn_toroid.local_energy`` and ``bnn_toroid.error`` (landscape), and
+``bnn_toroid.paths.single_bend``. Each behaves the same for both kinds: the same return
+type and the same exception (with a message of the same parts) for the same bad input,
+which tests/test_conformance.py checks for every one of them.
+"""
 from __future__ import annotations
 
 

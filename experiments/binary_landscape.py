@@ -325,7 +325,7 @@ class Runner:
     def exact_random_stage(self):
         """Error after every move of one random order (seed 0) for the figure pair: the
         exact barrier of a random order, to compare with its 21-point estimate."""
-        from bnn_toroid.paths.search import make_evaluator
+        from bnn_toroid.paths.discrete_search import make_evaluator
         p = next(q for q in PAIRS if pair_name(q) == self.args.figure_pair)
         a = self.nets[p[:2]]
         path = bt.paths.random_flip(a, self.aligned(p, "overlap"), points=21, seed=0, align=False)

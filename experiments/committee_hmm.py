@@ -46,7 +46,7 @@ import bnn_toroid as bt  # noqa: E402
 from bnn_toroid import datasets as D  # noqa: E402
 from bnn_toroid import nn as bnn  # noqa: E402
 from bnn_toroid import train as T  # noqa: E402
-from bnn_toroid.paths.search import make_evaluator  # noqa: E402
+from bnn_toroid.paths.discrete_search import make_evaluator  # noqa: E402
 from bnn_toroid.symmetry.binary import permute_units  # noqa: E402
 
 

@@ -120,8 +120,9 @@ def test_hamming_distance_and_per_layer():
     flipped = perturbed_stack(a, [7], rng).network(0)
     assert bt.distance(a, flipped) == pytest.approx(7 / a.n_weights)
     per = bt.distance(a, flipped, per_layer=True)
+    assert list(per) == ["layer1", "layer2", "total"]  # the real-valued distance's shape
     assert per["total"] == pytest.approx(7 / a.n_weights)
-    assert sum(per[i] * a.layers[i].weights.size for i in (0, 1)) == pytest.approx(7)
+    assert sum(per[f"layer{i + 1}"] * a.layers[i].weights.size for i in (0, 1)) == pytest.approx(7)
 
 
 @SETTINGS

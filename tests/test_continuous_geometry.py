@@ -69,8 +69,10 @@ def test_geodesic_distance_formula_by_hand():
         total += float(((r * torch.arccos(cos)) ** 2).sum())
     assert distance(a, b) == pytest.approx(math.sqrt(total), rel=1e-5)
     per = distance(a, b, per_layer=True)
-    assert list(per) == ["layer1", "layer2", "layer3"]
-    assert math.sqrt(sum(v * v for v in per.values())) == pytest.approx(distance(a, b), rel=1e-9)
+    assert list(per) == ["layer1", "layer2", "layer3", "total"]
+    assert per["total"] == distance(a, b)
+    layers = [per[f"layer{l}"] for l in (1, 2, 3)]
+    assert math.sqrt(sum(v * v for v in layers)) == pytest.approx(distance(a, b), rel=1e-9)
 
 
 def test_euclidean_kinds_by_hand():

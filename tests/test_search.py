@@ -8,7 +8,7 @@ import bnn_toroid as bt
 from bnn_toroid.network import BinaryNetwork, Dense
 from bnn_toroid.paths import moves as mv
 from bnn_toroid.paths.binary import random_flip
-from bnn_toroid.paths.search import (FullEvaluator, IncrementalEvaluator, make_evaluator,
+from bnn_toroid.paths.discrete_search import (FullEvaluator, IncrementalEvaluator, make_evaluator,
                                      search)
 from netgen import inputs, pm1, random_convnet, random_mlp, shuffle, thresholds
 from test_binary_paths import perturb

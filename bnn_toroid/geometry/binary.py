@@ -1,10 +1,13 @@
 """Hamming geometry of binary networks (docs/methods.md, "Hamming distance")."""
 from __future__ import annotations
 
-
 from ..network import BinaryNetwork, MaxPool2d
+from ..symmetry.binary import align as _align
 
-__all__ = ["distance", "differing"]
+__all__ = ["distance", "differing", "DISTANCE_KINDS"]
+
+#: ``kind`` values of :func:`distance`: as given, or with ``b`` aligned onto ``a`` first.
+DISTANCE_KINDS = ("hamming", "hamming_aligned")
 
 
 def _pair(a, b, what):
@@ -24,22 +27,33 @@ def differing(a: BinaryNetwork, b: BinaryNetwork) -> dict:
             if not isinstance(la, MaxPool2d)}
 
 
-def distance(a: BinaryNetwork, b: BinaryNetwork, per_layer: bool = False):
+def distance(a: BinaryNetwork, b: BinaryNetwork, per_layer: bool = False, *,
+             kind: str = "hamming", method: str = "overlap"):
     r"""Hamming distance as the fraction of weights that differ,
 
     .. math:: d(a, b) = \frac{1}{N} \sum_{l} \sum_{ij} [w^a_{l,ij} \ne w^b_{l,ij}] \in [0, 1],
 
-    over all ``N`` binary weights (thresholds and output affine are not counted). It
-    measures the networks as given: align them first (:func:`bnn_toroid.align`) for the
-    distance between their symmetry classes (docs/methods.md, "Hamming distance").
+    over all ``N`` binary weights (thresholds and output affine are not counted).
+    ``kind="hamming"`` (default) measures the networks as given;
+    ``kind="hamming_aligned"`` first aligns ``b`` onto ``a``
+    (:func:`bnn_toroid.symmetry.binary.align` with ``method``, ``"overlap"`` or
+    ``"weights"``), the distance between their symmetry classes as far as the alignment
+    finds it (docs/methods.md, "Hamming distance").
 
-    ``per_layer=True`` returns ``{layer index: fraction of that layer's weights}`` with the
-    overall fraction under ``"total"``.
+    ``per_layer=True`` returns ``{"layer1": d_1, ..., "layerL": d_L, "total": d}``: the
+    fraction of each weight layer's weights (Dense and Conv2d counted from the input,
+    pools skipped) and the overall fraction, the shape
+    :func:`bnn_toroid.geometry.continuous.distance` returns too.
     """
+    if kind not in DISTANCE_KINDS:
+        raise ValueError(f"distance: kind must be one of {DISTANCE_KINDS}, got {kind!r}")
+    _pair(a, b, "distance")
+    if kind == "hamming_aligned":
+        b = _align(b, reference=a, method=method)
     diff = differing(a, b)
-    total = sum(diff.values()) / a.n_weights
+    total = float(sum(diff.values()) / a.n_weights)
     if not per_layer:
-        return float(total)
-    out = {i: d / a.layers[i].weights.size for i, d in diff.items()}
-    out["total"] = float(total)
+        return total
+    out = {f"layer{n + 1}": d / a.layers[i].weights.size for n, (i, d) in enumerate(diff.items())}
+    out["total"] = total
     return out

@@ -26,23 +26,32 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnn_toroid.network.continuous import (
+    LayerStructure, apply_permutation, check_compatible, copy_structure, fold, model_dtype,
+    per_unit, to_model,
+)
 from bnn_toroid.symmetry.continuous import (
-    _aligned_structs, _apply_perm, _check_compatible, _copy_struct, _expand_vals,
-    _bcast, _fold_struct, _model_dtype, _normalized_struct, _Struct, _to_model, find_permutations,
+    aligned_structures, find_permutations, normalized_structure,
 )
 
-__all__ = ["distance", "interpolate", "sphere_angles", "DISTANCE_KINDS"]
+__all__ = ["distance", "interpolate", "sphere_angles", "DISTANCE_KINDS",
+           # the sphere structure, for paths
+           "SphereGroup", "folded_spheres", "bn_spheres", "normalize_spheres",
+           "bn_normalized_structure", "interpolate_structures"]
 
 DISTANCE_KINDS = ("geodesic", "geodesic_aligned", "raw", "aligned", "normalized",
                   "normalized_aligned")
 
 
 @dataclass
-class _Group:
-    """Tensors that form spheres: with ``per_row`` every unit (axis 0) is one sphere,
-    otherwise all of them together are one sphere. ``outgoing`` lists
-    ``(module, attr, axis, block, power)``: when a row is divided by ``n`` those entries
-    are multiplied by ``n**power`` so that the function is unchanged."""
+class SphereGroup:
+    """Tensors of one layer that form spheres: ``pieces`` are ``(module, attr)`` pairs;
+    with ``per_row`` every unit (row along axis 0, across the pieces) is one sphere of
+    ``radius``, otherwise all of them together are one sphere. ``layer`` is the layer
+    index. ``outgoing`` lists ``(module, attr, axis, block, power)``: when a row is
+    divided by ``n`` those entries are multiplied by ``n**power`` so that the function is
+    unchanged. :meth:`gather` reads the spheres as the rows of one matrix and
+    :meth:`scatter` writes such a matrix back (in place)."""
     pieces: list
     per_row: bool
     radius: float
@@ -67,22 +76,26 @@ class _Group:
             col += w
 
 
-def _folded_groups(s: _Struct) -> list:
-    """Spheres of a folded (BN-free) model, input to output."""
+def folded_spheres(s: LayerStructure) -> list:
+    """The :class:`SphereGroup` s of a folded (BN-free) structure, input to output: one
+    unit sphere per hidden unit's ``[w_k, b_k]``, one sphere of radius ``sqrt(H_L)`` for
+    the last layer (the toroid of the module doc)."""
     groups = []
     for l in range(s.num_layers):
         m = s.layer(l)
         pieces = [(m, "weight")] + ([(m, "bias")] if m.bias is not None else [])
         if l + 1 < s.num_layers:
             out = [(s.layer(l + 1), "weight", 1, s.blocks[l], 1)]
-            groups.append(_Group(pieces, True, 1.0, l, out))
+            groups.append(SphereGroup(pieces, True, 1.0, l, out))
         else:
-            groups.append(_Group(pieces, False, math.sqrt(s.units(l)), l))
+            groups.append(SphereGroup(pieces, False, math.sqrt(s.units(l)), l))
     return groups
 
 
-def _bn_groups(s: _Struct) -> list:
-    """Spheres of an unfolded model in the BN-aware geometry (module doc)."""
+def bn_spheres(s: LayerStructure) -> list:
+    """The :class:`SphereGroup` s of an unfolded structure in the BN-aware geometry
+    (module doc): a unit followed by BN has the direction of its pre-BN vector and its
+    BN affine ``(γ_k, β_k)``."""
     groups = []
     for l in range(s.num_layers):
         m, bn = s.layer(l), s.bn(l)
@@ -90,21 +103,24 @@ def _bn_groups(s: _Struct) -> list:
         last = l + 1 == s.num_layers
         nxt = [] if last else [(s.layer(l + 1), "weight", 1, s.blocks[l], 1)]
         if bn is None:
-            groups.append(_Group(pieces, not last, math.sqrt(s.units(l)) if last else 1.0,
-                                 l, nxt))
+            groups.append(SphereGroup(pieces, not last, math.sqrt(s.units(l)) if last else 1.0,
+                                      l, nxt))
             continue
         # the running statistics follow the pre-BN scale; exact up to BN's eps, and the
         # statistics are recomputed on data in this geometry anyway
         stats = [(bn, "running_mean", 0, 1, -1), (bn, "running_var", 0, 1, -2)]
-        groups.append(_Group(pieces, True, 1.0, l, stats))
+        groups.append(SphereGroup(pieces, True, 1.0, l, stats))
         if bn.weight is not None:
             aff = [(bn, "weight"), (bn, "bias")]
-            groups.append(_Group(aff, not last, math.sqrt(s.units(l)) if last else 1.0, l, nxt))
+            groups.append(SphereGroup(aff, not last, math.sqrt(s.units(l)) if last else 1.0, l, nxt))
     return groups
 
 
 @torch.no_grad()
-def _normalize_groups(groups) -> None:
+def normalize_spheres(groups) -> None:
+    """Put every sphere of ``groups`` (input to output) on its radius, in place,
+    compensating each unit's outgoing weights so the function is unchanged: Algorithm 1
+    generalised to any list of :class:`SphereGroup` s. A zero row is left as it is."""
     for g in groups:
         mat = g.gather()
         if g.per_row:
@@ -113,20 +129,22 @@ def _normalize_groups(groups) -> None:
             g.scatter(mat / n[:, None])
             for mod, attr, axis, block, power in g.outgoing:
                 t = getattr(mod, attr)
-                t.mul_(_bcast(_expand_vals(n ** power, block).to(t.dtype), t.dim(), axis))
+                t.mul_(per_unit(n ** power, t, axis, block))
         else:
             n = mat.norm()
             if n > 0:
                 g.scatter(mat * (g.radius / n))
 
 
-def _bn_normalized(model, what="model", perms=None) -> _Struct:
-    """Unfolded copy, optionally permuted, normalised in the BN-aware geometry."""
-    s = _copy_struct(model, what)
+def bn_normalized_structure(model, what="model", perms=None) -> LayerStructure:
+    """A float64 copy of ``model`` with BN kept, its hidden units permuted by ``perms``
+    (as :func:`~bnn_toroid.symmetry.continuous.find_permutations` returns them; None:
+    as given) and normalised in the BN-aware geometry (:func:`bn_spheres`)."""
+    s = copy_structure(model, what)
     if perms is not None:
         for l, p in enumerate(perms):
-            _apply_perm(s, l, p)
-    _normalize_groups(_bn_groups(s))
+            apply_permutation(s, l, p)
+    normalize_spheres(bn_spheres(s))
     return s
 
 
@@ -168,9 +186,13 @@ def _slerp_rows(a: torch.Tensor, b: torch.Tensor, x: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _interpolate_structs(sa: _Struct, sb: _Struct, x: float, mode: str, geometry: str) -> _Struct:
-    """A new struct at fraction x; ``mode`` "slerp" (per sphere) or "lerp" (per tensor).
-    Tensors outside every sphere (running statistics) are interpolated linearly."""
+def interpolate_structures(sa: LayerStructure, sb: LayerStructure, x: float, mode: str,
+                           geometry: str) -> LayerStructure:
+    """A new structure at fraction ``x`` between two compatible ones: ``mode="slerp"``
+    follows each sphere's great circle (the spheres of ``geometry``, ``"folded"``
+    (:func:`folded_spheres`) or ``"bn"`` (:func:`bn_spheres`)), ``mode="lerp"`` is
+    linear per tensor. Tensors outside every sphere (running statistics) are
+    interpolated linearly."""
     out = copy.deepcopy(sa)
     for ma, mb, mo in zip(sa.modules, sb.modules, out.modules):
         for (n, ta), tb, to in zip(
@@ -180,7 +202,7 @@ def _interpolate_structs(sa: _Struct, sb: _Struct, x: float, mode: str, geometry
             if ta.is_floating_point():
                 to.copy_((1 - x) * ta + x * tb)
     if mode == "slerp":
-        gf = _folded_groups if geometry == "folded" else _bn_groups
+        gf = folded_spheres if geometry == "folded" else bn_spheres
         for ga, gb, go in zip(gf(sa), gf(sb), gf(out)):
             go.scatter(_slerp_rows(ga.gather(), gb.gather(), x))
     return out
@@ -202,20 +224,19 @@ def interpolate(a: nn.Module, b: nn.Module, x: float, kind: str = "geodesic") ->
     """
     if not 0 <= x <= 1:
         raise ValueError(f"interpolate: x must be in [0, 1], got {x}")
-    dtype = _model_dtype(a)
     if kind == "geodesic":
-        sa, sb = _normalized_struct(a, "a"), _normalized_struct(b, "b")
+        sa, sb = normalized_structure(a, "a"), normalized_structure(b, "b")
         mode = "slerp"
     elif kind == "linear":
-        sa, sb = _fold_struct(_copy_struct(a, "a")), _fold_struct(_copy_struct(b, "b"))
+        sa, sb = fold(copy_structure(a, "a")), fold(copy_structure(b, "b"))
         mode = "lerp"
     else:
         raise ValueError(f"interpolate: kind must be 'geodesic' or 'linear', got {kind!r}")
-    _check_compatible(sa, sb)
-    return _to_model(_interpolate_structs(sa, sb, x, mode, "folded"), dtype)
+    check_compatible(sa, sb)
+    return to_model(interpolate_structures(sa, sb, x, mode, "folded"), model_dtype(a))
 
 
-def _layer_params(s: _Struct, l: int) -> list:
+def _layer_params(s: LayerStructure, l: int) -> list:
     mods = [s.layer(l)] + ([s.bn(l)] if s.bn(l) is not None else [])
     return [p for m in mods for p in m.parameters(recurse=False)]
 
@@ -242,27 +263,30 @@ def distance(a: nn.Module, b: nn.Module, kind: str = "geodesic", per_layer: bool
     not rescaled), ``"normalized"`` (both normalised), ``"normalized_aligned"`` (both
     normalised, ``b`` aligned; the paper's Fig. 4 distances).
 
-    ``per_layer=True`` returns ``{"layer1": d_1, ..., "layerL": d_L}``: the geodesic
-    distance over that layer's spheres, or the Euclidean distance per parameter of that
-    layer (with its BN). Models of different shapes raise ValueError.
+    ``per_layer=True`` returns ``{"layer1": d_1, ..., "layerL": d_L, "total": d}``: the
+    geodesic distance over each layer's spheres, or the Euclidean distance per parameter
+    of that layer (with its BN), layers (Linear and Conv2d) counted from the input, and
+    the value ``per_layer=False`` returns; the shape
+    :func:`bnn_toroid.geometry.binary.distance` returns too. Models of different shapes
+    raise ValueError.
     """
     if kind not in DISTANCE_KINDS:
         raise ValueError(f"distance: kind must be one of {DISTANCE_KINDS}, got {kind!r}")
     if kind in ("geodesic", "normalized"):
-        sa, sb = _normalized_struct(a, "a"), _normalized_struct(b, "b")
-        _check_compatible(sa, sb)
+        sa, sb = normalized_structure(a, "a"), normalized_structure(b, "b")
+        check_compatible(sa, sb)
     elif kind in ("geodesic_aligned", "normalized_aligned"):
-        sa, sb, _ = _aligned_structs(b, a, method, data)
+        sa, sb, _ = aligned_structures(b, a, method, data)
     else:
-        sa, sb = _copy_struct(a, "a"), _copy_struct(b, "b")
-        _check_compatible(sa, sb)
+        sa, sb = copy_structure(a, "a"), copy_structure(b, "b")
+        check_compatible(sa, sb)
         if kind == "aligned":
             for l, p in enumerate(find_permutations(b, a, method, data)):
-                _apply_perm(sb, l, p)
+                apply_permutation(sb, l, p)
     L = sa.num_layers
     if kind.startswith("geodesic"):
         sq = np.zeros(L)
-        for ga, gb in zip(_folded_groups(sa), _folded_groups(sb)):
+        for ga, gb in zip(folded_spheres(sa), folded_spheres(sb)):
             phi = sphere_angles(ga.gather(), gb.gather())
             sq[ga.layer] += float(((ga.radius * phi) ** 2).sum())
         vals = np.sqrt(sq)
@@ -276,5 +300,5 @@ def distance(a: nn.Module, b: nn.Module, kind: str = "geodesic", per_layer: bool
         vals = np.sqrt(sq / np.maximum(cnt, 1))
         total = float(np.sqrt(sq.sum() / cnt.sum()))
     if per_layer:
-        return {f"layer{l + 1}": float(vals[l]) for l in range(L)}
+        return {**{f"layer{l + 1}": float(vals[l]) for l in range(L)}, "total": total}
     return total

@@ -15,9 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from bnn_toroid.symmetry.continuous import (
-    _model_dtype, _parse, _predict_counts, as_tensors,
-)
+from bnn_toroid.network.continuous import as_tensors, misclassified, model_dtype, parse
 
 __all__ = ["LocalEnergy", "local_energy", "check_data", "DEFAULT_SIGMA"]
 
@@ -54,7 +52,7 @@ def check_data(model: nn.Module, x, y, what: str):
     m = copy.deepcopy(model).eval() if model.training else model
     try:
         with torch.no_grad():
-            out = m(x[:1].to(_model_dtype(m)))
+            out = m(x[:1].to(model_dtype(m)))
     except RuntimeError as e:
         raise ValueError(f"{what}: data x holds samples of shape {tuple(x.shape[1:])}, which the "
                          f"model cannot take ({str(e).splitlines()[0]}); expected samples the "
@@ -100,15 +98,15 @@ def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
         raise ValueError(f"local_energy: samples must be an integer >= 1, got {samples!r}")
     if chunk < 1 or batch_size < 1:
         raise ValueError("local_energy: chunk and batch_size must be >= 1")
-    _parse(model)  # clear errors for unsupported layers and NaN/inf parameters
+    parse(model)  # clear errors for unsupported layers and NaN/inf parameters
     x, y = as_tensors(data, "local_energy: data")
     m = copy.deepcopy(model).eval()
     check_data(m, x, y, "local_energy")
-    dtype = _model_dtype(m)
+    dtype = model_dtype(m)
     params = {n: p.detach() for n, p in m.named_parameters()}
     buffers = {n: b.detach() for n, b in m.named_buffers()}
     P = x.shape[0]
-    base = _predict_counts(m, x, y, batch_size) / P
+    base = misclassified(m, x, y, batch_size) / P
 
     def f(p, xb):
         return functional_call(m, (p, buffers), (xb,))

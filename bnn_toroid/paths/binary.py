@@ -17,13 +17,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry.binary import distance
+from ._common import aligned_endpoint, point_ks
 from ..network import BinaryNetwork, Conv2d, Dense, MaxPool2d
 from .base import Path
 from .moves import (_fan_in_parity, _real_layer, apply_moves, as_xy, check_pair, errors_along,
                     moves_between)
 from ..network.recalibrate import infer_records
 from .recompute import check_bn, errors_recomputed
-from .search import _aligned, _point_ks
 
 __all__ = ["FlipPath", "SingleBendPath", "random_flip", "single_bend", "midpoint_start",
            "to_torch"]
@@ -56,7 +56,7 @@ class FlipPath(Path):
         self.order = moves[self.orders[0]]
         self.n_moves = len(moves)
         self.points = int(points)
-        self._ks = _point_ks(self.n_moves, self.points)
+        self._ks = point_ks(self.n_moves, self.points)
         self.fractions = self._ks / max(self.n_moves, 1)
         self.hamming = distance(a, b)
 
@@ -125,7 +125,7 @@ def random_flip(a, b, points: int = 21, seed: int = 0, align=True, orders: int =
     orders = _check_int("random_flip: orders", orders, 1)
     bn = check_bn(bn, "random_flip")
     a, b = check_pair(a, b)
-    b = _aligned(a, b, align)
+    b = aligned_endpoint(a, b, align)
     moves = moves_between(a, b)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(len(moves)) for _ in range(orders)]
@@ -373,7 +373,7 @@ def single_bend(a, b, data, epochs: int = 20, lr=None, seed: int = 0, points: in
     bn = check_bn(bn, "single_bend")
     a, b = check_pair(a, b)
     x, y = as_xy(data)
-    b = _aligned(a, b, align)
+    b = aligned_endpoint(a, b, align)
     m0 = midpoint_start(a, b, seed)
     model, x_order = to_torch(m0, x)
     # The midpoint's latent weights start at ±0.5 and its thresholds are biases in units

@@ -24,13 +24,15 @@ import torch
 from torch import nn
 
 from bnn_toroid.geometry.continuous import (
-    _bn_groups, _bn_normalized, _folded_groups, _interpolate_structs, _normalize_groups,
+    bn_normalized_structure, bn_spheres, folded_spheres, interpolate_structures, normalize_spheres,
+)
+from bnn_toroid.network.continuous import (
+    BATCHNORM_TYPES, LayerStructure, apply_permutation, as_tensors, check_compatible,
+    copy_structure, fold, misclassified, model_dtype, to_model,
 )
 from bnn_toroid.paths.base import Path
 from bnn_toroid.symmetry.continuous import (
-    _BN, _aligned_structs, _apply_perm, _check_compatible, _copy_struct, _fold_struct,
-    _model_dtype, _normalize_struct, _normalized_struct, _predict_counts, _Struct,
-    _to_model, as_tensors, find_permutations,
+    aligned_structures, find_permutations, normalize_structure, normalized_structure,
 )
 
 __all__ = ["ContinuousPath", "linear", "geodesic", "single_bend"]
@@ -64,7 +66,7 @@ def recompute_bn(model: nn.Module, data, batch_size: int = 1024,
     x, _ = as_tensors(data, "bn_data")
     if max_samples is not None:
         x = x[:max_samples]
-    bns = [m for m in model.modules() if isinstance(m, _BN)]
+    bns = [m for m in model.modules() if isinstance(m, BATCHNORM_TYPES)]
     if not bns:
         return model.eval()
     model.eval()
@@ -74,7 +76,7 @@ def recompute_bn(model: nn.Module, data, batch_size: int = 1024,
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     for i in range(0, x.shape[0], batch_size):
         model(x[i:i + batch_size].to(dtype))
     for bn, mom in zip(bns, saved):
@@ -103,7 +105,7 @@ class ContinuousPath(Path):
     def __repr__(self):
         return f"ContinuousPath(kind={self.kind!r}, points={len(self)}, bn={self.bn!r})"
 
-    def _struct(self, i: int) -> _Struct:
+    def _struct(self, i: int) -> LayerStructure:
         t = self.fractions[i]
         for k, (sa, sb, mode, geom, x0, x1) in enumerate(self._segments):
             if t <= x1 or k == len(self._segments) - 1:
@@ -113,7 +115,7 @@ class ContinuousPath(Path):
                     return copy.deepcopy(sa)
                 if x >= 1:
                     return copy.deepcopy(sb)
-                return _interpolate_structs(sa, sb, float(x), mode, geom)
+                return interpolate_structures(sa, sb, float(x), mode, geom)
         raise AssertionError("unreachable")
 
     def point(self, i: int, data=None) -> nn.Sequential:
@@ -122,8 +124,8 @@ class ContinuousPath(Path):
         With ``bn="recompute"`` its BN statistics are recomputed on ``data`` (or the
         path's ``bn_data``); one of them is required then.
         """
-        m = _to_model(self._struct(self._index(i)), self._dtype)
-        if self.bn == "recompute" and any(isinstance(x, _BN) for x in m.modules()):
+        m = to_model(self._struct(self._index(i)), self._dtype)
+        if self.bn == "recompute" and any(isinstance(x, BATCHNORM_TYPES) for x in m.modules()):
             d = self.bn_data if self.bn_data is not None else data
             if d is None:
                 raise ValueError("bn='recompute': give bn_data= to the path or data= to "
@@ -143,22 +145,22 @@ class ContinuousPath(Path):
             m = self.point(i, data=(x, y))
             if i == 0:
                 check_data(m, x, y, "ContinuousPath.errors")
-            out[i] = _predict_counts(m, x, y, self.batch_size) / x.shape[0]
+            out[i] = misclassified(m, x, y, self.batch_size) / x.shape[0]
         return out
 
 
-def _check(points: int, bn: str, min_points: int = 2):
+def _check(func: str, points: int, bn: str, min_points: int = 2):
     if int(points) != points or points < min_points:
-        raise ValueError(f"points must be an integer >= {min_points}, got {points}")
+        raise ValueError(f"{func}: points must be an integer >= {min_points}, got {points}")
     if bn not in _BN_MODES:
-        raise ValueError(f"bn must be one of {_BN_MODES}, got {bn!r}")
+        raise ValueError(f"{func}: bn must be one of {_BN_MODES}, got {bn!r}")
 
 
 def _perm_struct(model, perms, what):
-    s = _copy_struct(model, what)
+    s = copy_structure(model, what)
     if perms is not None:
         for l, p in enumerate(perms):
-            _apply_perm(s, l, p)
+            apply_permutation(s, l, p)
     return s
 
 
@@ -177,26 +179,26 @@ def linear(a: nn.Module, b: nn.Module, points: int = 21, align: bool = False,
     Both endpoints must be real-valued torch models (``TypeError`` otherwise).
     """
     _real_pair(a, b, "linear")
-    _check(points, bn)
-    dtype = _model_dtype(a)
+    _check("linear", points, bn)
+    dtype = model_dtype(a)
     perms = find_permutations(b, a, method, data) if align else None
     if bn == "fold":
         if normalize:
-            sa = _normalized_struct(a, "a")
-            sb = _normalized_struct(b, "b")
-            _check_compatible(sa, sb)
+            sa = normalized_structure(a, "a")
+            sb = normalized_structure(b, "b")
+            check_compatible(sa, sb)
             if perms is not None:
                 for l, p in enumerate(perms):
-                    _apply_perm(sb, l, p)
+                    apply_permutation(sb, l, p)
         else:
-            sa = _fold_struct(_perm_struct(a, None, "a"))
-            sb = _fold_struct(_perm_struct(b, perms, "b"))
+            sa = fold(_perm_struct(a, None, "a"))
+            sb = fold(_perm_struct(b, perms, "b"))
     else:
         if normalize:
-            sa, sb = _bn_normalized(a, "a"), _bn_normalized(b, "b", perms)
+            sa, sb = bn_normalized_structure(a, "a"), bn_normalized_structure(b, "b", perms)
         else:
             sa, sb = _perm_struct(a, None, "a"), _perm_struct(b, perms, "b")
-    _check_compatible(sa, sb)
+    check_compatible(sa, sb)
     fr = np.linspace(0.0, 1.0, int(points))
     kind = "linear_aligned" if align else "linear"
     return ContinuousPath([(sa, sb, "lerp", "folded" if bn == "fold" else "bn", 0.0, 1.0)],
@@ -206,14 +208,14 @@ def linear(a: nn.Module, b: nn.Module, points: int = 21, align: bool = False,
 def _geodesic_structs(a, b, align, method, data, bn):
     if bn == "fold":
         if align:
-            sa, sb, _ = _aligned_structs(b, a, method, data)
+            sa, sb, _ = aligned_structures(b, a, method, data)
         else:
-            sa, sb = _normalized_struct(a, "a"), _normalized_struct(b, "b")
-            _check_compatible(sa, sb)
+            sa, sb = normalized_structure(a, "a"), normalized_structure(b, "b")
+            check_compatible(sa, sb)
         return sa, sb, "folded"
     perms = find_permutations(b, a, method, data) if align else None
-    sa, sb = _bn_normalized(a, "a"), _bn_normalized(b, "b", perms)
-    _check_compatible(sa, sb)
+    sa, sb = bn_normalized_structure(a, "a"), bn_normalized_structure(b, "b", perms)
+    check_compatible(sa, sb)
     return sa, sb, "bn"
 
 
@@ -237,11 +239,11 @@ def geodesic(a: nn.Module, b: nn.Module, points: int = 21, align: bool = True,
     models (``TypeError`` otherwise).
     """
     _real_pair(a, b, "geodesic")
-    _check(points, bn)
+    _check("geodesic", points, bn)
     sa, sb, geom = _geodesic_structs(a, b, align, method, data, bn)
     fr = np.linspace(0.0, 1.0, int(points))
     return ContinuousPath([(sa, sb, "slerp", geom, 0.0, 1.0)], fr,
-                          "geodesic_aligned" if align else "geodesic", _model_dtype(a), bn,
+                          "geodesic_aligned" if align else "geodesic", model_dtype(a), bn,
                           bn_data, batch_size)
 
 
@@ -253,10 +255,10 @@ def _fit_midpoint(model: nn.Module, x, y, epochs, lr, momentum, weight_decay, ba
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True,
                           weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     log = []
     model.eval()
-    err = _predict_counts(model, x, y, eval_batch) / x.shape[0]
+    err = misclassified(model, x, y, eval_batch) / x.shape[0]
     log.append(err)
     for _ in range(int(epochs)):
         if err <= target_error:
@@ -265,14 +267,14 @@ def _fit_midpoint(model: nn.Module, x, y, epochs, lr, momentum, weight_decay, ba
         order = torch.randperm(x.shape[0], generator=g)
         for i in range(0, x.shape[0], batch_size):
             idx = order[i:i + batch_size]
-            if idx.numel() < 2 and any(isinstance(m, _BN) for m in model.modules()):
+            if idx.numel() < 2 and any(isinstance(m, BATCHNORM_TYPES) for m in model.modules()):
                 continue  # BN cannot train on a batch of one
             opt.zero_grad(set_to_none=True)
             out = model(x[idx].to(dtype))
             loss_fn(out.reshape(out.shape[0], -1), y[idx]).backward()
             opt.step()
         model.eval()
-        err = _predict_counts(model, x, y, eval_batch) / x.shape[0]
+        err = misclassified(model, x, y, eval_batch) / x.shape[0]
         log.append(err)
     return log
 
@@ -303,7 +305,7 @@ def single_bend(a: nn.Module, b: nn.Module, data, points: int = 21, epochs: int 
     Both endpoints must be real-valued torch models (``TypeError`` otherwise).
     """
     _real_pair(a, b, "single_bend")
-    _check(points, bn, 3)
+    _check("single_bend", points, bn, 3)
     if points % 2 == 0:
         raise ValueError(f"single_bend: points must be odd so that the bend is a point, "
                          f"got {points}")
@@ -311,27 +313,27 @@ def single_bend(a: nn.Module, b: nn.Module, data, points: int = 21, epochs: int 
     from bnn_toroid.landscape.continuous import check_data
 
     check_data(a, x, y, "paths.single_bend")
-    dtype = _model_dtype(a)
+    dtype = model_dtype(a)
     sa, sb, geom = _geodesic_structs(a, b, align, method, data, bn)
-    mid = _interpolate_structs(sa, sb, 0.5, "lerp", geom)
-    groups = _folded_groups if geom == "folded" else _bn_groups
-    _normalize_groups(groups(mid))
-    model = _to_model(mid, dtype)
+    mid = interpolate_structures(sa, sb, 0.5, "lerp", geom)
+    groups = folded_spheres if geom == "folded" else bn_spheres
+    normalize_spheres(groups(mid))
+    model = to_model(mid, dtype)
     if bn == "recompute":
         recompute_bn(model, bn_data if bn_data is not None else (x, y), eval_batch)
     for p in model.parameters():
         p.requires_grad_(True)
     log = _fit_midpoint(model, x, y, epochs, lr, momentum, weight_decay, batch_size, seed,
                         target_error, eval_batch)
-    ms = _copy_struct(model, "midpoint")
+    ms = copy_structure(model, "midpoint")
     if geom == "folded":
-        _normalize_struct(ms)
+        normalize_structure(ms)
     else:
-        _normalize_groups(_bn_groups(ms))
+        normalize_spheres(bn_spheres(ms))
     half = (int(points) + 1) // 2
     fr = np.concatenate([np.linspace(0.0, 0.5, half), np.linspace(0.5, 1.0, half)[1:]])
     path = ContinuousPath([(sa, ms, "slerp", geom, 0.0, 0.5), (ms, sb, "slerp", geom, 0.5, 1.0)],
                           fr, "single_bend", dtype, bn, bn_data, eval_batch)
-    path.midpoint = _to_model(copy.deepcopy(ms), dtype)
+    path.midpoint = to_model(copy.deepcopy(ms), dtype)
     path.train_log = np.asarray(log)
     return path

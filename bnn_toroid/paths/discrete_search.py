@@ -51,6 +51,7 @@ from ..geometry.binary import distance
 from ..kernels import incremental as KI
 from ..network import BinaryNetwork, NetworkStack
 from ..network.layers import Dense
+from ._common import aligned_endpoint, point_ks
 from .base import Barrier, Path
 from .moves import (DEFAULT_CHUNK, FLIP, MOVE_DTYPE, POOL, _as_moves,
                     _check_moves, _check_net, _ParamWalker, _stack, apply_moves, as_xy, check_pair,
@@ -313,11 +314,6 @@ def make_evaluator(net: BinaryNetwork, data, incremental: bool = True, chunk: in
 # The path
 # ---------------------------------------------------------------------------------------
 
-def _point_ks(n_moves: int, points: int) -> np.ndarray:
-    """Move counts of ``points`` evenly spaced points (repeats when the path is short)."""
-    return np.rint(np.linspace(0, n_moves, points)).astype(np.int64)
-
-
 class SearchPath(Path):
     r"""A path found by :func:`search`: ``order`` (the moves, a :data:`MOVE_DTYPE` array,
     detours included) applied to ``a`` ends exactly at ``b``.
@@ -341,7 +337,7 @@ class SearchPath(Path):
         self.trace = np.asarray(trace_wrong, np.float64) / n_samples
         self.method = method
         self.points = int(points)
-        self._ks = _point_ks(self.n_moves, self.points)
+        self._ks = point_ks(self.n_moves, self.points)
         self.fractions = self._ks / max(self.n_moves, 1)
         self.hamming = distance(a, b)
         self.evaluations = int(evaluations)
@@ -406,18 +402,6 @@ class SearchPath(Path):
 # ---------------------------------------------------------------------------------------
 # The search
 # ---------------------------------------------------------------------------------------
-
-def _aligned(a, b, align):
-    if align is False or align is None:
-        return b
-    method = "overlap" if align is True else str(align)
-    try:
-        from ..symmetry.binary import align as _align
-    except ImportError as e:  # pragma: no cover - depends on the package build
-        raise ImportError("align=True needs bnn_toroid.symmetry.binary.align; pass align=False "
-                          "for networks that are already aligned") from e
-    return _align(b, reference=a, method=method)
-
 
 class _Detours:
     """Weight positions where a and b agree, sampled for detours."""
@@ -719,7 +703,7 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
     bn = check_bn(bn, "search")
     a, b = check_pair(a, b)
     x, y = as_xy(data)
-    b = _aligned(a, b, align)
+    b = aligned_endpoint(a, b, align)
     req = moves_between(a, b)
     rng = np.random.default_rng(seed)
     ev = make_evaluator(a, (x, y), incremental=incremental, chunk=chunk)
