@@ -15,13 +15,16 @@ def batch_rows(batch_size, what: str) -> int:
     return int(batch_size)
 
 
-def _softmax(z):
+def softmax(z):
+    """Softmax along the last axis, shifted by the row maximum so exp cannot overflow."""
     z = z - z.max(axis=-1, keepdims=True) if z.size else z  # no overflow in exp
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _labels(y, n, num_classes, what="error"):
+def labels(y, n, num_classes, what="error"):
+    """``y`` as integer class indices (N,): one per sample of x (``n``; None: any), each in
+    [0, ``num_classes``); a torch tensor is accepted. Raises naming ``what``."""
     if hasattr(y, "detach"):  # a torch tensor
         y = y.detach().cpu().numpy()
     y = np.asarray(y)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._batches import _labels, _softmax, batch_rows
+from ._batches import batch_rows, labels as _labels, softmax as _softmax
 
 __all__ = [
     "sign", "sign_ste", "Sign", "glorot_limit", "Normalize", "Scale", "BinaryLinear", "BinaryConv2d",

@@ -55,7 +55,7 @@ from pathlib import Path
 
 from . import analysis
 from ._files import jsonable, write_report
-from .sweep_config import (BINARY_PATHS, REAL_PATHS, SweepError, _is_int, _load_data,  # noqa: F401
+from .sweep_config import (BINARY_PATHS, REAL_PATHS, SweepError, is_int, load_data,  # noqa: F401
                            check_config, load_config)
 
 EXECUTORS = ("local", "ray", "inline")
@@ -91,7 +91,7 @@ def _task_train(spec: dict) -> dict:
     from . import train
     from .io import build_model, save_model
     from .network import BinaryNetwork
-    data = _load_data(spec["data"], "train", spec["data_seed"])
+    data = load_data(spec["data"], "train", spec["data_seed"])
     norm = None if spec["no_norm"] else train.input_norm(data)
     _seed_globals(task_seed("train", spec["method"], spec["seed"]))
     torch.manual_seed(spec["seed"])
@@ -134,8 +134,8 @@ def _task_minimum(spec: dict) -> dict:
     the config: a grid and a sample count, or false)."""
     _seed_globals(task_seed("minimum", spec["name"], spec["sweep_seed"]))
     le = spec["local_energy"] or {}
-    test = _load_data(spec["data"], "test", spec["data_seed"]) if spec["data"]["test"] else None
-    r = analysis.analyze_minimum(_load(spec["file"]), _load_data(spec["data"], "train", spec["data_seed"]),
+    test = load_data(spec["data"], "test", spec["data_seed"]) if spec["data"]["test"] else None
+    r = analysis.analyze_minimum(_load(spec["file"]), load_data(spec["data"], "train", spec["data_seed"]),
                                  test=test, grid=le.get(analysis.GRID_NAMES[spec["kind"]]),
                                  samples=le.get("samples", 10), seed=spec["sweep_seed"],
                                  local_energy=bool(le))
@@ -157,7 +157,7 @@ def _task_path(spec: dict) -> dict:
     p = spec["path"]
     _seed_globals(task_seed("path", spec["a"], spec["b"], p["name"], spec["sweep_seed"]))
     r = analysis.analyze_path(_load(spec["file_a"]), _load(spec["file_b"]),
-                              _load_data(spec["data"], "train", spec["data_seed"]), p["kind"],
+                              load_data(spec["data"], "train", spec["data_seed"]), p["kind"],
                               points=spec["points"], seed=spec["sweep_seed"], quiet=True,
                               search_n=p["search_n"], **p["options"])
     # timings vary from run to run: the report keeps them apart from the results
@@ -384,9 +384,9 @@ def run_sweep(config_path, executor: str = "local", workers: int = 2, out="sweep
     t_start = time.perf_counter()
     if executor not in EXECUTORS:
         raise SweepError(f"sweep: unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
-    if not _is_int(workers) or workers < 1:
+    if not is_int(workers) or workers < 1:
         raise SweepError(f"sweep: workers must be a positive integer, got {workers!r}")
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise SweepError(f"sweep: seed must be a non-negative integer, got {seed!r}")
     if executor == "ray":
         try:

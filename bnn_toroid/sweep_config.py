@@ -35,7 +35,8 @@ def _err(msg):
     raise SweepError(f"sweep config: {msg}")
 
 
-def _is_int(v):
+def is_int(v):
+    """Whether ``v`` is an int and not a bool (a JSON integer)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -72,7 +73,7 @@ def _check_type(what, val, default):
     if isinstance(default, bool):
         ok, want = isinstance(val, bool), "true or false"
     elif isinstance(default, int):
-        ok, want = _is_int(val), "an integer"
+        ok, want = is_int(val), "an integer"
     elif isinstance(default, float):
         ok = isinstance(val, (int, float)) and not isinstance(val, bool) and math.isfinite(val)
         want = "a finite number"
@@ -125,7 +126,7 @@ def _path_list(v, binary, spec, kind_defaults, align):
         if not isinstance(name, str) or not name or any(c in name for c in "/\\~") or name.startswith("."):
             _err(f"{where}.name must be a non-empty name without '/', '\\' or '~', got {name!r}")
         search_n = p.get("search_n")
-        if search_n is not None and (kind != "search" or not (_is_int(search_n) and search_n >= 1)):
+        if search_n is not None and (kind != "search" or not (is_int(search_n) and search_n >= 1)):
             _err(f"{where}.search_n: a positive sample count, for 'search' paths only, got {search_n!r}")
         opts = {k: val for k, val in p.items() if k not in _PATH_KEYS}
         pk = _path_kind(kind, binary)
@@ -179,7 +180,7 @@ def load_config(config) -> dict:
             "path": data.get("path")}
     if not isinstance(data["name"], str):
         _err(f"data.name must be a string, got {data['name']!r}")
-    if data["n"] is not None and not (_is_int(data["n"]) and data["n"] >= 1):
+    if data["n"] is not None and not (is_int(data["n"]) and data["n"] >= 1):
         _err(f"data.n must be a positive integer or null, got {data['n']!r}")
     if not isinstance(data["test"], bool):
         _err(f"data.test must be true or false, got {data['test']!r}")
@@ -202,22 +203,22 @@ def load_config(config) -> dict:
         _err(f"'methods' has duplicates: {methods}")
 
     seeds = config["seeds"]
-    if _is_int(seeds):
+    if is_int(seeds):
         seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(is_int(s) and s >= 0 for s in seeds):
         _err(f"'seeds' must be a non-empty list of non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         _err(f"'seeds' has duplicates: {seeds}")
 
     epochs = config["epochs"]
-    if not (_is_int(epochs) and epochs >= 1):
+    if not (is_int(epochs) and epochs >= 1):
         _err(f"'epochs' must be a positive integer, got {epochs!r}")
     lr = config.get("lr")
     if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
                                and math.isfinite(lr) and lr > 0):
         _err(f"'lr' must be a finite number > 0 or null, got {lr!r}")
     batch_size = config.get("batch_size")
-    if batch_size is not None and not (_is_int(batch_size) and batch_size >= 1):
+    if batch_size is not None and not (is_int(batch_size) and batch_size >= 1):
         _err(f"'batch_size' must be a positive integer or null, got {batch_size!r}")
     no_norm = config.get("no_norm", False)
     if not isinstance(no_norm, bool):
@@ -254,7 +255,7 @@ def load_config(config) -> dict:
         if bad:
             _err(f"analyses.local_energy: unknown key(s) {bad}; allowed: {', '.join(sorted(_LE_KEYS))}")
         samples = le.get("samples", 10)
-        if not (_is_int(samples) and samples >= 1):
+        if not (is_int(samples) and samples >= 1):
             _err(f"analyses.local_energy.samples must be a positive integer, got {samples!r}")
         grid_key = "eps" if binary else "sigma"
         other = "sigma" if binary else "eps"
@@ -272,7 +273,7 @@ def load_config(config) -> dict:
     _check_path(search_kind, search_opts, "analyses.search")
     bend_opts = _options(an.get("bend"), "analyses.bend", bend_kind.function, _PATH_RESERVED)
     points = an.get("points", 21)
-    if not (_is_int(points) and points >= 2):
+    if not (is_int(points) and points >= 2):
         _err(f"analyses.points must be an integer >= 2, got {points!r}")
     align = an.get("align", True)
     if not isinstance(align, bool):
@@ -300,9 +301,9 @@ def check_config(cfg: dict, seed: int = 0):
 
     from .io import SpecError, build_model
     d = cfg["data"]
-    data = _load_data(d, "train", seed, what="data")
+    data = load_data(d, "train", seed, what="data")
     if d["test"]:
-        _load_data(d, "test", seed, what="data (test split)")
+        load_data(d, "test", seed, what="data (test split)")
     try:
         model = build_model(cfg["model"])
     except SpecError as e:
@@ -320,7 +321,10 @@ def check_config(cfg: dict, seed: int = 0):
                          f"{data.num_classes} classes")
 
 
-def _load_data(d: dict, split: str, seed: int, what="data"):
+def load_data(d: dict, split: str, seed: int, what="data"):
+    """The data set a sweep's normalised ``data`` entry names, for ``split`` ("train":
+    its first ``n`` samples; "test": all), drawn with ``seed``; a load failure becomes a
+    :class:`SweepError` naming ``what``."""
     from . import datasets
     try:
         return datasets.load(d["name"], split=split, n=d["n"] if split == "train" else None, seed=seed,

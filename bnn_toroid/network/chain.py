@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from .. import kernels as K
-from ..kernels._threads import PARALLEL_MIN_WORK
+from ..kernels import PARALLEL_MIN_WORK
 from ..kernels import forms
 from ..kernels.bits import sign_pack_finite
 from ..kernels.chain import FIRST, HIDDEN, binary_chain, pixel_dense_chain

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import kernels as K
-from .._batches import _labels, _softmax, batch_rows
+from .._batches import batch_rows, labels as _labels, softmax as _softmax
 from .chain import DenseChain
 from .first import RealFirstLayer
 from .layers import Conv2d, Dense, MaxPool2d, NetworkError

@@ -11,7 +11,7 @@ kind                      one move …
 ========================  ============================================================
 ``FLIP``                  toggles one weight ``w → −w`` (``index`` = flat index into the
                           layer's ``weights``, C order). One per position where a and b
-                          differ. A *detour* (:func:`bnn_toroid.paths.search.search`) is
+                          differ. A *detour* (:func:`bnn_toroid.paths.discrete_search.search`) is
                           a ``FLIP`` where a and b agree; it appears twice in a path.
 ``THRESHOLD``             adds ``delta`` to the integer threshold of one hidden unit.
                           With ``h ≡ n (mod 2)`` (``n`` the fan-in), ``T`` and its *level*
