@@ -496,6 +496,13 @@ def vzip16(typingctx, lo, hi, part):
 
 
 
+def _low32(builder, w):
+    """An integer argument as its low 32 bits (truncated or zero-extended)."""
+    if w.type.width == 32:
+        return w
+    return builder.trunc(w, _I32) if w.type.width > 32 else builder.zext(w, _I32)
+
+
 def _lut4_avx2(builder, w):
     """:func:`vlut4` in 6 instructions: the pixels in every 32-bit lane, byte products
     with the entries' signs summed in pairs (``vpmaddubsw``: entry e's x0, x1 terms in
@@ -528,9 +535,7 @@ def vlut4(typingctx, word):
         return None
 
     def codegen(context, builder, sig, args):
-        w = args[0]
-        if w.type.width != 32:
-            w = builder.trunc(w, _I32) if w.type.width > 32 else builder.zext(w, _I32)
+        w = _low32(builder, args[0])
         if _target_has(context, "avx2"):
             return _lut4_avx2(builder, w)
         px = builder.zext(builder.bitcast(w, _vec(_I8, 4)), _vec(_I16, 4))
@@ -635,9 +640,7 @@ def vsplat32(typingctx, word):
         return None
 
     def codegen(context, builder, sig, args):
-        w = args[0]
-        if w.type.width != 32:
-            w = builder.trunc(w, _I32) if w.type.width > 32 else builder.zext(w, _I32)
+        w = _low32(builder, args[0])
         v = builder.insert_element(ir.Constant(_vec(_I32, 16), ir.Undefined), w, ir.Constant(_I32, 0))
         v = builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, 16), [0] * 16))
         return builder.bitcast(v, _vt(8))

@@ -24,7 +24,7 @@ import numpy as np
 from ._simd import (vaddb, vload2x2, vload2x4, vload4, vload8, vpop4, vshufb, vstore, vsub2_u8_i32,
                     vzero4, vzero8)
 from ._threads import PARALLEL_MIN_WORK, twin
-from .pixels import UNITS, _emit, outputs, pixel_thresholds, task_span
+from .pixels import UNITS, _emit, one_per_thread, outputs, pixel_thresholds, stack_outputs, task_span
 
 CHUNK = 60   # groups of 4 bits per byte count (60 · 4 = 240 <= 255); even: tables come in pairs
 ROWS = 8     # samples per task: their tables of a chunk (7.5 KB) stay in L1
@@ -234,18 +234,11 @@ def nibble_stack_t(A, pats, m: int, k: int, thresholds=None, form: str = "nibble
     """
     S, n = A.shape[0], A.shape[1]
     pf = pats.reshape(S, -1)
-    blocks = -(-m // UNITS)
-    if thresholds is None:
-        T, h, bits = np.empty((S, 0), np.uint64), np.empty((S, n, m), np.int32), np.empty((S, 0, 0), np.uint64)
-        out = h
-    else:
-        T, h, bits = thresholds, np.empty((S, 0, 0), np.int32), np.empty((S, n, blocks), np.uint64)
-        out = bits
+    T, h, bits, out = stack_outputs(S, n, m, -(-m // UNITS), thresholds)
     if out.size == 0:
         return out
     work = nibble_work(n, m, k)
-    threads = nb.get_num_threads()
-    if S > 1 and (S >= 2 * threads or S % threads == 0):
+    if one_per_thread(S, nb.get_num_threads()):
         _kernels(form)[1](S * work, A, pf, m, k, T, h, bits)
     else:
         rows = task_rows(n) if work >= PARALLEL_MIN_WORK else ROWS

@@ -561,6 +561,25 @@ def outputs(n: int, m: int, panels: int, threshold):
     return threshold, _NO_H, bits, bits
 
 
+def stack_outputs(S: int, n: int, m: int, panels: int, thresholds):
+    """:func:`outputs` for S networks: ``T, h, bits, out`` with new int32 sums (S, n, m)
+    when ``thresholds`` is None, else new packed bits (S, n, panels) against the stacked
+    words ``thresholds`` (S, …); the unused ones are empty, with S rows so that network
+    ``s``'s are ``T[s], h[s], bits[s]``."""
+    if thresholds is None:
+        h = np.empty((S, n, m), np.int32)
+        return np.empty((S, 0), np.uint64), h, np.empty((S, 0, 0), np.uint64), h
+    bits = np.empty((S, n, panels), np.uint64)
+    return thresholds, np.empty((S, 0, 0), np.int32), bits, bits
+
+
+def one_per_thread(S: int, threads: int) -> bool:
+    """Whether S networks run best one per thread, each on one thread: at least two per
+    thread, or a multiple of the thread count (no thread idles at the end); else one
+    network after another, each on every thread."""
+    return S > 1 and (S >= 2 * threads or S % threads == 0)
+
+
 def pixel_thresholds(threshold, m: int) -> np.ndarray:
     """Real thresholds (m,) → the kernel's int32 thresholds, two per uint64 word, one
     word row per 64 units: ``ceil(T)`` (for an integer ``h``, ``h < T`` iff

@@ -11,8 +11,8 @@ import numba as nb
 import numpy as np
 
 from ._threads import twin
-from .pixels import (_pixel_dense, _pixel_lut, _pixel_signed, pixel_lut_weights, pixel_signs,
-                     pixel_weights, pixel_work)
+from .pixels import (_pixel_dense, _pixel_lut, _pixel_signed, one_per_thread, pixel_lut_weights,
+                     pixel_signs, pixel_weights, pixel_work, stack_outputs)
 from .vnni import _pixel_vnni, pixel_vnni_weights
 
 # Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
@@ -93,19 +93,11 @@ def pixel_stack_t(form: str, rows, weights, m: int, thresholds=None):
     S, n = weights.shape[0], rows.shape[0]
     pairs = rows.shape[1] if form in PAIR_FORMS else -(-rows.shape[1] // 2)
     blocks = weights.shape[1]
-    if thresholds is None:
-        T = np.empty((S, 0), np.uint64)
-        h, bits = np.empty((S, n, m), np.int32), np.empty((S, 0, 0), np.uint64)
-        out = h
-    else:
-        T = thresholds
-        h, bits = np.empty((S, 0, 0), np.int32), np.empty((S, n, blocks), np.uint64)
-        out = bits
+    T, h, bits, out = stack_outputs(S, n, m, blocks, thresholds)
     if out.size == 0:
         return out
     work = pixel_work(n, m, pairs)
-    threads = nb.get_num_threads()
-    if S > 1 and (S >= 2 * threads or S % threads == 0):
+    if one_per_thread(S, nb.get_num_threads()):
         stacked(S * work, rows, weights, T, h, bits)
     else:
         for s in range(S):

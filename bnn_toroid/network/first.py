@@ -259,5 +259,7 @@ class RealFirstLayer:
             if collect:
                 hs = list(h)
             if hidden:
-                h = K.threshold_pack(h.reshape(self.size, -1, m), p["T"]).reshape(h.shape[:-1] + (-1,))
+                rows = math.prod(h.shape[1:-1])  # explicit: -1 is ambiguous for 0 samples
+                h = K.threshold_pack(h.reshape(self.size, rows, m), p["T"]).reshape(
+                    h.shape[:-1] + (K.n_words(m),))
         return h, hs
