@@ -21,9 +21,9 @@ ARM = {"neon", "fp-armv8"}
 
 
 @pytest.mark.parametrize("features, cls, want", [
-    (ZEN4, "avx512_vpopcntdq", {"gemm": "harley_seal_ternlog", "hidden": "nibbles", "first": "vnni",
+    (ZEN4, "avx512_vpopcntdq", {"gemm": "harley_seal_ternlog", "hidden": "tiles", "first": "vnni",
                                 "first_one": "lookup"}),
-    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal_ternlog", "hidden": "nibbles", "first": "vnni",
+    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal_ternlog", "hidden": "tiles", "first": "vnni",
                                 "first_one": "lookup"}),
     # Skylake-X: AVX-512BW without VNNI falls back to the AVX2 class's first-layer form
     (CASCADE_LAKE - {"avx512vnni"}, "avx512bw", {"gemm": "harley_seal_ternlog", "first": "lookup"}),
