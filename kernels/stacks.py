@@ -15,48 +15,32 @@ from .pixels import (_pixel_dense, _pixel_lut, _pixel_signed, one_per_thread, pi
                      pixel_signs, pixel_weights, pixel_work, stack_outputs)
 from .vnni import _pixel_vnni, pixel_vnni_weights
 
-# Numba resolves module-level dispatchers inside compiled code, not a Twin's attributes
-_dense_serial, _signed_serial, _lut_serial = _pixel_dense.serial, _pixel_signed.serial, _pixel_lut.serial
-_vnni_serial = _pixel_vnni.serial
 PAIR_FORMS = ("bytes", "signs")  # the forms that read pixel pairs (a convolution's patches too)
+# the serial kernel that _stack runs per network: a module-level name, which Numba
+# resolves inside compiled code (a Twin's attribute it does not); each form's stack is
+# _stack compiled with its own kernel swapped in (Twin.variant)
+_one = _pixel_dense.serial
 
 
 @twin
-def _dense_stack(xp, panels, T, h, bits):
-    """:func:`_pixel_dense` for the S networks of ``panels`` (S, …) on the same pairs,
+def _stack(x, w, T, h, bits):
+    """``_one`` for each of the S networks of ``w`` (S, …) on the same input rows ``x``,
     one network per task (each network's product on one thread)."""
-    for s in nb.prange(panels.shape[0]):
-        _dense_serial(xp, panels[s], T[s], h[s], bits[s])
+    for s in nb.prange(w.shape[0]):
+        _one(x, w[s], T[s], h[s], bits[s])
 
 
-@twin
-def _signed_stack(xp, signs, T, h, bits):
-    """:func:`_pixel_signed` for the S networks of ``signs`` (S, …), one per task."""
-    for s in nb.prange(signs.shape[0]):
-        _signed_serial(xp, signs[s], T[s], h[s], bits[s])
-
-
-@twin
-def _lut_stack(x, pats, T, h, bits):
-    """:func:`_pixel_lut` for the S networks of ``pats`` (S, …), one per task."""
-    for s in nb.prange(pats.shape[0]):
-        _lut_serial(x, pats[s], T[s], h[s], bits[s])
-
-
-@twin
-def _vnni_stack(x, wv, T, h, bits):
-    """:func:`_pixel_vnni` for the S networks of ``wv`` (S, …), one per task."""
-    for s in nb.prange(wv.shape[0]):
-        _vnni_serial(x, wv[s], T[s], h[s], bits[s])
-
+_KERNELS = {"bytes": _pixel_dense, "signs": _pixel_signed, "lookup": _pixel_lut, "vnni": _pixel_vnni}
+_STACKS = {f: _stack.variant(f"_{f}", {"_one": k.serial}) for f, k in _KERNELS.items()}
 
 # form -> (the layout of one network's ±1 weights (M, K), single kernel, stacked kernel)
-STACK_FORMS = {
-    "bytes": (lambda w: pixel_weights(w, check=False), _pixel_dense, _dense_stack),
-    "signs": (lambda w: pixel_signs(pixel_weights(w, check=False)), _pixel_signed, _signed_stack),
-    "lookup": (lambda w: pixel_lut_weights(w, check=False), _pixel_lut, _lut_stack),
-    "vnni": (lambda w: pixel_vnni_weights(w, check=False), _pixel_vnni, _vnni_stack),
+_LAYOUTS = {
+    "bytes": lambda w: pixel_weights(w, check=False),
+    "signs": lambda w: pixel_signs(pixel_weights(w, check=False)),
+    "lookup": lambda w: pixel_lut_weights(w, check=False),
+    "vnni": lambda w: pixel_vnni_weights(w, check=False),
 }
+STACK_FORMS = {f: (_LAYOUTS[f], _KERNELS[f], _STACKS[f]) for f in _KERNELS}
 
 
 def _form(form):
