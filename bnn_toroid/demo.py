@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .diagnostics import summary
+
 METHODS = ("sgd", "rsgd", "adv")
 #: The demo's three paths per pair: random flip orders raw and aligned, a greedy search.
 PATHS = ({"kind": "random", "name": "random_raw", "align": False},
@@ -78,9 +80,12 @@ def run(out="bnn_toroid_demo", seed: int = 0, quiet: bool = False, quick: bool =
             net = BinaryNetwork.from_torch(model.eval())
             nets[name] = net
             net.save(out / f"{name}.npz")
-            report["networks"][name] = e = {**minimum(net, data, test, seed), "train_seconds": hist.seconds}
+            report["networks"][name] = e = {**minimum(net, data, test, seed), "train_seconds": hist.seconds,
+                                            "diagnostics": hist.diagnostics}
             _log(quiet, f"  {name:7s} train {100 * e['train_error']:5.2f}%  test {100 * e['test_error']:5.2f}%"
                         f"  class {e['fingerprint'][:10]}  ({hist.seconds:.1f} s)")
+            # the minimum's health, read before its landscape (docs/training.md)
+            _log(quiet, f"  {'':7s} {summary(hist.diagnostics)}")
 
     torch.set_num_threads(threads)
     # canonical forms: a symmetric copy has the same one, and the function is unchanged

@@ -65,7 +65,7 @@ def _pixel_vnni(x, wv, T, h, bits):
         tot = np.empty((VNNI_ROWS, UNITS // 2), np.uint64)
         # the samples' pixels, four to a word, read from here in the loop: read through
         # _quad there, the serial compilation kept an array's reference count in the
-        # loop, with every accumulator spilled around the call (14x slower)
+        # loop, with every accumulator spilled around the call (8.4 ms against 0.32 ms at batch 64)
         xq = np.empty((VNNI_ROWS, quads), np.uint32)
         for si in range(ns):
             for q in range(quads):

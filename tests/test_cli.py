@@ -249,6 +249,9 @@ def test_demo_quick(tmp_path):
         assert (out / f"{n}.npz").exists()
         assert e["train_error"] < 0.25 and e["test_error"] < 0.3     # digits: a few % in practice
         assert len(e["fingerprint"]) == 64
+        d = e["diagnostics"]  # the minimum's health travels with it
+        assert 0 < d["signs_changed"] < 1 and all("dead" in u for u in d["units"])
+        assert (d.get("random_labels_fitted") is not None) == n.startswith("adv")
         le = e["local_energy"]
         assert le["x"][0] == 0 and abs(le["mean"][0]) < 1e-12 and le["mean"][-1] > le["mean"][0]
     assert len({r["networks"][n]["fingerprint"] for n in names}) == 3

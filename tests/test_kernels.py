@@ -576,7 +576,7 @@ def test_vnni_pixel_kernel_compiles_to_dot_products_without_spills(tmp_path):
     """The VNNI form's inner loops, compiled for a CPU with AVX-512 VNNI (whatever this
     host has: the code is inspected, not run): ``vpdpbusd`` on zmm registers, and no
     reference-count call among the dot products, which is what kept every accumulator
-    spilling to the stack in an earlier draft (14x slower)."""
+    spilling to the stack in an earlier draft (26x slower)."""
     import os
     import platform
     import subprocess
