@@ -16,13 +16,13 @@ _SUBMODULES = ("datasets", "nn", "train", "network", "symmetry", "geometry", "la
                "paths", "io", "onnx", "larq", "kernels", "plots", "bench", "cli", "demo", "sweep",
                "diagnostics")
 _NAMES = {
-    "BinaryNetwork": "network", "NetworkStack": "network", "load": "network", "save": "network",
+    "BinaryNetwork": "network", "NetworkStack": "network", "ResidualBinaryNetwork": "network", "load": "network", "save": "network",
     "canonicalize": "symmetry", "fingerprint": "symmetry", "align": "symmetry", "normalize": "symmetry",
     "distance": "geometry", "local_energy": "landscape", "error": "landscape",
     "recalibrate": "network",
 }
 
-__all__ = ["BinaryNetwork", "NetworkStack", "load", "save", "canonicalize", "fingerprint",
+__all__ = ["BinaryNetwork", "NetworkStack", "ResidualBinaryNetwork", "load", "save", "canonicalize", "fingerprint",
            "align", "normalize", "distance", "local_energy", "error", "recalibrate", "paths", "datasets", "nn",
            "train", "kernels", "onnx", "__version__"]
 
