@@ -27,7 +27,7 @@ _cache.drop_stale()  # before any kernel module is imported (and its cache read)
 
 from ._threads import PARALLEL_MIN_WORK  # noqa: E402
 from .bits import WORD, as_count, n_words, pack_bits, threshold_pack, unpack_bits
-from .conv import _conv_hs, _maxpool, conv_tiles
+from .conv import _maxpool, conv_tiles
 from . import forms
 from .nibbles import nibble_dense, nibble_dense_t, nibble_stack_t, nibble_weights
 from .pixels import (pixel_dense, pixel_dense_t, pixel_lut_dense_t, pixel_lut_weights, pixel_pairs,
@@ -198,7 +198,8 @@ def conv_pads(h, w, kh, kw, stride, padding):
     return pads, (ho, wo)
 
 
-def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshold=None):
+def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshold=None, *,
+                  form=None):
     """Binary 2-D convolution (cross-correlation) on packed NHWC activations.
 
     ``out[n, y, x, f] = Σ_taps a[n, y*sy-pt+dy, x*sx-pl+dx, :] · w[f, dy, dx, :]`` with
@@ -211,6 +212,8 @@ def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshol
         c: true number of input channels.
         stride: (sy, sx). padding: 'valid', 'same' (TensorFlow's) or explicit 4-tuple.
         threshold: optional integer thresholds (F,) or (S, F) → packed output bits.
+        form: a form of the "conv" workload (:mod:`.forms`), default the one chosen for
+            this CPU. Every form gives the same integers.
 
     Returns:
         int32 (N, Ho, Wo, F), or packed uint64 (N, Ho, Wo, ceil(F/64)); leading S if batched.
@@ -233,15 +236,18 @@ def binary_conv2d(a, w, c, stride=(1, 1), padding="valid", pad_value=0, threshol
         raise ValueError(f"binary_conv2d: stride must be >= 1, got {stride}")
     pads, _ = conv_pads(A.shape[2], A.shape[3], W.shape[2], W.shape[3], stride, padding)
     T = None if threshold is None else _thresholds("binary_conv2d", threshold, W.shape[0], W.shape[1])
-    out = binary_conv2d_trusted(A, conv_tiles(W), c, W.shape[2:4], stride, pads, pad_value, T)
+    out = binary_conv2d_trusted(A, conv_tiles(W), c, W.shape[2:4], stride, pads, pad_value, T,
+                                form=form)
     return out[0] if squeeze else out
 
 
-def binary_conv2d_trusted(A, tiles, c, ksize, stride, pads, pad_value, T=None):
+def binary_conv2d_trusted(A, tiles, c, ksize, stride, pads, pad_value, T=None, form=None):
     """:func:`binary_conv2d` without the checks, on filters already repacked
     (:func:`conv_tiles`), for callers that validated their arrays once and convolve many
     batches with the same filters (a frozen network). ``A`` (SA, N, H, W, Cw) C-contiguous;
-    ``ksize`` (kh, kw); ``pads`` (top, bottom, left, right); ``T`` None or int64 (S, F)."""
+    ``ksize`` (kh, kw); ``pads`` (top, bottom, left, right); ``T`` None or int64 (S, F).
+    ``form``: a form of the "conv" workload (:mod:`.forms`), default the one chosen here."""
+    conv = forms.chosen("conv", form).kernel
     Wt, P = tiles
     s, f = P.shape[0], P.shape[1]
     kh, kw = ksize
@@ -253,11 +259,11 @@ def binary_conv2d_trusted(A, tiles, c, ksize, stride, pads, pad_value, T=None):
     if T is None:
         out = np.empty((s, n, ho, wo, f), np.int32)
         if out.size:
-            _conv_hs(work, *args, _NO_T, out, _NO_BITS5)
+            conv(work, *args, _NO_T, out, _NO_BITS5)
     else:
         out = np.empty((s, n, ho, wo, (f + WORD - 1) // WORD), np.uint64)
         if out.size:
-            _conv_hs(work, *args, T, _NO_INT5, out)
+            conv(work, *args, T, _NO_INT5, out)
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._threads import PARALLEL_MIN_WORK
 from .forms import Form, register
-from .gemm import tiled_dense
+from .gemm import tiled_dense, vpt_rows
 from .nibbles import ROWS as _NIB_ROWS, _nibble_dense, _nibble_zmm, task_rows
 from .pixels import _pixel_dense, _pixel_lut, _pixel_signed, _spread_pairs
 from .vnni import _pixel_vnni
@@ -29,6 +29,8 @@ _lut_serial = _pixel_lut.serial
 _vnni_serial = _pixel_vnni.serial
 _signed_serial = _pixel_signed.serial
 _tiled_serial, _tiled_parallel = tiled_dense.serial, tiled_dense.parallel
+_tiled_vpt = tiled_dense.variant("_vpt", {"hs_rows": vpt_rows})
+_vpt_serial, _vpt_parallel = _tiled_vpt.serial, _tiled_vpt.parallel
 _nibble_serial, _nibble_parallel = _nibble_dense.serial, _nibble_dense.parallel
 _zmm_serial, _zmm_parallel = _nibble_zmm.serial, _nibble_zmm.parallel
 SPLIT_ROWS = 32  # samples per task of the lookup form's one-launch chain (16: 1.0–1.04× slower)
@@ -53,9 +55,12 @@ for _workload in ("first", "first_one"):
     for _name, (_layout, _doc) in _FIRST_FORMS.items():
         register(Form(_workload, _name, _NEEDS.get(_name, frozenset()), _layout, FIRST[_name], _doc))
 # the hidden binary layers
-HIDDEN = {"tiles": 0, "nibbles": 1, "nibbles_zmm": 2}
+HIDDEN = {"tiles": 0, "nibbles": 1, "nibbles_zmm": 2, "vpopcnt_tiles": 3}
 register(Form("hidden", "tiles", frozenset(), "Harley–Seal tiles (gemm.dense_tiles)", 0,
               "carry-save adders on u64x8 vectors, generic IR"))
+register(Form("hidden", "vpopcnt_tiles", frozenset({"avx512f", "avx512vpopcntdq"}),
+              "Harley–Seal tiles (gemm.dense_tiles)", 3,
+              "xor, vpopcntq, add with lanes along 8 units, 4 rows per tile load (gemm.vpt_rows)"))
 register(Form("hidden", "nibbles", frozenset(), "4-bit patterns (nibbles.nibble_weights)", 1,
               "vpshufb counts of 32 units' 4-bit groups at once (generic IR off AVX2)"))
 register(Form("hidden", "nibbles_zmm", frozenset({"avx512f", "avx512bw"}),
@@ -141,7 +146,8 @@ def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, paralle
     """The chain's binary layers after the pixel layer; a layer runs the parallel kernel
     when ``parallel`` and its work reaches PARALLEL_MIN_WORK (a 10-class output layer
     rarely does). The output layer always takes the Harley–Seal tiles: a nibble panel
-    is 64 units wide, and its integers are needed, not bits."""
+    is 64 units wide, and its integers are needed, not bits (the vpopcnt sums on the
+    tiles when ``hidden`` is that form)."""
     n = act.shape[0]
     last = dims.shape[0] - 1
     no_h3 = np.empty((0, 0, 0), np.int32)
@@ -164,7 +170,12 @@ def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, paralle
         else:
             t = tbuf[toff[i]:toff[i + 1]].reshape((1, m))
             out3 = nxt.reshape((1, n, (m + 63) // 64))
-            if big:
+            if hidden == 3:
+                if big:
+                    _vpt_parallel(act, wbuf, woff[i], m, k, t, no_h3, out3)
+                else:
+                    _vpt_serial(act, wbuf, woff[i], m, k, t, no_h3, out3)
+            elif big:
                 _tiled_parallel(act, wbuf, woff[i], m, k, t, no_h3, out3)
             else:
                 _tiled_serial(act, wbuf, woff[i], m, k, t, no_h3, out3)
@@ -172,7 +183,13 @@ def _binary(act, wbuf, woff, tbuf, toff, dims, scale, bias, nib, hidden, paralle
     m, k = dims[last, 0], dims[last, 2]
     h = np.empty((1, n, m), np.int32)
     no_t, no_bits = np.empty((0, 0), np.int64), np.empty((0, 0, 0), np.uint64)
-    if parallel and n * m * dims[last, 1] >= PARALLEL_MIN_WORK:
+    big = parallel and n * m * dims[last, 1] >= PARALLEL_MIN_WORK
+    if hidden == 3:
+        if big:
+            _vpt_parallel(act, wbuf, woff[last], m, k, no_t, h, no_bits)
+        else:
+            _vpt_serial(act, wbuf, woff[last], m, k, no_t, h, no_bits)
+    elif big:
         _tiled_parallel(act, wbuf, woff[last], m, k, no_t, h, no_bits)
     else:
         _tiled_serial(act, wbuf, woff[last], m, k, no_t, h, no_bits)

@@ -20,7 +20,8 @@ import numpy as np
 from ._intrinsics import popcount
 from ._simd import vload8, vlt_mask, vshl, vsplat8, vsub
 from ._threads import twin
-from .gemm import LANES, hs_rows
+from .forms import Form, register
+from .gemm import LANES, hs_rows, hs_rows_ternlog, vpt_rows
 
 
 PIX = 64    # output pixels (rows of the im2col block) per task; 32 measured the same
@@ -200,3 +201,17 @@ def _maxpool(A, size, stride, min_mask, out):
                         or_ |= v
                 m = min_mask[s, c]
                 out[s, n, oy, ox, c] = (and_ & ~m) | (or_ & m)
+
+
+
+# The conv forms (kernels/forms.py): one source, the kernel of pixels × 8 filters swapped.
+_conv_ternlog = _conv_hs.variant("_ternlog", {"hs_rows": hs_rows_ternlog})
+_conv_vpt = _conv_hs.variant("_vpt", {"hs_rows": vpt_rows})
+register(Form("conv", "harley_seal", frozenset(), "im2col rows × filter tiles (conv_tiles)",
+              _conv_hs, "Harley–Seal carry-save adders on u64x8 vectors; generic IR"))
+register(Form("conv", "harley_seal_ternlog", frozenset({"avx512f"}),
+              "im2col rows × filter tiles (conv_tiles)", _conv_ternlog,
+              "Harley–Seal with each full adder as two vpternlogq"))
+register(Form("conv", "vpopcnt_tiles", frozenset({"avx512f", "avx512vpopcntdq"}),
+              "im2col rows × filter tiles (conv_tiles)", _conv_vpt,
+              "xor, vpopcntq, add with lanes along 8 filters, 4 pixels per tile load"))

@@ -39,7 +39,7 @@ class Form:
     """One way to compute a workload.
 
     Attributes:
-        workload: what it computes ("gemm", "hidden", "first", "first_one").
+        workload: what it computes ("gemm", "conv", "hidden", "first", "first_one").
         name: its name, unique within the workload; the same word everywhere (bench
             tables, ``BNN_TOROID_FORMS``, ``form=`` arguments).
         needs: LLVM feature names the CPU must have to execute it (empty: generic IR).
@@ -74,6 +74,7 @@ POLICY = {
     "gemm": {"avx512bw": "harley_seal_ternlog", "generic": "harley_seal"},
     # on the Emerald Rapids the tiles beat both nibble forms: 0.69-0.81x the ymm
     # lookups' time in a (64, 1024) layer, 0.93-0.95x in the MLP at batch 64
+    "conv": {"avx512bw": "harley_seal_ternlog", "generic": "harley_seal"},
     "hidden": {"avx512bw": "tiles", "avx2": "nibbles", "generic": "tiles"},
     # vpdpbusd: 0.67x the lookup form's time at (64, 784) x (784, 1024) on 2 threads;
     # one sample stays with the lookups (the VNNI weights, 4x their bytes, leave L2)
@@ -222,4 +223,4 @@ def report() -> dict:
 
 def _load():
     # the kernel modules register their forms when imported
-    from . import chain, gemm  # noqa: F401
+    from . import chain, conv, gemm  # noqa: F401

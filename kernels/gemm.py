@@ -471,6 +471,40 @@ def _vp_task(A, W, s, sa, i0, nr, j0, nc, cnt):
 
 
 @nb.njit(cache=True)
+def vpt_rows(A, a0, nrows, kw, Wt, w0, cnt, c0, ld):
+    """:func:`hs_rows` (same arguments, same counts) as plain sums on the column tiles:
+    4 rows share each load of the (kw, 8) tile, a row's word is broadcast and XORed
+    against 8 columns at once, and ``vpopcnt`` adds each lane's count. The lanes are
+    columns, so no horizontal sum is left at the end: 3 zmm operations (xor,
+    ``vpopcntq``, add) per 512 MACs with every load shared, the CPU's limit mix."""
+    i = 0
+    while i + 4 <= nrows:
+        b0 = a0 + i * kw
+        c0v = vzero8()
+        c1v = vzero8()
+        c2v = vzero8()
+        c3v = vzero8()
+        for k in range(kw):
+            y = vload8(Wt, w0 + k * LANES)
+            c0v = vadd(c0v, vpopcnt(vxor(vbcast8(A, b0 + k), y)))
+            c1v = vadd(c1v, vpopcnt(vxor(vbcast8(A, b0 + kw + k), y)))
+            c2v = vadd(c2v, vpopcnt(vxor(vbcast8(A, b0 + 2 * kw + k), y)))
+            c3v = vadd(c3v, vpopcnt(vxor(vbcast8(A, b0 + 3 * kw + k), y)))
+        vstore(cnt, c0 + i * ld, c0v)
+        vstore(cnt, c0 + (i + 1) * ld, c1v)
+        vstore(cnt, c0 + (i + 2) * ld, c2v)
+        vstore(cnt, c0 + (i + 3) * ld, c3v)
+        i += 4
+    while i < nrows:
+        b0 = a0 + i * kw
+        c0v = vzero8()
+        for k in range(kw):
+            c0v = vadd(c0v, vpopcnt(vxor(vbcast8(A, b0 + k), vload8(Wt, w0 + k * LANES))))
+        vstore(cnt, c0 + i * ld, c0v)
+        i += 1
+
+
+@nb.njit(cache=True)
 def _vp_plan(A, W):
     """(vp, row block, column block, row blocks, column blocks, tasks): below
     HS_MIN_ROWS rows the product streams W once and the scalar tiles of _small_task
@@ -486,6 +520,18 @@ def _vp_plan(A, W):
     nrb = (n + rb - 1) // rb
     ncb = (W.shape[1] + cols - 1) // cols
     return vp, rb, cols, nrb, ncb, W.shape[0] * ncb * nrb
+
+
+def _clone(f, replace: dict, suffix: str):
+    """The njit function ``f`` compiled again with the module globals in ``replace``."""
+    g = dict(globals())
+    g.update(replace)
+    py = f.py_func
+    c = types.FunctionType(py.__code__, g, py.__name__ + suffix, py.__defaults__, py.__closure__)
+    c.__qualname__ = py.__qualname__ + suffix
+    c.__module__ = py.__module__
+    c.__doc__ = py.__doc__
+    return nb.njit(cache=True)(c)
 
 
 def _variant(suffix: str, replace: dict, chain: tuple, top: str) -> Twin:
@@ -509,12 +555,18 @@ def _variant(suffix: str, replace: dict, chain: tuple, top: str) -> Twin:
 
 
 # Harley–Seal with each full adder as two vpternlogq: for AVX-512 CPUs without
-# VPOPCNTDQ (Skylake-X, Cascade Lake), where the adders are the loop's cost.
-_gemm_ternlog = _variant("_ternlog", {"csa": csa_ternlog}, ("hs_rows", "_hs_task", "_gemm_task"),
+# VPOPCNTDQ (Skylake-X, Cascade Lake), where the adders are the loop's cost. The row
+# kernel is public: the conv and hidden-layer forms swap it in too.
+hs_rows_ternlog = _clone(hs_rows, {"csa": csa_ternlog}, "_ternlog")
+_gemm_ternlog = _variant("_ternlog", {"hs_rows": hs_rows_ternlog}, ("_hs_task", "_gemm_task"),
                          "_gemm")
 # The vpopcnt form: _gemm's task structure with the vpopcnt plan and tile task.
 _gemm_vpopcnt = _variant("_vpopcnt", {"_plan": _vp_plan, "_hs_task": _vp_task}, ("_gemm_task",),
                          "_gemm")
+
+
+# The vpopcnt sums on Harley–Seal's column tiles: _gemm with vpt_rows for hs_rows.
+_gemm_vpt = _variant("_vpt", {"hs_rows": vpt_rows}, ("_hs_task", "_gemm_task"), "_gemm")
 
 
 register(Form("gemm", "harley_seal", frozenset(), "packed rows (S, N, Kw); W repacked per call",
@@ -527,3 +579,7 @@ register(Form("gemm", "vpopcnt", frozenset({"avx512f", "avx512vpopcntdq"}),
 register(Form("gemm", "harley_seal_ternlog", frozenset({"avx512f"}),
               "packed rows (S, N, Kw); W repacked per call", _gemm_ternlog,
               "Harley–Seal with each full adder as two vpternlogq (0xE8 carry, 0x96 sum)"))
+register(Form("gemm", "vpopcnt_tiles", frozenset({"avx512f", "avx512vpopcntdq"}),
+              "packed rows (S, N, Kw); W repacked per call into 8-column tiles", _gemm_vpt,
+              "xor, vpopcntq, add on zmm with lanes along the columns: 4 rows share each "
+              "tile load and no horizontal sum is left (≥ 8 rows), scalar popcnt tiles below"))

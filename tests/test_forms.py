@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import bnn_toroid.kernels as K
 from bnn_toroid.kernels import forms
-from reference import gemm
+from reference import conv2d, gemm
 
 # LLVM feature names of the CPU classes the project's machines have had
 ZEN3 = {"sse4.2", "popcnt", "avx", "avx2", "bmi2", "fma"}
@@ -108,6 +108,32 @@ def test_every_gemm_form_this_host_runs_is_exact(form, s, n, m, k, shared_input,
     bits = K.binary_gemm(A, W, k, threshold=t, form=form)
     got = np.stack([K.unpack_bits(bits[i], m) for i in range(s)])
     assert np.array_equal(got, np.where(ref >= t[:, None, :], 1, -1))
+
+
+@pytest.mark.parametrize("form", forms.runnable("conv"))
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.sampled_from([1, 2]), st.integers(1, 9), st.integers(1, 9),
+       st.sampled_from([1, 63, 64, 65]) | st.integers(1, 140), st.sampled_from([1, 7, 8, 65]),
+       st.sampled_from([1, 3]), st.sampled_from([1, 2]), st.sampled_from(["valid", "same"]),
+       st.sampled_from([0, 1]), st.booleans(), st.integers(0, 2**32 - 1))
+def test_every_conv_form_this_host_runs_is_exact(form, s, n, h, w, c, f, k, stride, padding,
+                                                 pad_value, shared_input, seed):
+    """Channels at word edges, 1×1 and 3×3 kernels, strides, both paddings and pad values
+    (the border pixels' correction), S networks; int32 dots and the fused threshold."""
+    if padding == "valid" and (h < k or w < k):
+        h, w = max(h, k), max(w, k)
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.array([-1, 1], np.int8), (1 if shared_input else s, n, h, w, c))
+    wt = rng.choice(np.array([-1, 1], np.int8), (s, f, k, k, c))
+    A = K.pack_bits(x)
+    W = K.pack_bits(wt)
+    ref = np.stack([conv2d(x[0 if shared_input else i], wt[i], (stride, stride), padding, pad_value)
+                    for i in range(s)]).astype(np.int64)
+    got = K.binary_conv2d(A, W, c, (stride, stride), padding, pad_value, form=form)
+    assert np.array_equal(got, ref)
+    t = rng.integers(-k * k * c - 1, k * k * c + 2, (s, f))
+    bits = K.binary_conv2d(A, W, c, (stride, stride), padding, pad_value, threshold=t, form=form)
+    assert np.array_equal(K.unpack_bits(bits, f), np.where(ref >= t[:, None, None, None, :], 1, -1))
 
 
 def test_binary_gemm_refuses_a_form_by_name():
