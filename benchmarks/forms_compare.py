@@ -28,6 +28,15 @@ def _gemm(n, threads):
         f"binary_gemm ({n},4096)x(4096,4096)"
 
 
+def _conv(hw, c):
+    rng = np.random.default_rng(0)
+    a = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (16, hw, hw, c)))
+    w = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (c, 3, 3, c)))
+    t = np.zeros(c, np.int64)
+    return {f: (lambda f=f: K.binary_conv2d(a, w, c, (1, 1), "same", 1, t, form=f))
+            for f in forms.runnable("conv")}, f"conv 3x3 16x{hw}x{hw}x{c}"
+
+
 def _dense(n):
     rng = np.random.default_rng(0)
     a = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (n, 1024)))
@@ -67,6 +76,8 @@ def _mlp(n):
 def _chosen_key(title, calls):
     if title.startswith("binary_gemm"):
         return forms.chosen("gemm").name
+    if title.startswith("conv"):
+        return forms.chosen("conv").name
     if title.startswith("hidden"):
         return forms.chosen("hidden").name
     if title.startswith("pixel"):
@@ -85,7 +96,8 @@ def main(argv=None):
     print(forms.report())
     for threads in args.threads:
         bench.set_threads(threads)
-        for calls, title in (_gemm(256, threads), _gemm(1, threads), _dense(64), _dense(1),
+        for calls, title in (_gemm(256, threads), _gemm(1, threads), _conv(32, 128), _conv(8, 512),
+                             _dense(64), _dense(1),
                              _pixels(64), _pixels(1), _mlp(64), _mlp(1)):
             base = _chosen_key(title, calls)
             for name, f in calls.items():

@@ -89,15 +89,17 @@ def test_mlp_predict(benchmark, threads, batch):
     report(row)
 
 
+@pytest.mark.parametrize("form", K.forms.runnable("conv"))
 @pytest.mark.parametrize("hw,c", [(32, 128), (16, 256), (8, 512)], ids=["32x32x128", "16x16x256", "8x8x512"])
-def test_conv_3x3(benchmark, threads, hw, c):
-    """The binary layers of the VGG-style net (batch 16), against torch conv2d float32."""
+def test_conv_3x3(benchmark, threads, hw, c, form):
+    """The binary layers of the VGG-style net (batch 16) in every conv form this CPU can
+    execute, against torch conv2d float32."""
     rng = np.random.default_rng(0)
     a = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (16, hw, hw, c)))
     w = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (c, 3, 3, c)))
     t = np.zeros(c, np.int64)
-    benchmark(K.binary_conv2d, a, w, c, (1, 1), "same", 1, t)
-    row = bench.conv_case(n=16, hw=hw, c=c, f=c, threads=threads)
+    benchmark(lambda: K.binary_conv2d(a, w, c, (1, 1), "same", 1, t, form=form))
+    row = bench.conv_case(n=16, hw=hw, c=c, f=c, threads=threads, form=form)
     benchmark.extra_info.update(row.as_dict())
     report(row)
 

@@ -217,10 +217,11 @@ def dense_case(n=64, k=1024, m=1024, threads=2, repeats=15, seed=0, form="nibble
                n * k * m / o / 1e9, form=form)
 
 
-def conv_case(n=16, hw=32, c=128, f=128, threads=2, repeats=15, seed=0):
-    """``binary_conv2d`` (3×3, ``same``, pad 1, fused threshold) against ``torch`` float32
-    ``conv2d`` (channels-last) on the same shape."""
+def conv_case(n=16, hw=32, c=128, f=128, threads=2, repeats=15, seed=0, form=None):
+    """``binary_conv2d`` (3×3, ``same``, pad 1, fused threshold) in ``form`` (default:
+    this CPU's) against ``torch`` float32 ``conv2d`` (channels-last) on the same shape."""
     import torch
+    form = K.forms.chosen("conv", form).name
     threads = set_threads(threads)
     rng = np.random.default_rng(seed)
     a = K.pack_bits(rng.choice(np.array([-1, 1], np.int8), (n, hw, hw, c)))
@@ -229,11 +230,11 @@ def conv_case(n=16, hw=32, c=128, f=128, threads=2, repeats=15, seed=0):
     tx = torch.randn(n, c, hw, hw).contiguous(memory_format=torch.channels_last)
     tw = torch.randn(f, c, 3, 3).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        o, r, ratio = paired(lambda: K.binary_conv2d(a, w, c, (1, 1), "same", 1, t),
+        o, r, ratio = paired(lambda: K.binary_conv2d(a, w, c, (1, 1), "same", 1, t, form=form),
                              lambda: torch.nn.functional.conv2d(tx, tw, padding=1), repeats)
     macs = n * hw * hw * f * 9 * c
     return Row("binary_conv2d", f"{n}x{hw}x{hw}x{c} * 3x3x{f}", threads, o * 1e3, r * 1e3, ratio,
-               macs / o / 1e9)
+               macs / o / 1e9, form=form)
 
 
 def energy_setup(sizes=(784, 1001, 1001, 1001, 10), n=10000, networks=100, seed=0, eps=None):
@@ -441,8 +442,8 @@ def run(quick: bool = False, threads: int = 2, all_forms: bool = False) -> dict:
     rows += [pixel_case(n=1, threads=threads, repeats=reps, form=f) for f in each("first_one")]
     rows += [pixel_case(n=64, threads=threads, repeats=reps, form=f) for f in each("first")]
     rows += [dense_case(n=64, threads=threads, repeats=reps, form=f) for f in each("hidden")]
-    rows += [conv_case(threads=threads, repeats=reps),
-             mlp_case(batch=1, threads=threads, repeats=reps),
+    rows += [conv_case(threads=threads, repeats=reps, form=f) for f in each("conv")]
+    rows += [mlp_case(batch=1, threads=threads, repeats=reps),
              mlp_case(batch=256, threads=threads, repeats=reps),
              energy_case(n=2000 if quick else 10000, networks=20 if quick else 100,
                          threads=threads, repeats=1 if quick else 2)]

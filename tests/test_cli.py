@@ -203,6 +203,8 @@ def test_bench_all_forms_times_every_form_the_host_runs(monkeypatch, tmp_path):
     assert sorted(by[("binary dense", "")]) == forms.runnable("hidden")
     assert sorted(by[("pixel_dense", "n=64")]) == forms.runnable("first")
     assert sorted(by[("pixel_dense", "n=1")]) == forms.runnable("first_one")
+    conv_rows = [v for (name, _), v in by.items() if name == "binary_conv2d"]
+    assert conv_rows and all(sorted(v) == forms.runnable("conv") for v in conv_rows)
 
 
 def _check_bench(r, threads):
