@@ -179,23 +179,25 @@ def dense_form(a, w, k, t, form):
     """A call of a binary dense layer in ``form`` ("tiles": Harley–Seal tiles made once,
     :func:`bnn_toroid.kernels.gemm.tiled_dense`; "nibbles", "nibbles_zmm": nibble lookups,
     :mod:`bnn_toroid.kernels.nibbles`) on packed rows ``a`` (N, Kw) and ``w`` (M, Kw) of
-    ``k`` bits, with the int64 thresholds ``t`` (M,) fused; the weights are laid out once."""
-    from .kernels import gemm, nibbles
+    ``k`` bits ("vpopcnt_tiles": the same tiles, :func:`bnn_toroid.kernels.gemm.vpt_rows`), with the int64 thresholds ``t`` (M,) fused; the weights are laid out once."""
+    from .kernels import chain, gemm, nibbles
     n, m = a.shape[0], w.shape[0]
-    if form == "tiles":
+    if form in ("tiles", "vpopcnt_tiles"):
+        kernel = gemm.tiled_dense if form == "tiles" else chain._tiled_vpt
         tiles = gemm.dense_tiles(w).reshape(-1)
         tt = np.ascontiguousarray(t, np.int64).reshape(1, m)
         no_h = np.empty((0, 0, 0), np.int32)
 
         def call():
             bits = np.empty((1, n, -(-m // 64)), np.uint64)
-            gemm.tiled_dense(n * m * a.shape[1], a, tiles, 0, m, k, tt, no_h, bits)
+            kernel(n * m * a.shape[1], a, tiles, 0, m, k, tt, no_h, bits)
             return bits
         return call
     if form in nibbles.FORMS:
         pats, tw = nibbles.nibble_weights(w, k), K.pixel_thresholds(t, m)
         return lambda: nibbles.nibble_dense_t(a, pats, m, k, tw, form)
-    raise ValueError(f"dense_form: form must be 'tiles' or one of {', '.join(nibbles.FORMS)}, "
+    raise ValueError(f"dense_form: form must be 'tiles', 'vpopcnt_tiles' or one of "
+                     f"{', '.join(nibbles.FORMS)}, "
                      f"got {form!r}")
 
 

@@ -69,13 +69,19 @@ CLASSES = (
 # The policy: per workload, the form each CPU class runs (measured; docs/performance.md,
 # "Kernel forms by CPU"). A class missing here takes the next class's entry.
 POLICY = {
-    # on an Intel Emerald Rapids the ternary-logic adders beat the plain vpopcntq form
-    # (0.74-0.95x its time) and vpopcnt beats generic Harley-Seal (1.11-1.28x faster)
-    "gemm": {"avx512bw": "harley_seal_ternlog", "generic": "harley_seal"},
-    # on the Emerald Rapids the tiles beat both nibble forms: 0.69-0.81x the ymm
-    # lookups' time in a (64, 1024) layer, 0.93-0.95x in the MLP at batch 64
-    "conv": {"avx512bw": "harley_seal_ternlog", "generic": "harley_seal"},
-    "hidden": {"avx512bw": "tiles", "avx2": "nibbles", "generic": "tiles"},
+    # on an Intel Emerald Rapids (1 thread, first measure) the vpopcnt sums on the column
+    # tiles take 0.83x the ternary-logic adders' time; those beat the vpopcnt 2x4 tiles
+    # (0.74-0.95x their time) and generic Harley-Seal (1.30x)
+    "gemm": {"avx512_vpopcntdq": "vpopcnt_tiles", "avx512bw": "harley_seal_ternlog",
+             "generic": "harley_seal"},
+    # conv 3x3 16x32x32x128 on the Emerald Rapids: vpopcnt tiles 0.69x, ternlog 0.85x
+    # generic Harley-Seal's time (1 thread)
+    "conv": {"avx512_vpopcntdq": "vpopcnt_tiles", "avx512bw": "harley_seal_ternlog",
+             "generic": "harley_seal"},
+    # hidden (64, 1024) x (1024, 1024) on the Emerald Rapids: vpopcnt tiles 0.56x the
+    # Harley-Seal tiles' time (1 thread); those take 0.69-0.81x the ymm lookups' time
+    "hidden": {"avx512_vpopcntdq": "vpopcnt_tiles", "avx512bw": "tiles", "avx2": "nibbles",
+               "generic": "tiles"},
     # vpdpbusd: 0.67x the lookup form's time at (64, 784) x (784, 1024) on 2 threads;
     # one sample stays with the lookups (the VNNI weights, 4x their bytes, leave L2)
     "first": {"avx512bw": "vnni", "avx2": "lookup", "generic": "bytes"},

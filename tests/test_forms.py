@@ -21,13 +21,13 @@ ARM = {"neon", "fp-armv8"}
 
 
 @pytest.mark.parametrize("features, cls, want", [
-    (ZEN4, "avx512_vpopcntdq", {"gemm": "harley_seal_ternlog", "hidden": "tiles", "first": "vnni",
-                                "first_one": "lookup"}),
-    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal_ternlog", "hidden": "tiles", "first": "vnni",
-                                "first_one": "lookup"}),
+    (ZEN4, "avx512_vpopcntdq", {"gemm": "vpopcnt_tiles", "conv": "vpopcnt_tiles",
+                                "hidden": "vpopcnt_tiles", "first": "vnni", "first_one": "lookup"}),
+    (CASCADE_LAKE, "avx512bw", {"gemm": "harley_seal_ternlog", "conv": "harley_seal_ternlog",
+                                "hidden": "tiles", "first": "vnni", "first_one": "lookup"}),
     # Skylake-X: AVX-512BW without VNNI falls back to the AVX2 class's first-layer form
     (CASCADE_LAKE - {"avx512vnni"}, "avx512bw", {"gemm": "harley_seal_ternlog", "first": "lookup"}),
-    (ZEN3, "avx2", {"gemm": "harley_seal", "hidden": "nibbles", "first": "lookup",
+    (ZEN3, "avx2", {"gemm": "harley_seal", "conv": "harley_seal", "hidden": "nibbles", "first": "lookup",
                     "first_one": "lookup"}),
     (ARM, "generic", {"gemm": "harley_seal", "hidden": "tiles", "first": "bytes",
                       "first_one": "signs"}),
