@@ -30,13 +30,15 @@ def dense_weights(w_pm1, dtype):
 
 def real_dense_t(x, wt, threshold=None):
     """:func:`real_dense` on weights already in kernel layout (:func:`dense_weights`);
-    ``x`` must have ``wt``'s dtype."""
+    ``x`` must have ``wt``'s dtype. ``wt`` (K, M) for one network, or (S, K, M) for S
+    networks on the same ``x`` in one batched product (``h`` (S, N, M); thresholds (S, M))."""
     h = x @ wt
     if threshold is None:
         return h
     T = np.asarray(threshold, np.float64)
-    if T.shape != (wt.shape[1],):
-        raise ValueError(f"real_dense: expected {wt.shape[1]} thresholds, got shape {T.shape}")
+    if T.shape != wt.shape[:-2] + wt.shape[-1:]:
+        raise ValueError(f"real_dense: expected thresholds of shape {wt.shape[:-2] + wt.shape[-1:]}, "
+                         f"got {T.shape}")
     return threshold_pack(h, T)
 
 

@@ -585,3 +585,20 @@ def test_an_mlp_on_binarised_input_takes_one_compiled_call(hidden_form, hidden, 
         x[-1, -1] = np.nan
         with pytest.raises(ValueError, match="NaN"):
             net.predict(x)
+
+
+@pytest.mark.parametrize("stack_bytes", [1, 20 * 70 * 8 * 2, 1 << 25])
+def test_a_stack_on_real_input_equals_its_networks_in_any_chunking(monkeypatch, stack_bytes):
+    """The real-input dense first layer of S networks runs as batched products over
+    chunks of networks (one network, two, all): each network's output is its own."""
+    import bnn_toroid.network.first as first
+    from bnn_toroid.network import NetworkStack
+    monkeypatch.setattr(first, "STACK_BYTES", stack_bytes)
+    nets = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        nets.append(bt.BinaryNetwork.from_torch(bnn.BinaryMLP([20, 70, 10]).eval()))
+    x = np.random.default_rng(0).normal(size=(33, 20))
+    got = NetworkStack.from_networks(nets).predict(x)
+    for i, net in enumerate(nets):
+        assert np.array_equal(got[i], net.predict(x))

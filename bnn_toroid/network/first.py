@@ -44,6 +44,8 @@ SHARED_MAX_FLIPS = 1 / 8
 # A convolution on pixels is a dense product over its patches, made this many output
 # pixels at a time (8 bytes per patch pair: ≈ 7 MB for a 3×3×3 filter)
 PATCH_ROWS = 1 << 16
+# float weights of a chunk of networks made at once by the real-input dense path (32 MB)
+STACK_BYTES = 1 << 25
 
 
 def pixels(xin):
@@ -167,6 +169,8 @@ class RealFirstLayer:
         if shared is not None:
             h0 = K.real_dense_t(x, self._cached("template", x.dtype))
             return flipped_threshold_pack(h0, flat, shared[1], p["T"]), []
+        if isinstance(layer, Dense) and hidden and not collect:
+            return self._dense_stacked(x), []
         outs, hs = [], []
         for s in range(self.size):
             w = self.weights(s, x.dtype)
@@ -188,6 +192,20 @@ class RealFirstLayer:
                         h.shape[:-1] + (K.n_words(h.shape[-1]),))
             outs.append(h)
         return (outs[0][None] if self.size == 1 else np.stack(outs)), hs
+
+    def _dense_stacked(self, x):
+        """The packed next-layer input (S, N, words) of every network's dense layer on
+        real rows ``x``: one batched product per chunk of networks, their float weights
+        made per call (a stack's would not fit in memory kept) in chunks of at most
+        STACK_BYTES."""
+        k, m = x.shape[1], self.layer.units
+        per = max(1, STACK_BYTES // max(1, k * m * x.dtype.itemsize))
+        out = []
+        for s0 in range(0, self.size, per):
+            s1 = min(s0 + per, self.size)
+            w = np.stack([self.weights(s, x.dtype) for s in range(s0, s1)])
+            out.append(K.real_dense_t(x, w, self.params["T"][s0:s1]))
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def _pixel_thresholds(self):
         """Every network's thresholds as the pixel kernels read them: (S, words)."""
