@@ -59,7 +59,8 @@ Simplifications (say so wherever these models are used)
 - larq-zoo's QuickNet uses ``lq.layers.QuantConv2D`` / ``QuantDepthwiseConv2D`` without
   quantizers for its real layers; here they are plain Keras ``Conv2D`` /
   ``DepthwiseConv2D``, which compute the same thing and export to the same ONNX ops.
-- Keras' ``Dense`` head has a bias; no dropout, no softmax.
+- Keras' ``Dense`` head has a bias (random N(0, 0.1) here, so it is not the zero
+  vector that tf2onnx would drop); no dropout, no softmax.
 """
 from __future__ import annotations
 
@@ -176,6 +177,11 @@ def _build(graph, kw, input_shape, batch, seed, calib_x, name):
     if calib_x is None:
         calib_x = np.random.default_rng(seed).normal(0, 1, (16,) + tuple(input_shape))
     randomise_bn(model, np.asarray(calib_x, np.float32), seed)
+    rng = np.random.default_rng(seed + 2000)
+    for layer in model.layers:  # a non-zero head bias (Keras initialises it to zeros)
+        if isinstance(layer, K.layers.Dense):
+            k, b = layer.get_weights()
+            layer.set_weights([k, rng.normal(0, 0.1, b.shape).astype(np.float32)])
     if batch is None:
         return model
     # same weights, fixed batch (LCE's TFLite graph has a fixed batch): build again and copy

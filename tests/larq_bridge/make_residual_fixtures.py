@@ -58,6 +58,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     x = inputs()
     for name, (build, kw) in MODELS.items():
+        tf.keras.backend.clear_session()  # layer names start from conv2d, add, ... again
         model = build(seed=0, name=name, calib_x=inputs(seed=1, n=64), **kw)
         logits = model.predict(x, verbose=0, batch_size=64).astype(np.float32)
         path = out / f"{name}.onnx"
