@@ -48,11 +48,27 @@ SPECS = {
     "mlp": {"input": (784,)},
     "mlp_sign": {"input": (784,)},   # the MLP with its input binarised (ste_sign), float32 in
     "vgg": {"input": (32, 32, 3)},
+    # residual binary networks (larq_residual.py), full depth and width at 128×128×3:
+    # Bi-Real-Net-18 (16 binary 3×3 convs, 64-128-256-512) and QuickNet-Small
+    # (4×4 blocks, 32-64-256-512), 1000 classes. 128 rather than 224 keeps the float
+    # larq reference and the calibration of the random BN statistics fast on 2 cores;
+    # the last stage of both still runs at 4×4 pixels.
+    "bireal": {"input": (128, 128, 3), "residual": "bireal"},
+    "quicknet": {"input": (128, 128, 3), "residual": "quicknet"},
 }
 
 
 def build_larq(name: str, batch: int | None, seed: int = 0):
     """The larq model ``name`` with deterministic random weights (same for every batch)."""
+    if "residual" in SPECS[name]:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import larq_residual
+        shape = SPECS[name]["input"]
+        # BN statistics calibrated on the bench's own input kind: integer pixels 0-255
+        calib = np.random.default_rng(seed).integers(0, 256, (4,) + shape).astype(np.float32)
+        build = {"bireal": larq_residual.build_bireal,
+                 "quicknet": larq_residual.build_quicknet}[SPECS[name]["residual"]]
+        return build(input_shape=shape, batch=batch, seed=seed, calib_x=calib, name=name)
     import larq as lq
     import tensorflow as tf
     K = tf.keras
