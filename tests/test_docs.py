@@ -92,3 +92,22 @@ def test_cli_examples_run_as_written(tmp_path):
     (code,) = _blocks(text, "python")
     out = _run_python(code, tmp_path)   # the same config and folder: every task is resumed
     float(out.strip().splitlines()[-1])
+
+
+def test_the_forms_table_of_performance_md_is_the_policy():
+    """docs/performance.md, "Kernel forms by CPU": one row per workload, one column per
+    CPU class, each cell's first form name being what the policy chooses there."""
+    from bnn_toroid.kernels import forms
+    text = (ROOT / "docs" / "performance.md").read_text()
+    section = text.split("## Kernel forms by CPU", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    classes = [need for _, need in forms.CLASSES]
+    seen = set()
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        workload = cells[0].split("`")[1]
+        seen.add(workload)
+        for need, cell in zip(classes, cells[1:]):
+            feats = set(need) | ({"avx512vnni"} if "avx512bw" in need else set())
+            assert cell.split("`")[1] == forms.choose(workload, feats).name, (workload, cell)
+    assert seen == set(forms.POLICY)
