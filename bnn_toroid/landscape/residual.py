@@ -14,7 +14,7 @@ import numpy as np
 from ..network.residual import ResidualBinaryNetwork
 from ..symmetry import residual_binary as _sym
 
-__all__ = ["distance", "differing", "local_energy", "flipped_weights", "errors_of",
+__all__ = ["distance", "differing", "local_energy", "flipped_weights", "errors_of", "check_data",
            "DISTANCE_KINDS"]
 
 DISTANCE_KINDS = ("hamming", "hamming_aligned")
@@ -65,7 +65,9 @@ def flipped_weights(net: ResidualBinaryNetwork, counts, rng) -> list:
     return out
 
 
-def _xy(net, data, what):
+def check_data(net, data, what):
+    """``(x, y)`` from a Dataset or an ``(x, y)`` pair, refused by name when empty, of
+    another sample shape, or with labels outside ``net``'s classes."""
     if hasattr(data, "x") and hasattr(data, "y"):
         x, y = data.x, data.y
     elif isinstance(data, (tuple, list)) and len(data) == 2:
@@ -104,7 +106,7 @@ def local_energy(net: ResidualBinaryNetwork, data, eps=None, samples: int = 10, 
     ``networks_per_call`` at a time by :meth:`stack_logits` (full re-evaluation)."""
     from .binary import DEFAULT_EPS, BinaryLocalEnergy
     _sym.check_residual(net, "local_energy")
-    x, y = _xy(net, data, "local_energy")
+    x, y = check_data(net, data, "local_energy")
     eps = np.atleast_1d(np.asarray(DEFAULT_EPS if eps is None else eps, np.float64))
     if eps.ndim != 1 or np.isnan(eps).any() or (eps < 0).any() or (eps > 1).any():
         raise ValueError(f"local_energy: eps must be fractions in [0, 1], got {eps.tolist()}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..landscape.residual import _xy, distance, errors_of
+from ..landscape.residual import check_data, distance, errors_of
 from ..symmetry import residual_binary as _sym
 from .base import Path
 
@@ -91,7 +91,7 @@ class ResidualFlipPath(Path):
         return self.a.with_binary_weights(_weights_after(self.a, self.order, self._ks[j]))
 
     def errors_per_order(self, data) -> np.ndarray:
-        x, y = _xy(self.a, data, "errors")
+        x, y = check_data(self.a, data, "errors")
         return np.stack([errors_of(self.a, [_weights_after(self.a, o, k) for k in self._ks], x, y)
                          for o in self.orders])
 
@@ -135,7 +135,7 @@ def search(a, b, data, candidates: int = 16, seed: int = 0, align=True, max_step
     if max_steps is not None:
         max_steps = _check_int("search: max_steps", max_steps, 0)
     b = _endpoint(a, b, align, "search")
-    x, y = _xy(a, data, "search")
+    x, y = check_data(a, data, "search")
     rng = np.random.default_rng(seed)
     remaining = list(flips_between(a, b))
     flat = np.concatenate([w.reshape(-1) for w in a.binary_weights()]).astype(np.int8)
