@@ -59,11 +59,6 @@ def search(a, b, data, method: str = "greedy", **kwargs):
     """Connectivity search for the binary path with the lowest barrier; see
     :func:`bnn_toroid.paths.discrete_search.search` (residual binary networks: the greedy
     search of :func:`bnn_toroid.paths.residual.search`, full re-evaluation)."""
-    if _residual(a, b):
-        if method != "greedy":
-            raise ValueError(f"search: residual binary networks support method='greedy' only, "
-                             f"got {method!r}")
-        return residual.search(a, b, data, **kwargs)
     return discrete_search.search(a, b, data, method=method, **kwargs)
 
 
