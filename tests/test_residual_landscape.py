@@ -88,7 +88,18 @@ def test_search_is_no_worse_than_its_trace_and_ends_at_b(setup):
     assert "full re-evaluation" in s.note
 
 
+def _torch():
+    from bnn_toroid.nn import MLP
+    return MLP([12, 8, 3]).eval()
+
+
 BAD = {
+    "distance: two kinds": (lambda a, b, d: bt.distance(a, _torch()), TypeError,
+                            ["distance", "same kind"]),
+    "align: two kinds": (lambda a, b, d: bt.align(_torch(), a), TypeError, ["align", "same kind"]),
+    "distance: not a network": (lambda a, b, d: bt.distance(a, "net"), TypeError,
+                                ["distance", "expected a BinaryNetwork or a real-valued torch",
+                                 "got str"]),
     "distance: bad kind": (lambda a, b, d: bt.distance(a, b, kind="euclid"), ValueError,
                            ["distance", "kind must be one of", "'euclid'"]),
     "distance: other architecture": (lambda a, b, d: bt.distance(a, build(np.random.default_rng(9), c=6)),
