@@ -10,10 +10,11 @@ from __future__ import annotations
 
 
 def kind(net, what: str) -> str:
-    """``"binary"`` for a frozen BinaryNetwork, ``"continuous"`` for a real-valued torch
+    """``"binary"`` for a frozen BinaryNetwork or a ResidualBinaryNetwork (each verb then
+    routes the residual type to its own module), ``"continuous"`` for a real-valued torch
     model; a torch model with binary layers must be frozen first."""
-    from .network import BinaryNetwork
-    if isinstance(net, BinaryNetwork):
+    from .network import BinaryNetwork, ResidualBinaryNetwork
+    if isinstance(net, (BinaryNetwork, ResidualBinaryNetwork)):  # both binary (residual: issue 22)
         return "binary"
     try:
         from torch import nn

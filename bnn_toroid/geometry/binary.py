@@ -45,6 +45,11 @@ def distance(a: BinaryNetwork, b: BinaryNetwork, per_layer: bool = False, *,
     pools skipped) and the overall fraction, the shape
     :func:`bnn_toroid.geometry.continuous.distance` returns too.
     """
+    from ..network.residual import ResidualBinaryNetwork
+    if isinstance(a, ResidualBinaryNetwork) or isinstance(b, ResidualBinaryNetwork):
+        from ..landscape.residual import distance as _residual_distance
+        return _residual_distance(a, b, per_layer, kind=kind,
+                                  method="weights" if method == "overlap" else method)
     if kind not in DISTANCE_KINDS:
         raise ValueError(f"distance: kind must be one of {DISTANCE_KINDS}, got {kind!r}")
     _pair(a, b, "distance")

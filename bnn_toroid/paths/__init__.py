@@ -14,7 +14,7 @@ binary constructors share).
 import sys as _sys
 
 from .._dispatch import kind
-from . import binary, continuous, discrete_search, moves
+from . import binary, continuous, discrete_search, moves, residual
 from .base import Barrier, Path
 from .binary import FlipPath, SingleBendPath
 from .continuous import ContinuousPath, geodesic, linear
@@ -29,9 +29,17 @@ from .moves import MOVE_DTYPE, apply_moves, errors_along, moves_between
 _sys.modules.setdefault(__name__ + ".search", discrete_search)
 
 
+def _residual(*nets):
+    from ..network.residual import ResidualBinaryNetwork
+    return any(isinstance(n, ResidualBinaryNetwork) for n in nets)
+
+
 def random_flip(a, b, points: int = 21, seed: int = 0, **kwargs):
     """Binary path flipping the differing weights in a random order; see
-    :func:`bnn_toroid.paths.binary.random_flip`."""
+    :func:`bnn_toroid.paths.binary.random_flip` (residual binary networks:
+    :func:`bnn_toroid.paths.residual.random_flip`)."""
+    if _residual(a, b):
+        return residual.random_flip(a, b, points=points, seed=seed, **kwargs)
     return binary.random_flip(a, b, points=points, seed=seed, **kwargs)
 
 
@@ -49,11 +57,12 @@ def single_bend(a, b, data, **kwargs):
 
 def search(a, b, data, method: str = "greedy", **kwargs):
     """Connectivity search for the binary path with the lowest barrier; see
-    :func:`bnn_toroid.paths.discrete_search.search`."""
+    :func:`bnn_toroid.paths.discrete_search.search` (residual binary networks: the greedy
+    search of :func:`bnn_toroid.paths.residual.search`, full re-evaluation)."""
     return discrete_search.search(a, b, data, method=method, **kwargs)
 
 
-__all__ = ["binary", "continuous", "discrete_search", "moves", "Barrier", "Path", "random_flip",
+__all__ = ["residual", "binary", "continuous", "discrete_search", "moves", "Barrier", "Path", "random_flip",
            "single_bend", "search", "linear", "geodesic", "FlipPath", "SingleBendPath",
            "SearchPath", "ContinuousPath", "IncrementalEvaluator", "moves_between", "apply_moves",
            "errors_along", "MOVE_DTYPE"]

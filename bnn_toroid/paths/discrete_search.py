@@ -696,6 +696,15 @@ def search(a, b, data, method: str = "greedy", candidates: int = 64, beam_width:
     Returns:
         a :class:`SearchPath`.
     """
+    from ..network.residual import ResidualBinaryNetwork
+    if isinstance(a, ResidualBinaryNetwork) or isinstance(b, ResidualBinaryNetwork):
+        # residual binary networks: greedy search with full re-evaluation (paths/residual.py)
+        if method != "greedy":
+            raise ValueError(f"search: residual binary networks support method='greedy' only, "
+                             f"got {method!r}")
+        from .residual import search as _residual_search
+        return _residual_search(a, b, data, candidates=candidates, seed=seed, align=align,
+                                max_steps=max_steps, points=points)
     t0 = time.perf_counter()
     _check_args(method=method, start=start, candidates=candidates, beam_width=beam_width,
                 detours=detours, points=points, max_steps=max_steps)
