@@ -115,3 +115,76 @@ def test_bad_inputs_are_named():
         net.stack_logits(np.zeros((1,) + net.input_shape), [bad])
     with pytest.raises(NetworkError, match="at least one"):
         net.stack_logits(np.zeros((1,) + net.input_shape), [])
+
+
+# ------------------------------------------------------------------- files
+
+def test_save_load_round_trip(tmp_path):
+    import bnn_toroid as bt
+    rng = np.random.default_rng(4)
+    for quick in (False, True):
+        net = random_residual(rng, c=65, quick=quick, pad_value=1)
+        p = tmp_path / f"r{quick}.npz"
+        net.save(p)
+        back = bt.load(p)
+        assert isinstance(back, ResidualBinaryNetwork)
+        assert back.input_shape == net.input_shape and back.input_layout == net.input_layout
+        for a, b in zip(back.binary_weights(), net.binary_weights()):
+            np.testing.assert_array_equal(a, b)
+        x = rng.normal(size=(3,) + net.input_shape)
+        np.testing.assert_array_equal(back.logits(x), net.logits(x))
+        assert bt.network.read_meta(p)["format"] == "bnn_toroid.ResidualBinaryNetwork"
+
+
+def _rewrite(src, dst, edit):
+    import json
+    import zipfile
+    with zipfile.ZipFile(src) as z:
+        arrays = {n[:-4]: np.load(z.open(n)) for n in z.namelist()}
+    meta = json.loads(bytes(arrays.pop("meta")).decode())
+    edit(arrays, meta)
+    np.savez(dst, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
+def test_bad_residual_files_are_refused(tmp_path):
+    import bnn_toroid as bt
+    from bnn_toroid._files import sha256_content
+    from bnn_toroid.network import NetworkFileError
+    rng = np.random.default_rng(5)
+    net = random_residual(rng)
+    p = tmp_path / "r.npz"
+    net.save(p)
+    raw = p.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(NetworkFileError):
+        bt.load(tmp_path / "trunc.npz")
+
+    def flip_weight(arrays, meta):
+        arrays["o2.body.0.weights"] = arrays["o2.body.0.weights"] ^ np.uint64(1)
+    _rewrite(p, tmp_path / "t.npz", flip_weight)
+    with pytest.raises(NetworkFileError, match="SHA-256 mismatch"):
+        bt.load(tmp_path / "t.npz")
+
+    def resign(edit):
+        def go(arrays, meta):
+            edit(arrays, meta)
+            meta.pop("sha256")
+            meta["sha256"] = sha256_content(arrays, meta)
+        return go
+    cases = [
+        (lambda a, m: a.pop("o0.weights"), "array 'o0.weights' is missing"),
+        (lambda a, m: m["ops"][2].update(type="Bogus"), "'type' is one of"),
+        (lambda a, m: m["ops"][2]["body"][0].update(pad_value=2), "pad_value is 2"),
+        (lambda a, m: m.update(format_version=9), "newer"),
+        (lambda a, m: m.update(input_layout="HWC"), "input_layout"),
+        (lambda a, m: a.update({"o2.body.0.weights": a["o2.body.0.weights"] | np.uint64(1 << 63)}),
+         "padding bits"),
+        (lambda a, m: a.update({"o9.extra": np.zeros(2)}), "belong to no operation"),
+        (lambda a, m: m.update(n_binary=3), "n_binary"),
+        (lambda a, m: m["ops"][1].update(type="RealDense"), "inconsistent|missing"),
+    ]
+    for k, (edit, msg) in enumerate(cases):
+        q = tmp_path / f"c{k}.npz"
+        _rewrite(p, q, resign(edit))
+        with pytest.raises(NetworkFileError, match=msg):
+            bt.load(q)

@@ -215,6 +215,12 @@ class ResidualBinaryNetwork:
         self._run(x, weights, "binary_sums", reference, out)
         return [np.asarray(h, np.int64) for h in out]
 
+    def save(self, path):
+        """Write this network to ``path`` (:mod:`.residual_files`, atomic); read it back
+        with :func:`bnn_toroid.load`."""
+        from .files import save
+        return save(self, path)
+
     def __repr__(self):
         kinds = [type(op).__name__ for op in self.ops]
         return (f"ResidualBinaryNetwork({len(self.ops)} ops {kinds}, input {self.input_shape} "
