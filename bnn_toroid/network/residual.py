@@ -215,6 +215,14 @@ class ResidualBinaryNetwork:
         self._run(x, weights, "binary_sums", reference, out)
         return [np.asarray(h, np.int64) for h in out]
 
+    @classmethod
+    def from_torch(cls, model, input_shape) -> "ResidualBinaryNetwork":
+        """The network of a torch twin (:func:`.residual_torch.from_torch`: traced with
+        ``torch.fx``, ``bnn_toroid.nn`` binary layers as leaves) for NCHW samples of
+        ``input_shape`` (C, H, W)."""
+        from .residual_torch import from_torch
+        return from_torch(model, input_shape)
+
     def save(self, path):
         """Write this network to ``path`` (:mod:`.residual_files`, atomic); read it back
         with :func:`bnn_toroid.load`."""
