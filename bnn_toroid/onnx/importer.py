@@ -278,7 +278,16 @@ def load(path) -> "Any":
     residual = is_branching(model) or any(
         p.key == "bnn_toroid.kind" and p.value == "residual" for p in model.metadata_props)
     if residual:
-        return _guarded(import_residual, model)
+        try:
+            return _guarded(import_residual, model)
+        except OnnxImportError as res_error:
+            try:
+                chain_error = None
+                return _guarded(lambda m: Importer(m).run(), model)
+            except OnnxImportError as e:
+                chain_error = e
+            raise OnnxImportError(f"{res_error} (read as a chain-shaped binary network: "
+                                  f"{chain_error})") from res_error
     try:
         return _guarded(lambda m: Importer(m).run(), model)
     except OnnxImportError as chain_error:
