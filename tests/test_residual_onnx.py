@@ -12,7 +12,7 @@ from resgen import random_residual
 import bnn_toroid as bt
 import bnn_toroid.onnx as bo
 from bnn_toroid.network import ResidualBinaryNetwork
-from bnn_toroid.network.residual_ops import BinaryConv, Residual
+from bnn_toroid.network.residual_ops import Residual
 
 onnx = pytest.importorskip("onnx")
 DATA = pathlib.Path(__file__).parent / "data" / "larq_residual"

@@ -21,7 +21,6 @@ Anything else raises :class:`~.layers.NetworkError` naming the fx node and its t
 """
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass, replace
 

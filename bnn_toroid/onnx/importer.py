@@ -295,9 +295,8 @@ def load(path) -> "Any":
         # network without residual blocks
         try:
             return _guarded(import_residual, model)
-        except OnnxImportError as res_error:
-            raise OnnxImportError(f"{chain_error} (read as a residual binary network: "
-                                  f"{res_error})") from chain_error
+        except OnnxImportError:
+            raise chain_error from None
 
 
 def _guarded(build, model):

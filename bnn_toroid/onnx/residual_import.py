@@ -32,90 +32,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from .common import STANDARD_DOMAINS, OnnxImportError, check_elements, describe, onnx_module
 from .graph import fold, node_attrs, tensor_value
+from .residual_graph import _R, _SignStep, _Soft, _V, is_branching, merge, order
 
 __all__ = ["import_residual", "is_branching"]
-
-
-@dataclass(frozen=True)
-class _V:
-    ops: tuple                 # operations from the network input, NHWC semantics
-    dims: tuple                # ONNX dims without the batch axis
-    layout: str                # "NCHW", "NHWC", "?" (graph input not yet resolved), "flat"
-    binary: bool = False       # the tensor is sign(stream)
-    pad: tuple | None = None   # pending Pad: (top, bottom, left, right, value)
-    flat_from: tuple | None = None  # (H, W, C) of an NCHW map flattened in NCHW order
-
-    @property
-    def hwc(self):
-        if self.layout == "NCHW":
-            c, h, w = self.dims
-            return h, w, c
-        return tuple(self.dims)
-
-
-@dataclass(frozen=True)
-class _SignStep:
-    src: _V
-    stage: int  # 1: Sign(x); 2: Sign(x) + c
-    node: str
-
-
-@dataclass(frozen=True)
-class _Soft:
-    src: _V
-    node: object
-
-
-def _R():
-    from ..network import residual_ops
-    return residual_ops
-
-
-def is_branching(model) -> bool:
-    """Whether a non-constant tensor of the graph feeds more than one node."""
-    g = model.graph
-    consts = {t.name for t in g.initializer}
-    uses = {}
-    for node in g.node:
-        if node.op_type == "Constant":
-            consts.update(node.output)
-            continue
-        for i in set(node.input):
-            if i and i not in consts:
-                uses[i] = uses.get(i, 0) + 1
-    return any(n > 1 for n in uses.values())
-
-
-def _order(g, known, output):
-    producers = {o: n for n in g.node for o in n.output if o}
-    order, done, temp = [], set(), set()
-
-    def visit(t):
-        node = producers.get(t)
-        if node is None:
-            if t not in known and t:
-                raise OnnxImportError(f"tensor {t!r} is used but produced by no node, "
-                                      "initializer or graph input")
-            return
-        if id(node) in done:
-            return
-        if id(node) in temp:
-            raise OnnxImportError(f"{describe(node)} is part of a cycle")
-        temp.add(id(node))
-        for i in node.input:
-            visit(i)
-        temp.discard(id(node))
-        done.add(id(node))
-        order.append(node)
-
-    visit(output)
-    return order
 
 
 class _Import:
@@ -207,8 +132,8 @@ class _Import:
 
     # ---- walk
     def run(self):
-        order = _order(self.g, set(self.consts) | {self.input.name}, self.output)
-        for node in order:
+        nodes = order(self.g, set(self.consts) | {self.input.name}, self.output)
+        for node in nodes:
             self.step(node)
         out = self.vals.get(self.output)
         if isinstance(out, _Soft):
@@ -354,7 +279,7 @@ class _Import:
         if isinstance(b, np.ndarray):
             x, v = self.channels(node, self.real(node, a), b, "the added constant")
             return self.affine(node, x, np.ones_like(v), v)
-        return self.merge(node, self.real(node, a), self.real(node, b))
+        return merge(node, self.real(node, a), self.real(node, b))
 
     def op_Sub(self, node, ins, attrs):
         a, b = ins
@@ -400,25 +325,6 @@ class _Import:
 
     def op_Softmax(self, node, ins, attrs):
         return _Soft(self.real(node, ins[0]), node)
-
-    def merge(self, node, a: _V, b: _V):
-        R = _R()
-        if a.layout != b.layout or a.dims != b.dims:
-            raise OnnxImportError(f"{describe(node)}: adds a {a.layout} {a.dims} and a {b.layout} "
-                                  f"{b.dims} tensor; expected two branches of the same shape")
-        i = 0
-        while i < min(len(a.ops), len(b.ops)) and a.ops[i] is b.ops[i]:
-            i += 1
-        ra, rb = a.ops[i:], b.ops[i:]
-        if any(isinstance(o, R.Residual) for o in ra + rb):
-            raise OnnxImportError(f"{describe(node)}: adds branches that hold residual blocks "
-                                  "themselves; nested residual blocks are not supported")
-        if not ra and not rb:
-            raise OnnxImportError(f"{describe(node)}: adds a tensor to itself")
-        if not ra or (not any(isinstance(o, R.BinaryConv) for o in ra)
-                      and any(isinstance(o, R.BinaryConv) for o in rb)):
-            ra, rb = rb, ra
-        return replace(a, ops=a.ops[:i] + (R.Residual(ra, rb),))
 
     # ---- convolutions and pools
     @staticmethod
