@@ -259,3 +259,111 @@ def real_local_energy(model, data, sigma, samples, seed, chunk):
                         p.copy_(named[n] + float(s) * z[n][r] * named[n])
                 errors[s0 + r, j] = real_error(c, x, y)
     return base, errors, (errors - base).mean(axis=0), errors.std(axis=0, ddof=1)
+
+
+# ----------------------------------------------------------------- residual binary networks
+# One network at a time, one output pixel at a time, straight from the definitions in
+# bnn_toroid/network/residual_ops.py: sign(0) = +1, padded taps of a binary convolution
+# read pad_value (0 adds nothing), max pools ignore padded taps, average pools count only
+# the taps inside the map. The package's float64 reference (network/residual_eval.py) and
+# its packed-kernel path (network/residual_fast.py) are tested against this.
+
+def _res_pads(padding, h, w, kh, kw, sy, sx):
+    from bnn_toroid.network.residual_ops import resolve_pads
+    return resolve_pads(padding, h, w, kh, kw, sy, sx)
+
+
+def _res_window_conv(x, kh, kw, sy, sx, pads, fill, fn):
+    """Slide over x (H, W, C) padded with ``fill``; fn(window (kh, kw, C), inside mask)."""
+    t, b, l, r = pads
+    h, w = x.shape[:2]
+    ho, wo = (h + t + b - kh) // sy + 1, (w + l + r - kw) // sx + 1
+    rows = []
+    for oy in range(ho):
+        row = []
+        for ox in range(wo):
+            win = np.full((kh, kw, x.shape[2]), fill, dtype=np.float64)
+            inside = np.zeros((kh, kw), bool)
+            for dy in range(kh):
+                for dx in range(kw):
+                    yy, xx = oy * sy - t + dy, ox * sx - l + dx
+                    if 0 <= yy < h and 0 <= xx < w:
+                        win[dy, dx] = x[yy, xx]
+                        inside[dy, dx] = True
+            row.append(fn(win, inside))
+        rows.append(row)
+    return np.array(rows, dtype=np.float64)
+
+
+def _res_op(op, x, ws, sums):
+    from bnn_toroid.network import residual_ops as R
+    if isinstance(op, R.Residual):
+        b = x
+        for o in op.body:
+            b = _res_op(o, b, ws, sums)
+        s = x
+        for o in op.shortcut:
+            s = _res_op(o, s, ws, sums)
+        return b + s
+    if isinstance(op, R.BinaryConv):
+        w = np.asarray(ws.pop(0), np.int64)
+        f, kh, kw, c = w.shape
+        pads = _res_pads(op.padding, x.shape[0], x.shape[1], kh, kw, *op.stride)
+        sgn = np.where(x >= 0, 1, -1)
+        h = _res_window_conv(sgn, kh, kw, *op.stride, pads, op.pad_value,
+                             lambda win, ins: [int((win * w[j]).sum()) for j in range(f)])
+        sums.append(h.astype(np.int64))
+        return h * (1.0 if op.scale is None else op.scale)
+    if isinstance(op, R.RealConv):
+        f, kh, kw, cg = op.weights.shape
+        pads = _res_pads(op.padding, x.shape[0], x.shape[1], kh, kw, *op.stride)
+        fg = f // op.groups
+
+        def conv(win, ins):
+            return [float((win[:, :, (j // fg) * cg:(j // fg + 1) * cg] * op.weights[j]).sum())
+                    for j in range(f)]
+        y = _res_window_conv(x, kh, kw, *op.stride, pads, 0.0, conv)
+        return y if op.bias is None else y + op.bias
+    if isinstance(op, R.Affine):
+        return x * op.scale + op.shift
+    if isinstance(op, R.ReLU):
+        return np.maximum(x, 0.0)
+    if isinstance(op, R.PReLU):
+        return np.where(x >= 0, x, x * op.slope)
+    if isinstance(op, (R.MaxPool, R.AvgPool)):
+        kh, kw = op.size
+        pads = _res_pads(op.padding, x.shape[0], x.shape[1], kh, kw, *op.stride)
+        if isinstance(op, R.MaxPool):
+            return _res_window_conv(x, kh, kw, *op.stride, pads, 0.0,
+                                    lambda win, ins: win[ins].max(axis=0))
+        return _res_window_conv(x, kh, kw, *op.stride, pads, 0.0,
+                                lambda win, ins: win[ins].mean(axis=0))
+    if isinstance(op, R.GlobalAvgPool):
+        return x.mean(axis=(0, 1))
+    if isinstance(op, R.RealDense):
+        y = op.weights @ x.reshape(-1)
+        return y if op.bias is None else y + op.bias
+    raise TypeError(type(op).__name__)
+
+
+def residual_logits(net, x, weights=None):
+    """(logits (S, N, classes), integer sums per binary convolution as lists over S of
+    lists over N) of a ResidualBinaryNetwork on samples ``x`` in its input layout, one
+    network and one sample at a time."""
+    x = np.asarray(x, np.float64)
+    if net.input_layout == "NCHW":
+        x = x.transpose(0, 2, 3, 1)
+    weights = [net.binary_weights()] if weights is None else weights
+    out, all_sums = [], []
+    for ws in weights:
+        rows, sums_s = [], []
+        for xi in x:
+            left, sums = list(ws), []
+            y = xi
+            for op in net.ops:
+                y = _res_op(op, y, left, sums)
+            rows.append(y)
+            sums_s.append(sums)
+        out.append(rows)
+        all_sums.append(sums_s)
+    return np.array(out, dtype=np.float64), all_sums

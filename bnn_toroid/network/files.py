@@ -29,6 +29,7 @@ FORMAT = "bnn_toroid.BinaryNetwork"
 FORMAT_VERSION = 2
 EXPECTED = "a bnn_toroid network file (.npz written by BinaryNetwork.save)"
 _TORCH_FORMAT = "bnn_toroid.TorchModel"
+_RESIDUAL_FORMAT = "bnn_toroid.ResidualBinaryNetwork"  # network/residual_files.py
 
 
 class NetworkFileError(ValueError):
@@ -89,10 +90,16 @@ def check_save_args(func: str, net, path, kind=BinaryNetwork, hint: str = ""):
 
 def save(net: BinaryNetwork, path):
     """Write ``net`` to ``path`` (``.npz``, format version 2) atomically. Returns the path.
+    A :class:`~.residual.ResidualBinaryNetwork` is written in the residual format
+    (:mod:`.residual_files`).
 
     ``path`` must be a regular file or a new path; a folder, a device, a pipe or a
     symbolic link is refused with :class:`~bnn_toroid._files.SaveTargetError`
     (``docs/interop.md``, file safety)."""
+    from .residual import ResidualBinaryNetwork
+    if isinstance(net, ResidualBinaryNetwork):
+        from .residual_files import save_residual
+        return save_residual(net, path)
     check_save_args("save", net, path, hint=(
         "; torch models are saved with bnn_toroid.io.save_model(model, path, spec)"
         if hasattr(net, "state_dict") else ""))
@@ -117,6 +124,8 @@ def _open(path):
     if fmt == _TORCH_FORMAT:
         raise NetworkFileError(f"{path}: this is a torch model file (format {fmt!r}); expected "
                                f"{EXPECTED}. Read it with bnn_toroid.io.load_model or io.load_any")
+    if fmt == _RESIDUAL_FORMAT:  # its version is checked by residual_files.load_residual
+        return arrays, meta
     if fmt != FORMAT:
         raise NetworkFileError(f"{path}: format {fmt!r}; expected {FORMAT!r}, i.e. {EXPECTED}")
     check_version(path, meta.get("format_version"), FORMAT_VERSION)
@@ -222,8 +231,12 @@ def _layer(path, arrays, i, spec):
 
 def load(path) -> BinaryNetwork:
     """Read a network written by :func:`save`, verifying its SHA-256 (module doc) and
-    that metadata and arrays describe one consistent network."""
+    that metadata and arrays describe one consistent network. A residual network file
+    (:mod:`.residual_files`) gives a :class:`~.residual.ResidualBinaryNetwork`."""
     arrays, meta = _open(path)
+    if meta.get("format") == _RESIDUAL_FORMAT:
+        from .residual_files import load_residual
+        return load_residual(path, arrays, meta)
     check_digest(path, arrays, meta)
     layouts = meta.get("input_layout")
     if layouts not in LAYOUTS:

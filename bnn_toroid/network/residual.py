@@ -155,10 +155,41 @@ class ResidualBinaryNetwork:
             x = x.transpose(0, 2, 3, 1)
         return np.ascontiguousarray(x)
 
-    def logits(self, x) -> np.ndarray:
-        """Logits (N, classes), float64."""
-        from .residual_eval import run
-        return run(self, self._input(x, "logits"), [self.binary_weights()])[0]
+    def _tiles(self, k):
+        """Packed filters of binary convolution ``k`` (run order), made once: the network
+        is immutable, so they stay valid."""
+        cache = self.__dict__.setdefault("_tile_cache", {})
+        if k not in cache:
+            from .residual_fast import packed_filters
+            cache[k] = packed_filters(self.binary_weights()[k][None])
+        return cache[k]
+
+    def _stack_weights(self, weights, what):
+        weights = [list(w) for w in weights]
+        if not weights:
+            raise NetworkError(f"{what}: expected at least one list of binary weights, got none")
+        own = self.binary_weights()
+        shapes = [w.shape for w in own]
+        for s, ws in enumerate(weights):
+            if [np.shape(w) for w in ws] != shapes:
+                raise NetworkError(f"{what}: weights[{s}] must have shapes {shapes}, got "
+                                   f"{[np.shape(w) for w in ws]}")
+            weights[s] = [as_pm1(w, f"{what}: weights[{s}][{j}]") for j, w in enumerate(ws)]
+        return weights
+
+    def _run(self, x, weights, what, reference=False, collect=None):
+        x = self._input(x, what)
+        if reference:
+            from .residual_eval import run
+            return run(self, x, [self.binary_weights()] if weights is None else weights, collect)
+        from .residual_fast import run
+        return run(self, x, weights, self._tiles, collect)
+
+    def logits(self, x, reference: bool = False) -> np.ndarray:
+        """Logits (N, classes), float64: the binary convolutions as XNOR-popcount on the
+        packed kernels (:mod:`.residual_fast`); ``reference=True`` evaluates with the
+        float64 NumPy reference (:mod:`.residual_eval`) instead."""
+        return self._run(x, None, "logits", reference)[0]
 
     def predict(self, x) -> np.ndarray:
         """Class probabilities (N, classes): the softmax of :meth:`logits`."""
@@ -167,16 +198,36 @@ class ResidualBinaryNetwork:
     def predict_labels(self, x) -> np.ndarray:
         return _labels(self.logits(x))
 
-    def stack_logits(self, x, weights) -> np.ndarray:
+    def stack_logits(self, x, weights, reference: bool = False) -> np.ndarray:
         """Logits (S, N, classes) of S networks that differ from this one only in their
-        binary weights: ``weights[s]`` is a list like :meth:`binary_weights`."""
-        from .residual_eval import run
-        weights = [list(w) for w in weights]
-        shapes = [w.shape for w in self.binary_weights()]
-        for s, ws in enumerate(weights):
-            if [np.shape(w) for w in ws] != shapes:
-                raise NetworkError(f"stack_logits: weights[{s}] must have shapes {shapes}")
-        return run(self, self._input(x, "stack_logits"), weights)
+        binary weights: ``weights[s]`` is a list like :meth:`binary_weights`. Each binary
+        convolution is one kernel call for all S networks."""
+        weights = self._stack_weights(weights, "stack_logits")
+        return self._run(x, weights, "stack_logits", reference)
+
+    def binary_sums(self, x, weights=None, reference: bool = False) -> list:
+        """The exact integer sums ``h`` (S, N, Ho, Wo, F) of every binary convolution, in
+        :meth:`binary_locations` order, for this network (S = 1) or the S weight lists
+        ``weights`` (as :meth:`stack_logits`)."""
+        if weights is not None:
+            weights = self._stack_weights(weights, "binary_sums")
+        out = []
+        self._run(x, weights, "binary_sums", reference, out)
+        return [np.asarray(h, np.int64) for h in out]
+
+    @classmethod
+    def from_torch(cls, model, input_shape) -> "ResidualBinaryNetwork":
+        """The network of a torch twin (:func:`.residual_torch.from_torch`: traced with
+        ``torch.fx``, ``bnn_toroid.nn`` binary layers as leaves) for NCHW samples of
+        ``input_shape`` (C, H, W)."""
+        from .residual_torch import from_torch
+        return from_torch(model, input_shape)
+
+    def save(self, path):
+        """Write this network to ``path`` (:mod:`.residual_files`, atomic); read it back
+        with :func:`bnn_toroid.load`."""
+        from .files import save
+        return save(self, path)
 
     def __repr__(self):
         kinds = [type(op).__name__ for op in self.ops]

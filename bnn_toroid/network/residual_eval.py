@@ -15,10 +15,11 @@ from .residual_ops import (Affine, AvgPool, BinaryConv, GlobalAvgPool, MaxPool, 
 __all__ = ["run"]
 
 
-def run(net, x, weights) -> np.ndarray:
+def run(net, x, weights, collect=None) -> np.ndarray:
     """Logits (S, N, classes) of ``net`` with each of the S binary-weight lists in
-    ``weights`` on the NHWC float64 samples ``x`` (N, H, W, C)."""
-    y = _ops(net.ops, x[None], weights, [0])
+    ``weights`` on the NHWC float64 samples ``x`` (N, H, W, C). ``collect``: a list that
+    receives each binary convolution's integer sums (S, N, Ho, Wo, F), in run order."""
+    y = _ops(net.ops, x[None], weights, [0], collect)
     return np.broadcast_to(y, (len(weights),) + y.shape[1:]).copy()
 
 
@@ -35,7 +36,7 @@ def _windows(x, kh, kw, sy, sx):
     return v[:, :, ::sy, ::sx]
 
 
-def _binary_conv(op: BinaryConv, x, w):
+def _binary_conv(op: BinaryConv, x, w, collect=None):
     """x (S', N, H, W, C) float, w (S, F, kh, kw, C) ±1 -> (S, N, Ho, Wo, F) float64."""
     f, kh, kw, c = op.weights.shape
     sy, sx = op.stride
@@ -48,6 +49,8 @@ def _binary_conv(op: BinaryConv, x, w):
         h = np.einsum("nhwcyx,sfcyx->snhwf", win[0], wt, optimize=True)
     else:
         h = np.einsum("snhwcyx,sfcyx->snhwf", win, wt, optimize=True)
+    if collect is not None:
+        collect.append(np.broadcast_to(h, (w.shape[0],) + h.shape[1:]))
     h = h.astype(np.float64)
     return h if op.scale is None else h * op.scale
 
@@ -78,22 +81,22 @@ def _pool(op, x, reduce_max):
     return total / count
 
 
-def _ops(ops, x, weights, k):
+def _ops(ops, x, weights, k, collect=None):
     """Run ``ops`` on ``x``; ``k[0]`` counts the binary convolutions passed (run order:
     a residual's body, then its shortcut, as ``binary_locations`` lists them)."""
     for op in ops:
-        x = _apply(op, x, weights, k)
+        x = _apply(op, x, weights, k, collect)
     return x
 
 
-def _apply(op, x, weights, k):
+def _apply(op, x, weights, k, collect=None):
     if isinstance(op, BinaryConv):
         w = np.stack([ws[k[0]] for ws in weights])
         k[0] += 1
-        return _binary_conv(op, x, w)
+        return _binary_conv(op, x, w, collect)
     if isinstance(op, Residual):
-        body = _ops(op.body, x, weights, k)
-        return body + _ops(op.shortcut, x, weights, k)
+        body = _ops(op.body, x, weights, k, collect)
+        return body + _ops(op.shortcut, x, weights, k, collect)
     if isinstance(op, RealConv):
         return _real_conv(op, x)
     if isinstance(op, Affine):

@@ -297,6 +297,13 @@ def export(net, path, opset: int = 17, qonnx: bool = False) -> None:
     Reference: larq ``QuantDense``/``QuantConv2D`` with ``ste_sign`` input and kernel
     quantizers and ``pad_values``; QONNX ``BipolarQuant``; docs/methods.md, "Integer threshold form".
     """
+    from ..network import ResidualBinaryNetwork
+    if isinstance(net, ResidualBinaryNetwork):
+        if qonnx:
+            raise ValueError("export: qonnx=True is not available for residual networks; "
+                             "expected qonnx=False")
+        from .residual_export import export_residual
+        return export_residual(net, path, opset)
     onnx = onnx_module()
     from ..network.files import check_save_args
 

@@ -224,7 +224,10 @@ class Importer:
 
 
 def load(path) -> "Any":
-    """Read an ONNX file into a :class:`~bnn_toroid.network.BinaryNetwork` (larq semantics).
+    """Read an ONNX file into a :class:`~bnn_toroid.network.BinaryNetwork` (larq semantics),
+    or, for a graph that branches (residual blocks) or has real-valued parts between its
+    binary convolutions, a :class:`~bnn_toroid.network.ResidualBinaryNetwork`
+    (:mod:`.residual_import` lists the patterns it recognises).
 
     ``path`` is a file name (or an ``onnx.ModelProto``). The graph must be a chain from one
     float input (``(N, F)``, ``(N, H, W, C)`` or ``(N, C, H, W)``) to one output, built from:
@@ -269,9 +272,36 @@ def load(path) -> "Any":
     sense (a zero stride) or that does not make a valid network. ``OSError`` if the file
     cannot be read.
     """
+    from .residual_import import import_residual, is_branching
+
     model = read_model(path)
+    residual = is_branching(model) or any(
+        p.key == "bnn_toroid.kind" and p.value == "residual" for p in model.metadata_props)
+    if residual:
+        try:
+            return _guarded(import_residual, model)
+        except OnnxImportError as res_error:
+            try:
+                chain_error = None
+                return _guarded(lambda m: Importer(m).run(), model)
+            except OnnxImportError as e:
+                chain_error = e
+            raise OnnxImportError(f"{res_error} (read as a chain-shaped binary network: "
+                                  f"{chain_error})") from res_error
     try:
-        return Importer(model).run()
+        return _guarded(lambda m: Importer(m).run(), model)
+    except OnnxImportError as chain_error:
+        # a chain with real-valued parts (a stem, a ReLU, a real conv) is a residual
+        # network without residual blocks
+        try:
+            return _guarded(import_residual, model)
+        except OnnxImportError:
+            raise chain_error from None
+
+
+def _guarded(build, model):
+    try:
+        return build(model)
     except OnnxImportError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError,
