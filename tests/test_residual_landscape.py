@@ -150,3 +150,17 @@ def test_a_chain_and_a_residual_network_are_not_compared(setup):
         bt.distance(a, chain)
     with pytest.raises(TypeError, match="ResidualBinaryNetwork"):
         paths.random_flip(a, chain)
+
+
+def test_error_and_score_are_the_same_verbs_as_for_chains(setup):
+    a, _, _, data = setup
+    x, y = data
+    want = _err(a, data)
+    assert bt.error(a, data) == a.error(x, y) == want
+    assert a.error(x, y, batch_size=5) == want  # batches add up to the same count
+    assert a.score(x, y) == 1.0 - want
+    assert np.array_equal(a.predict_labels(x), a.logits(x).argmax(1))
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        a.error(x, y, batch_size=0)
+    with pytest.raises(ValueError, match=r"error: y has shape \(3,\); expected \(24,\)"):
+        a.error(x, y[:3])

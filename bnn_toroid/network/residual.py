@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._batches import labels as _labels, softmax as _softmax
+from .._batches import batch_rows, labels as _labels, softmax as _softmax
 from .layers import NetworkError, as_pm1
 from .residual_ops import OPS, BinaryConv, Residual
 
@@ -196,7 +196,34 @@ class ResidualBinaryNetwork:
         return _softmax(self.logits(x))
 
     def predict_labels(self, x) -> np.ndarray:
-        return _labels(self.logits(x))
+        """The predicted class of every sample, int64 (N,): the argmax of :meth:`logits`."""
+        return self.logits(x).argmax(axis=1)
+
+    def errors_of(self, x, y, weights=None, batch_size: int = 4096) -> np.ndarray:
+        """The error of this network (``weights`` None) or of the S networks of
+        :meth:`stack_logits` (``weights``), float64 (S,), on samples ``x`` with integer
+        labels ``y`` (N,), evaluated ``batch_size`` samples at a time."""
+        bs = batch_rows(batch_size, "error")
+        x = np.asarray(x)
+        n = x.shape[0] if x.ndim == 4 else 1
+        y = _labels(y, n, self.n_classes)
+        if n == 0:
+            raise ValueError("error: needs at least one sample")
+        ws = [self.binary_weights()] if weights is None else weights
+        wrong = np.zeros(len(ws), np.int64)
+        for i in range(0, n, bs):
+            z = self.stack_logits(x[i:i + bs], ws)
+            wrong += (z.argmax(axis=2) != y[None, i:i + bs]).sum(axis=1)
+        return wrong / n
+
+    def error(self, x, y, batch_size: int = 4096) -> float:
+        """Fraction of samples whose predicted class differs from ``y`` (integer class
+        indices (N,)), as :meth:`bnn_toroid.BinaryNetwork.error`; at least one sample."""
+        return float(self.errors_of(x, y, None, batch_size)[0])
+
+    def score(self, x, y, batch_size: int = 4096) -> float:
+        """Accuracy, ``1 - error(x, y)`` (scikit-learn's ``score`` for classifiers)."""
+        return 1.0 - self.error(x, y, batch_size)
 
     def stack_logits(self, x, weights, reference: bool = False) -> np.ndarray:
         """Logits (S, N, classes) of S networks that differ from this one only in their
