@@ -129,9 +129,14 @@ def train_one(args, method, seed, tr, te, out: Path):
 
 
 def analyse_method(args, method, tr, te, out: Path, tdir: Path):
-    """Barriers between the two seeds' minima of one method."""
-    from bnn_toroid import paths
-    from bnn_toroid.landscape.continuous import error as path_error  # noqa: F401
+    """Barriers between the two seeds' minima of one method, along the raw linear path,
+    the linear path after alignment and the geodesic between the aligned, normalised
+    minima; BN statistics recomputed at every point on ``bn_samples`` training images.
+    Heights are :class:`bnn_toroid.paths.Barrier`'s, ``max_i E_i − ½ (E_0 + E_{n−1})``."""
+    from bnn_toroid import distance, paths
+    from bnn_toroid.network.continuous import as_tensors, misclassified
+    from bnn_toroid.paths.base import Barrier
+
     js = out / f"{method}.json"
     if js.exists():
         return json.loads(js.read_text())
@@ -142,29 +147,35 @@ def analyse_method(args, method, tr, te, out: Path, tdir: Path):
         nets.append(m.eval())
     a, b = nets
     bn_data = tr.subset(min(len(tr), args.bn_samples), seed=1)
+    splits = {"train": as_tensors(tr), "test": as_tensors(te)}
     t0 = time.time()
     res = dict(method=method, seeds=list(args.seeds), points=args.points,
-               bn_samples=len(bn_data), eval_samples=dict(train=len(tr), test=len(te)))
-    for kind, fn in (("linear_raw", paths.linear), ("geodesic_aligned", paths.geodesic)):
-        kw = dict(points=args.points, bn=bn_data)
-        if kind == "geodesic_aligned":
-            kw.update(align=True)
-        p = fn(a, b, **kw)
-        curves = {}
-        for split, data in (("train", tr), ("test", te)):
-            errs = p.errors(data)
-            curves[split] = [float(e) for e in errs]
-        res[kind] = dict(curves=curves,
-                         barrier_train=_barrier(curves["train"]),
-                         barrier_test=_barrier(curves["test"]))
+               bn_samples=len(bn_data), eval_samples=dict(train=len(tr), test=len(te)),
+               distance=dict(raw=distance(a, b, "raw"), geodesic=distance(a, b, "geodesic"),
+                             geodesic_aligned=distance(a, b, "geodesic_aligned")))
+    builds = (("linear_raw", lambda: paths.linear(a, b, args.points, bn="recompute",
+                                                  bn_data=bn_data)),
+              ("linear_aligned", lambda: paths.linear(a, b, args.points, align=True,
+                                                      bn="recompute", bn_data=bn_data)),
+              ("geodesic_aligned", lambda: paths.geodesic(a, b, args.points, bn="recompute",
+                                                          bn_data=bn_data)))
+    for kind, build in builds:
+        p = build()
+        curves = {k: [] for k in splits}
+        for i in range(len(p)):
+            m = p.point(i)
+            for k, (x, y) in splits.items():
+                curves[k].append(misclassified(m, x, y) / x.shape[0])
+        row = dict(curves=curves)
+        for k, c in curves.items():
+            bar = Barrier.from_errors(c)
+            row[f"barrier_{k}"] = bar.height
+            row[f"max_error_{k}"] = bar.max_error
+        res[kind] = row
+        print(f"  {method} {kind}: train {[round(e, 4) for e in curves['train']]}", flush=True)
     res["seconds"] = time.time() - t0
     _atomic_json(js, res)
     return res
-
-
-def _barrier(curve):
-    """``max_t E(t) − max(E(0), E(1))`` (Frankle et al. 2020's error barrier)."""
-    return float(max(curve) - max(curve[0], curve[-1]))
 
 
 def main(argv=None):
@@ -173,9 +184,9 @@ def main(argv=None):
     ap.add_argument("--stage", choices=("train", "analyse", "all"), default="all")
     ap.add_argument("--methods", nargs="+", default=["sgd", "rsgd"])
     ap.add_argument("--seeds", nargs=2, type=int, default=[0, 1])
-    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-test", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--replicas", type=int, default=3)
@@ -201,10 +212,10 @@ def main(argv=None):
     if args.stage in ("analyse", "all"):
         for method in args.methods:
             r = analyse_method(args, method, tr, te, pdir, tdir)
-            print(f"{method}: linear raw barrier train {r['linear_raw']['barrier_train']:.4f} "
-                  f"test {r['linear_raw']['barrier_test']:.4f}; geodesic aligned "
-                  f"{r['geodesic_aligned']['barrier_train']:.4f} / "
-                  f"{r['geodesic_aligned']['barrier_test']:.4f} ({r['seconds']:.0f} s)", flush=True)
+            print(f"{method}: barrier height (train / test) " + "; ".join(
+                f"{k} {r[k]['barrier_train']:.4f} / {r[k]['barrier_test']:.4f}"
+                for k in ("linear_raw", "linear_aligned", "geodesic_aligned"))
+                + f" ({r['seconds']:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
