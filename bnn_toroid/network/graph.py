@@ -256,10 +256,6 @@ class _Tracer:
             return self.visit_method(node)
         self.fail(node, "unknown fx operation")
 
-    def _only_tensor_arg(self, node, extra_ok=()):
-        x = self.value(node, node.args[0])
-        return x
-
     def visit_module(self, node, m):
         name = node.target
         x = self.value(node, node.args[0])
@@ -281,8 +277,6 @@ class _Tracer:
                 elif n_in != x.size:
                     raise ValueError(f"{self.what}: {_where(node)}: {t.__name__} '{name}' takes "
                                      f"{n_in} channels but reads a tensor of {x.size}")
-            elif x.block:
-                block = 1
             self.targets.append((x.ch, Target(name, "weight", 1, block)))
             self.readers.append((x.sc, name, block))
             n_out = m.out_features if t is nn.Linear else m.out_channels
@@ -302,12 +296,12 @@ class _Tracer:
             if x.block > 1:
                 self.fail(node, f"{t.__name__} '{name}' reads a flattened conv output, whose "
                                 f"features are not whole channels")
-            if x.ch in self.ch_fixed or m.num_features != x.size:
-                if m.num_features != x.size and x.ch not in self.ch_fixed:
-                    raise ValueError(f"{self.what}: {_where(node)}: {t.__name__} '{name}' has "
-                                     f"{m.num_features} features but reads {x.size} channels")
+            if x.ch in self.ch_fixed:
                 self.fail(node, f"{t.__name__} '{name}' reads the model's input; put a "
                                 f"Normalize there instead")
+            if m.num_features != x.size:
+                raise ValueError(f"{self.what}: {_where(node)}: {t.__name__} '{name}' has "
+                                 f"{m.num_features} features but reads {x.size} channels")
             for a in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(m, a, None) is not None:
                     self.targets.append((x.ch, Target(name, a, 0)))
@@ -333,8 +327,7 @@ class _Tracer:
             if t in _POOLS and x.block:
                 self.fail(node, f"{t.__name__} '{name}' pools a flattened tensor")
             if t is nn.LeakyReLU and m.negative_slope < 0:
-                self.fail(node, f"LeakyReLU '{name}' has a negative slope (not positively homogeneous "
-                                f"in a way that commutes with permutations of signs)")
+                self.fail(node, f"LeakyReLU '{name}' has a negative slope")
             return x
         self.fail(node, f"module '{name}' of type {t.__name__} is not supported (the symmetries "
                         f"need channel-wise, positively homogeneous operations)")
