@@ -317,3 +317,17 @@ def test_single_bend_and_local_energy_on_a_resnet():
     assert le.base_error == 0 and le.mean[0] == 0 and le.errors.shape == (3, 2)
     with pytest.raises(UnsupportedLayerError, match="fx node 'act'"):
         bt.local_energy(_Tanh(), (torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)))
+
+
+def test_the_dispatching_verbs_take_a_resnet_and_refuse_mixed_kinds():
+    from netgen import random_mlp
+
+    a = _net("resnet")
+    x = _x(16)
+    y = a(x).argmax(1)
+    assert bt.error(a, (x, y)) == 0.0
+    binary = random_mlp(np.random.default_rng(0), [64, 8, 3], constant=False)
+    with pytest.raises(TypeError):
+        bt.distance(a, binary)
+    with pytest.raises(TypeError):
+        paths.geodesic(a, binary)
