@@ -30,6 +30,7 @@ from bnn_toroid.network.continuous import (
     LayerStructure, apply_permutation, check_compatible, copy_structure, fold, model_dtype,
     per_unit, to_model,
 )
+from bnn_toroid.network.graph import is_graph_model
 from bnn_toroid.symmetry.continuous import (
     aligned_structures, find_permutations, normalized_structure,
 )
@@ -272,6 +273,9 @@ def distance(a: nn.Module, b: nn.Module, kind: str = "geodesic", per_layer: bool
     """
     if kind not in DISTANCE_KINDS:
         raise ValueError(f"distance: kind must be one of {DISTANCE_KINDS}, got {kind!r}")
+    if is_graph_model(a) or is_graph_model(b):
+        from bnn_toroid.geometry import graph
+        return graph.distance(a, b, kind, per_layer, method, data)
     if kind in ("geodesic", "normalized"):
         sa, sb = normalized_structure(a, "a"), normalized_structure(b, "b")
         check_compatible(sa, sb)

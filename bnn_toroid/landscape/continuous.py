@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from bnn_toroid.network.continuous import as_tensors, misclassified, model_dtype, parse
+from bnn_toroid.network.graph import is_graph_model, parse as graph_parse
 
 __all__ = ["LocalEnergy", "local_energy", "check_data", "DEFAULT_SIGMA"]
 
@@ -98,7 +99,9 @@ def local_energy(model: nn.Module, data, sigma: Sequence[float] = DEFAULT_SIGMA,
         raise ValueError(f"local_energy: samples must be an integer >= 1, got {samples!r}")
     if chunk < 1 or batch_size < 1:
         raise ValueError("local_energy: chunk and batch_size must be >= 1")
-    parse(model)  # clear errors for unsupported layers and NaN/inf parameters
+    # clear errors for unsupported layers and NaN/inf parameters (a traced graph for
+    # anything but an nn.Sequential: residual networks, docs/methods.md)
+    graph_parse(model) if is_graph_model(model) else parse(model)
     x, y = as_tensors(data, "local_energy: data")
     m = copy.deepcopy(model).eval()
     check_data(m, x, y, "local_energy")

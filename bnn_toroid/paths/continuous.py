@@ -30,6 +30,7 @@ from bnn_toroid.network.continuous import (
     BATCHNORM_TYPES, LayerStructure, apply_permutation, as_tensors, check_compatible,
     copy_structure, fold, misclassified, model_dtype, to_model,
 )
+from bnn_toroid.network.graph import is_graph_model
 from bnn_toroid.paths.base import Path
 from bnn_toroid.symmetry.continuous import (
     aligned_structures, find_permutations, normalize_structure, normalized_structure,
@@ -180,6 +181,9 @@ def linear(a: nn.Module, b: nn.Module, points: int = 21, align: bool = False,
     """
     _real_pair(a, b, "linear")
     _check("linear", points, bn)
+    if is_graph_model(a) or is_graph_model(b):
+        from bnn_toroid.paths import graph
+        return graph.linear(a, b, points, align, normalize, method, data, bn, bn_data, batch_size)
     dtype = model_dtype(a)
     perms = find_permutations(b, a, method, data) if align else None
     if bn == "fold":
@@ -240,6 +244,9 @@ def geodesic(a: nn.Module, b: nn.Module, points: int = 21, align: bool = True,
     """
     _real_pair(a, b, "geodesic")
     _check("geodesic", points, bn)
+    if is_graph_model(a) or is_graph_model(b):
+        from bnn_toroid.paths import graph
+        return graph.geodesic(a, b, points, align, method, data, bn, bn_data, batch_size)
     sa, sb, geom = _geodesic_structs(a, b, align, method, data, bn)
     fr = np.linspace(0.0, 1.0, int(points))
     return ContinuousPath([(sa, sb, "slerp", geom, 0.0, 1.0)], fr,
@@ -313,6 +320,11 @@ def single_bend(a: nn.Module, b: nn.Module, data, points: int = 21, epochs: int 
     from bnn_toroid.landscape.continuous import check_data
 
     check_data(a, x, y, "paths.single_bend")
+    if is_graph_model(a) or is_graph_model(b):
+        from bnn_toroid.paths import graph
+        return graph.single_bend(a, b, (x, y), points, epochs, lr, momentum, weight_decay,
+                                 batch_size, seed, target_error, align, method, bn, bn_data,
+                                 eval_batch)
     dtype = model_dtype(a)
     sa, sb, geom = _geodesic_structs(a, b, align, method, data, bn)
     mid = interpolate_structures(sa, sb, 0.5, "lerp", geom)

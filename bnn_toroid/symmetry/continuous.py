@@ -37,6 +37,7 @@ from bnn_toroid.network.continuous import (
     copy_structure, fold, fold_batchnorm, model_dtype, per_unit, scale_outgoing, to_model,
     train_error,
 )
+from bnn_toroid.network.graph import is_graph_model
 from bnn_toroid.nn import Normalize
 
 __all__ = [
@@ -73,6 +74,9 @@ def permute(model: nn.Module, perms: Sequence) -> nn.Sequential:
     docs/methods.md, "The toroid (normalisation)".
     BN stays unfolded; the architecture is kept.
     """
+    if is_graph_model(model):
+        from bnn_toroid.symmetry import graph
+        return graph.permute(model, perms)
     s = copy_structure(model)  # validates before the dtype is read
     dtype = model_dtype(model)
     _check_perms(s, perms)
@@ -90,6 +94,9 @@ def rescale(model: nn.Module, scales: Sequence) -> nn.Sequential:
     not, because of ε). ``relu(c h) = c relu(h)`` for ``c > 0``: Pittorino et al. 2022
     (rescaling symmetry); docs/methods.md, "Symmetries of real-valued networks".
     """
+    if is_graph_model(model):
+        from bnn_toroid.symmetry import graph
+        return graph.rescale(model, scales)
     s = copy_structure(model)
     dtype = model_dtype(model)
     if len(scales) != s.num_layers - 1:
@@ -179,6 +186,9 @@ def normalize(model: nn.Module) -> nn.Sequential:
     Returns a plain ``nn.Sequential`` without BN modules, in the model's dtype; the argument
     is never modified. Normalising twice changes nothing (to float precision).
     """
+    if is_graph_model(model):
+        from bnn_toroid.symmetry import graph
+        return graph.normalize(model)
     s = normalized_structure(model, "normalize")
     return to_model(s, model_dtype(model))
 
@@ -309,6 +319,12 @@ def _perms_activations(sa: LayerStructure, sb: LayerStructure, data, batch_size:
 _METHODS = ("cosine", "weights", "activations")
 
 
+def _no_activations(method, data):
+    if method == "activations":
+        raise ValueError("align: method='activations' is not available for traced "
+                         "(non-Sequential) models; use 'cosine' or 'weights'")
+
+
 def aligned_structures(model, reference, method="cosine", data=None, max_iter=100, seed=0,
                        batch_size=1024, max_samples=4096):
     """:func:`align` as structures: ``(normalised reference, normalised model permuted
@@ -333,6 +349,10 @@ def find_permutations(model: nn.Module, reference: nn.Module, method: str = "cos
     """The permutations :func:`align` applies: ``perms[l][i]`` is the index of ``model``'s
     unit that is matched to ``reference``'s unit ``i`` in hidden layer ``l``. Apply them
     to the un-normalised model with :func:`permute`."""
+    if is_graph_model(model) or is_graph_model(reference):
+        from bnn_toroid.symmetry import graph
+        _no_activations(method, data)
+        return graph.find_permutations(model, reference, method, **{k: v for k, v in kwargs.items() if k in ('max_iter', 'seed')})
     return aligned_structures(model, reference, method, data, **kwargs)[2]
 
 
@@ -366,6 +386,10 @@ def align(model: nn.Module, reference: nn.Module, method: str = "cosine", data=N
     rescaled copy of ``reference`` aligns back onto ``normalize(reference)``.
     Models of different shapes raise ValueError.
     """
+    if is_graph_model(model) or is_graph_model(reference):
+        from bnn_toroid.symmetry import graph
+        _no_activations(method, data)
+        return graph.align(model, reference, method, max_iter, seed)
     sb = aligned_structures(model, reference, method, data, max_iter, seed, batch_size,
                             max_samples)[1]
     return to_model(sb, model_dtype(model))
