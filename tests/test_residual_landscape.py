@@ -159,7 +159,7 @@ def test_error_and_score_are_the_same_verbs_as_for_chains(setup):
     assert bt.error(a, data) == a.error(x, y) == want
     assert a.error(x, y, batch_size=5) == want  # batches add up to the same count
     assert a.score(x, y) == 1.0 - want
-    assert np.array_equal(a.predict_labels(x), a.logits(x).argmax(1))
+    assert np.array_equal(a.predict_classes(x), a.logits(x).argmax(1))
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         a.error(x, y, batch_size=0)
     with pytest.raises(ValueError, match=r"error: y has shape \(3,\); expected \(24,\)"):

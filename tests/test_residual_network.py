@@ -188,3 +188,21 @@ def test_bad_residual_files_are_refused(tmp_path):
         _rewrite(p, q, resign(edit))
         with pytest.raises(NetworkFileError, match=msg):
             bt.load(q)
+
+
+def test_predict_is_the_logits_as_for_every_binary_network():
+    # one verb, one meaning: predict gives logits, predict_proba their softmax and
+    # predict_classes their argmax, as BinaryNetwork's verbs do; batching changes
+    # nothing but float rounding
+    from bnn_toroid._batches import softmax
+    rng = np.random.default_rng(3)
+    net = random_residual(rng, quick=True)  # NCHW input: batches are sliced before the transpose
+    x = rng.normal(size=(7,) + net.input_shape)
+    z = net.logits(x)
+    np.testing.assert_array_equal(net.predict(x), z)
+    # the real stem and head run in BLAS, whose sums may round differently per batch
+    np.testing.assert_allclose(net.predict(x, batch_size=3), z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(net.predict_classes(x, batch_size=2), z.argmax(1))
+    np.testing.assert_allclose(net.predict_proba(x), softmax(z), rtol=1e-12)
+    with pytest.raises(ValueError, match="batch_size"):
+        net.predict(x, batch_size=0)

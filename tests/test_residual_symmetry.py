@@ -27,7 +27,7 @@ def _x(seed, n=6):
 def _same_function(a, b, x):
     ya, yb = a.logits(x), b.logits(x)
     np.testing.assert_allclose(yb, ya, rtol=1e-9, atol=1e-9 * np.abs(ya).max())
-    # argmax (predict_labels is the network module's, under work elsewhere)
+    # and the predicted classes
     np.testing.assert_array_equal(yb.argmax(1), ya.argmax(1))
 
 

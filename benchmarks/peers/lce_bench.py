@@ -287,7 +287,13 @@ def main(argv=None):
 
 
 def _binary_macs(net) -> int:
-    """Multiply-accumulates of one sample through the network (all layers)."""
+    """Multiply-accumulates of one sample through the network (all layers of a chain;
+    the binary convolutions of a residual network, counted from their output shapes)."""
+    if not hasattr(net, "layers"):
+        x = np.zeros((1,) + tuple(net.input_shape))
+        sums = net.binary_sums(x)
+        return sum(h[0, 0].size * net.op_at(loc).weights[0].size
+                   for h, loc in zip(sums, net.binary_locations()))
     total = 0
     for i, layer in enumerate(net.layers):
         if hasattr(layer, "weights") and layer.weights is not None and layer.weights.ndim >= 2:

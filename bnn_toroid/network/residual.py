@@ -191,13 +191,23 @@ class ResidualBinaryNetwork:
         float64 NumPy reference (:mod:`.residual_eval`) instead."""
         return self._run(x, None, "logits", reference)[0]
 
-    def predict(self, x) -> np.ndarray:
-        """Class probabilities (N, classes): the softmax of :meth:`logits`."""
-        return _softmax(self.logits(x))
+    def predict(self, x, batch_size: int = 4096) -> np.ndarray:
+        """Logits, float64 (N, classes), as :meth:`bnn_toroid.BinaryNetwork.predict`:
+        :meth:`logits` evaluated ``batch_size`` samples at a time."""
+        bs = batch_rows(batch_size, "predict")
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[0] <= bs:  # one call (logits names a bad shape)
+            return self.logits(x)
+        return np.concatenate([self.logits(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
 
-    def predict_labels(self, x) -> np.ndarray:
-        """The predicted class of every sample, int64 (N,): the argmax of :meth:`logits`."""
-        return self.logits(x).argmax(axis=1)
+    def predict_classes(self, x, batch_size: int = 4096) -> np.ndarray:
+        """``argmax`` of the logits (first index on ties), int64 (N,)."""
+        return self.predict(x, batch_size).argmax(axis=1)
+
+    def predict_proba(self, x, batch_size: int = 4096) -> np.ndarray:
+        """Softmax of the logits, float64 (N, classes), rows summing to 1; its argmax is
+        :meth:`predict_classes`."""
+        return _softmax(self.predict(x, batch_size))
 
     def errors_of(self, x, y, weights=None, batch_size: int = 4096) -> np.ndarray:
         """The error of this network (``weights`` None) or of the S networks of
