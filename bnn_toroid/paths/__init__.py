@@ -14,7 +14,7 @@ binary constructors share).
 import sys as _sys
 
 from .._dispatch import kind
-from . import binary, continuous, discrete_search, moves, residual
+from . import binary, continuous, discrete_search, moves, residual, residual_bend
 from .base import Barrier, Path
 from .binary import FlipPath, SingleBendPath
 from .continuous import ContinuousPath, geodesic, linear
@@ -45,11 +45,14 @@ def random_flip(a, b, points: int = 21, seed: int = 0, **kwargs):
 
 def single_bend(a, b, data, **kwargs):
     """Two-segment path through a trained midpoint, binary or real-valued; see
-    :func:`bnn_toroid.paths.binary.single_bend` and
-    :func:`bnn_toroid.paths.continuous.single_bend`."""
+    :func:`bnn_toroid.paths.binary.single_bend`,
+    :func:`bnn_toroid.paths.continuous.single_bend` and (residual binary networks)
+    :func:`bnn_toroid.paths.residual_bend.single_bend`."""
     ka = kind(a, "single_bend")
     if ka != kind(b, "single_bend"):
         raise TypeError("single_bend: both networks must be of the same kind (binary or real-valued)")
+    if _residual(a, b):
+        return residual_bend.single_bend(a, b, data, **kwargs)
     if ka == "binary":
         return binary.single_bend(a, b, data, **kwargs)
     return continuous.single_bend(a, b, data, **kwargs)
@@ -62,7 +65,7 @@ def search(a, b, data, method: str = "greedy", **kwargs):
     return discrete_search.search(a, b, data, method=method, **kwargs)
 
 
-__all__ = ["residual", "binary", "continuous", "discrete_search", "moves", "Barrier", "Path", "random_flip",
+__all__ = ["residual", "residual_bend", "binary", "continuous", "discrete_search", "moves", "Barrier", "Path", "random_flip",
            "single_bend", "search", "linear", "geodesic", "FlipPath", "SingleBendPath",
            "SearchPath", "ContinuousPath", "IncrementalEvaluator", "moves_between", "apply_moves",
            "errors_along", "MOVE_DTYPE"]

@@ -149,13 +149,15 @@ class SingleBendPath(Path):
         n_moves: moves along both halves.
     """
 
+    _hamming = staticmethod(distance)  # residual networks: over their binary weights
+
     def __init__(self, a, b, midpoint, midpoint_start, first, second, history):
         self.a, self.b = a, b
         self.midpoint, self.midpoint_start = midpoint, midpoint_start
         self.first, self.second = first, second
         self.history = history
         self.fractions = np.concatenate([0.5 * first.fractions, 0.5 + 0.5 * second.fractions[1:]])
-        self.hamming = distance(a, b)
+        self.hamming = self._hamming(a, b)
         self.hamming_a_mid = first.hamming
         self.hamming_mid_b = second.hamming
         self.n_moves = first.n_moves + second.n_moves
