@@ -7,6 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
+from hypothesis import HealthCheck, given, settings, strategies as st
+from residual_nets import build
 from resgen import random_residual
 
 import bnn_toroid as bt
@@ -144,3 +146,21 @@ def test_bireal_fixture_saves_and_loads(tmp_path):
     back = bt.load(tmp_path / "b.npz")
     x = np.load(DATA / "bireal_small.npz")["x"][:8]
     np.testing.assert_array_equal(back.logits(x), net.logits(x))
+
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), c=st.sampled_from([1, 3, 8, 65]), blocks=st.integers(0, 2),
+       relu=st.booleans(), pad_value=st.sampled_from([0, 1]), scale=st.booleans(),
+       down=st.booleans(), prelu=st.booleans(), maxpool=st.booleans(),
+       depthwise=st.booleans(), real_branch=st.booleans())
+def test_export_and_load_back_on_random_architectures(tmp_path, seed, c, blocks, relu, pad_value,
+                                                      scale, down, prelu, maxpool, depthwise,
+                                                      real_branch):
+    # every op type and option the exporter and importer know, in random combinations
+    # (derandomized: ORT's float32 stream against ours in float64 is held to a tolerance,
+    # and a value within rounding of 0 would flip a sign, so the examples are fixed)
+    rng = np.random.default_rng(seed)
+    net = build(rng, c=c, blocks=blocks, relu=relu, pad_value=pad_value, scale=scale, down=down,
+                prelu=prelu, maxpool=maxpool, depthwise=depthwise, real_branch=real_branch)
+    _export_check(net, tmp_path, rng)
