@@ -19,7 +19,7 @@ from .. import nn as bnn
 from ..landscape.residual import check_data, distance
 from ..network import residual_ops as R
 from .binary import SingleBendPath
-from .residual import _check_int, _endpoint, flips_between, random_flip
+from .residual import _check_int, _endpoint, _weights_after, flips_between, random_flip
 
 __all__ = ["LatentTwin", "ResidualSingleBendPath", "midpoint_start", "single_bend"]
 
@@ -172,13 +172,7 @@ def midpoint_start(a, b, seed: int = 0):
     the shared ones."""
     idx = flips_between(a, b)
     take = idx[np.random.default_rng(seed).permutation(len(idx))[:len(idx) // 2]]
-    flat = np.concatenate([w.reshape(-1) for w in a.binary_weights()]).astype(np.int8)
-    flat[take] *= -1
-    out, lo = [], 0
-    for w in a.binary_weights():
-        out.append(flat[lo:lo + w.size].reshape(w.shape))
-        lo += w.size
-    return a.with_binary_weights(out)
+    return a.with_binary_weights(_weights_after(a, take, len(take)))
 
 
 def single_bend(a, b, data, epochs: int = 20, lr=None, seed: int = 0, points: int = 21,
