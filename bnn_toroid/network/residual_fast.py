@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import bnn_toroid.kernels as K
+import bnn_toroid.kernels.stream as KS
 
 from .residual_ops import (Affine, AvgPool, BinaryConv, GlobalAvgPool, MaxPool, PReLU, RealConv,
                            RealDense, ReLU, Residual, resolve_pads)
@@ -48,13 +49,23 @@ def run(net, x, weights=None, tiles=None, collect=None) -> np.ndarray:
     else:
         get = lambda k: packed_filters(np.stack([ws[k] for ws in weights]))  # noqa: E731
     s = 1 if weights is None else len(weights)
-    y = _ops(net.ops, x[None], get, [0], collect)
+    ctx = _Ctx(get, collect)
+    y = _ops(net.ops, np.ascontiguousarray(x[None]), ctx)
     return np.broadcast_to(y, (s,) + y.shape[1:]).copy()
 
 
-def _ops(ops, x, get, k, collect):
-    for op in ops:
-        x = _apply(op, x, get, k, collect)
+class _Ctx:
+    """What a run carries: the filters, the collect list, the binary convolution index,
+    and ``bits``: the packed signs of a stream array made by the kernel that made it
+    (``(array, words)``), so the next binary convolution does not pack it again."""
+
+    def __init__(self, get, collect):
+        self.get, self.collect, self.k, self.bits = get, collect, 0, None
+
+
+def _ops(ops, x, ctx):
+    for i, op in enumerate(ops):
+        x = _apply(op, x, ctx, ops[i + 1] if i + 1 < len(ops) else None)
     return x
 
 
@@ -65,17 +76,110 @@ def _pad(x, pads, value):
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
-def _binary_conv(op: BinaryConv, x, tiles, collect):
+def _nan(bad):
+    if bad:
+        raise ValueError(f"pack_bits: x holds {bad} NaN value{'s' if bad > 1 else ''}; sign(NaN) "
+                         "is undefined, expected real numbers")
+
+
+def _signs(x, ctx):
+    """Packed sign words (S', N, H, W, Cw) of the stream ``x`` (bit 1 = -1, sign(0) = +1)."""
+    if ctx.bits is not None and ctx.bits[0] is x:
+        return ctx.bits[1]
+    x = np.ascontiguousarray(x)
+    c = x.shape[-1]
+    a = np.empty(x.shape[:-1] + ((c + 63) // 64,), np.uint64)
+    rows = a.size // max(a.shape[-1], 1)
+    _nan(KS.pack_signs(x.size, x.reshape(rows, c), a.reshape(rows, a.shape[-1])))
+    return a
+
+
+def _conv_sums(op: BinaryConv, x, ctx):
     f, kh, kw, c = op.weights.shape
+    tiles = ctx.get(ctx.k)
+    ctx.k += 1
     pads = resolve_pads(op.padding, x.shape[2], x.shape[3], kh, kw, *op.stride)
-    a = np.ascontiguousarray(K.pack_bits(x))  # (S', N, H, W, n_words(C)); sign(0) = +1
-    h = K.binary_conv2d_trusted(a, tiles, c, (kh, kw), op.stride, pads, op.pad_value)
-    if collect is not None:
-        collect.append(h)
+    h = K.binary_conv2d_trusted(_signs(x, ctx), tiles, c, (kh, kw), op.stride, pads, op.pad_value)
+    if ctx.collect is not None:
+        ctx.collect.append(h)
+    return h
+
+
+def _binary_conv(op: BinaryConv, x, ctx):
+    h = _conv_sums(op, x, ctx)
     y = h.astype(np.float64)
     if op.scale is not None:
         y *= op.scale
     return y
+
+
+def _program(op: BinaryConv, rest):
+    """The element-wise ops after a binary convolution as :func:`kernels.stream.residual_tail`
+    codes and parameters, or None when one of them is not element-wise."""
+    f = op.weights.shape[0]
+    codes, params = [], []
+    if op.scale is not None:
+        codes.append(KS.SCALE)
+        params.append((op.scale, 0.0))
+    for o in rest:
+        if isinstance(o, Affine):
+            codes.append(KS.AFFINE)
+            params.append((o.scale, o.shift))
+        elif isinstance(o, ReLU):
+            codes.append(KS.RELU)
+            params.append((0.0, 0.0))
+        elif isinstance(o, PReLU):
+            codes.append(KS.PRELU)
+            params.append((o.slope, 0.0))
+        else:
+            return None
+    p = np.zeros((len(codes), 2, f))
+    for i, (a, b) in enumerate(params):
+        p[i, 0], p[i, 1] = a, b
+    return np.array(codes, np.int64), p
+
+
+def _wants_bits(nxt):
+    """Whether the next op packs the stream's signs first."""
+    while isinstance(nxt, Residual):
+        if not nxt.body:
+            return False
+        nxt = nxt.body[0]
+    return isinstance(nxt, BinaryConv)
+
+
+def _residual(op: Residual, x, ctx, nxt):
+    body = op.body
+    prog = _program(body[0], body[1:]) if body and isinstance(body[0], BinaryConv) else None
+    if prog is None:
+        y = _ops(body, x, ctx)
+        return y + _ops(op.shortcut, x, ctx)
+    h = _conv_sums(body[0], x, ctx)
+    xs = _ops(op.shortcut, x, ctx)
+    s_, m, f = h.shape[0], h.shape[1] * h.shape[2] * h.shape[3], h.shape[4]
+    if xs.shape[1:] != h.shape[1:] or xs.shape[0] not in (1, s_):
+        return _ops(body[1:], _binary_conv_from(body[0], h), ctx) + xs  # unusual broadcast
+    xs = np.ascontiguousarray(xs)
+    out = np.empty(h.shape)
+    fw = (f + 63) // 64
+    pack = _wants_bits(nxt)
+    bits = np.empty(h.shape[:4] + (fw,), np.uint64) if pack else _NO_BITS
+    _nan(KS.residual_tail(h.size * (len(prog[0]) + 1), h.reshape(s_, m, f), prog[0], prog[1],
+                          xs.reshape(xs.shape[0], m, f), out.reshape(s_, m, f),
+                          bits.reshape(s_, m, fw) if pack else bits))
+    if pack:
+        ctx.bits = (out, bits)
+    return out
+
+
+def _binary_conv_from(op, h):
+    y = h.astype(np.float64)
+    if op.scale is not None:
+        y *= op.scale
+    return y
+
+
+_NO_BITS = np.empty((0, 0, 0), np.uint64)
 
 
 def _taps(xp, kh, kw, sy, sx, ho, wo):
@@ -90,52 +194,53 @@ def _real_conv(op: RealConv, x):
     sy, sx = op.stride
     s_, n, h, w, c = x.shape
     pads = resolve_pads(op.padding, h, w, kh, kw, sy, sx)
-    xp = _pad(x, pads, 0.0)
-    ho, wo = (xp.shape[2] - kh) // sy + 1, (xp.shape[3] - kw) // sx + 1
+    ho = (h + pads[0] + pads[1] - kh) // sy + 1
+    wo = (w + pads[2] + pads[3] - kw) // sx + 1
     g = op.groups
-    if g == c and f == c:  # depthwise: one multiply-add per tap
-        y = np.zeros((s_, n, ho, wo, f))
-        for dy, dx, v in _taps(xp, kh, kw, sy, sx, ho, wo):
-            y += v * op.weights[:, dy, dx, 0]
+    if g == c and f == c and cg == 1:  # depthwise: one multiply-add per tap (Numba)
+        xc = np.ascontiguousarray(x).reshape(s_ * n, h, w, c)
+        y = np.empty((s_ * n, ho, wo, f))
+        wd = np.ascontiguousarray(op.weights[:, :, :, 0].transpose(1, 2, 0))
+        KS.depthwise2d(y.size * kh * kw, xc, wd, sy, sx, pads[0], pads[2], y)
+        y = y.reshape(s_, n, ho, wo, f)
+    elif kh == kw == 1 and sy == sx == 1 and not any(pads) and g == 1:
+        # 1 x 1: one product of the (S'·N·H·W, C) view with the filters
+        y = (np.ascontiguousarray(x).reshape(-1, c) @ op.weights[:, 0, 0, :].T).reshape(s_, n, ho, wo, f)
     else:
+        xp = _pad(x, pads, 0.0)
         fg = f // g
-        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sy, ::sx]
         rows = s_ * n * ho * wo
         parts = []
-        for gi in range(g):  # im2col of each group times its filters (BLAS)
-            cols = np.ascontiguousarray(win[..., gi * cg:(gi + 1) * cg, :, :]).reshape(rows, -1)
-            wt = op.weights[gi * fg:(gi + 1) * fg].transpose(0, 3, 1, 2).reshape(fg, -1)
-            parts.append(cols @ wt.T)
+        for gi in range(g):  # contiguous im2col (rows, kh, kw, cg) of each group, one BLAS product
+            cols = np.empty((s_, n, ho, wo, kh, kw, cg))
+            for dy, dx, v in _taps(xp, kh, kw, sy, sx, ho, wo):
+                cols[:, :, :, :, dy, dx, :] = v[..., gi * cg:(gi + 1) * cg]
+            wt = op.weights[gi * fg:(gi + 1) * fg].reshape(fg, -1)
+            parts.append(cols.reshape(rows, -1) @ wt.T)
         y = (parts[0] if g == 1 else np.concatenate(parts, axis=1)).reshape(s_, n, ho, wo, f)
-    return y if op.bias is None else y + op.bias
+    if op.bias is not None:
+        y += op.bias
+    return y
 
 
 def _pool(op, x, is_max):
     kh, kw = op.size
     sy, sx = op.stride
-    h, w = x.shape[2], x.shape[3]
+    s_, n, h, w, c = x.shape
     pads = resolve_pads(op.padding, h, w, kh, kw, sy, sx)
-    xp = _pad(x, pads, -np.inf if is_max else 0.0)
-    ho, wo = (xp.shape[2] - kh) // sy + 1, (xp.shape[3] - kw) // sx + 1
-    out = None
-    for _, _, v in _taps(xp, kh, kw, sy, sx, ho, wo):
-        out = v.copy() if out is None else (np.maximum(out, v, out=out) if is_max else
-                                             np.add(out, v, out=out))
-    if is_max:
-        return out
-    ones = _pad(np.ones((1, 1, h, w, 1)), pads, 0.0)
-    count = sum(v for _, _, v in _taps(ones, kh, kw, sy, sx, ho, wo))
-    return out / count
+    ho = (h + pads[0] + pads[1] - kh) // sy + 1
+    wo = (w + pads[2] + pads[3] - kw) // sx + 1
+    xc = np.ascontiguousarray(x).reshape(s_ * n, h, w, c)
+    out = np.empty((s_ * n, ho, wo, c))
+    KS.pool2d(out.size * kh * kw, xc, kh, kw, sy, sx, pads[0], pads[2], is_max, out)
+    return out.reshape(s_, n, ho, wo, c)
 
 
-def _apply(op, x, get, k, collect):
+def _apply(op, x, ctx, nxt=None):
     if isinstance(op, BinaryConv):
-        tiles = get(k[0])
-        k[0] += 1
-        return _binary_conv(op, x, tiles, collect)
+        return _binary_conv(op, x, ctx)
     if isinstance(op, Residual):
-        body = _ops(op.body, x, get, k, collect)
-        return body + _ops(op.shortcut, x, get, k, collect)
+        return _residual(op, x, ctx, nxt)
     if isinstance(op, RealConv):
         return _real_conv(op, x)
     if isinstance(op, Affine):
