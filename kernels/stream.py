@@ -169,3 +169,27 @@ def depthwise2d(X, Wd, sy, sx, pt, pl, out):
                             acc[c] = acc[c] + 0.0 * Wd[dy, dx, c]
             for c in range(c_n):
                 out[b, oy, ox, c] = acc[c]
+
+
+@twin
+def im2col(X, kh, kw, sy, sx, pt, pl, ho, wo, p0, cols):
+    """cols[r, (dy·kw + dx)·C + c] = X[b, y, x, c] for the output pixel p0 + r (flattened
+    over (b, oy, ox)) with y = oy·sy - pt + dy, x = ox·sx - pl + dx; 0.0 outside the image."""
+    b_n, h, w, c_n = X.shape
+    for r in nb.prange(cols.shape[0]):
+        p = p0 + r
+        b = p // (ho * wo)
+        q = p - b * ho * wo
+        oy = q // wo
+        ox = q - oy * wo
+        for dy in range(kh):
+            y = oy * sy - pt + dy
+            for dx in range(kw):
+                x = ox * sx - pl + dx
+                base = (dy * kw + dx) * c_n
+                if 0 <= y < h and 0 <= x < w:
+                    for c in range(c_n):
+                        cols[r, base + c] = X[b, y, x, c]
+                else:
+                    for c in range(c_n):
+                        cols[r, base + c] = 0.0

@@ -61,11 +61,13 @@ class _Ctx:
 
     def __init__(self, get, collect):
         self.get, self.collect, self.k, self.bits = get, collect, 0, None
+        self.owned = None  # the stream array this run made and nothing else still reads
 
 
 def _ops(ops, x, ctx):
     for i, op in enumerate(ops):
         x = _apply(op, x, ctx, ops[i + 1] if i + 1 < len(ops) else None)
+        ctx.owned = x
     return x
 
 
@@ -85,7 +87,8 @@ def _nan(bad):
 def _signs(x, ctx):
     """Packed sign words (S', N, H, W, Cw) of the stream ``x`` (bit 1 = -1, sign(0) = +1)."""
     if ctx.bits is not None and ctx.bits[0] is x:
-        return ctx.bits[1]
+        a, ctx.bits = ctx.bits[1], None
+        return a
     x = np.ascontiguousarray(x)
     c = x.shape[-1]
     a = np.empty(x.shape[:-1] + ((c + 63) // 64,), np.uint64)
@@ -152,6 +155,7 @@ def _residual(op: Residual, x, ctx, nxt):
     body = op.body
     prog = _program(body[0], body[1:]) if body and isinstance(body[0], BinaryConv) else None
     if prog is None:
+        ctx.owned = None  # the shortcut still reads x
         y = _ops(body, x, ctx)
         return y + _ops(op.shortcut, x, ctx)
     h = _conv_sums(body[0], x, ctx)
@@ -159,8 +163,14 @@ def _residual(op: Residual, x, ctx, nxt):
     s_, m, f = h.shape[0], h.shape[1] * h.shape[2] * h.shape[3], h.shape[4]
     if xs.shape[1:] != h.shape[1:] or xs.shape[0] not in (1, s_):
         return _ops(body[1:], _binary_conv_from(body[0], h), ctx) + xs  # unusual broadcast
+    # write over the shortcut when this run made it and it is read no more (an identity
+    # shortcut of a block whose input this run made, or a shortcut's fresh output): no
+    # fresh stream-sized array, whose first touch costs more than the pass itself
+    inplace = (xs is ctx.owned and xs.shape == h.shape and xs.dtype == np.float64
+               and xs.flags.c_contiguous and xs.flags.writeable)
     xs = np.ascontiguousarray(xs)
-    out = np.empty(h.shape)
+    out = xs if inplace else np.empty(h.shape)
+    ctx.bits = None
     fw = (f + 63) // 64
     pack = _wants_bits(nxt)
     bits = np.empty(h.shape[:4] + (fw,), np.uint64) if pack else _NO_BITS
@@ -180,6 +190,7 @@ def _binary_conv_from(op, h):
 
 
 _NO_BITS = np.empty((0, 0, 0), np.uint64)
+_COLS_BYTES = 1 << 20  # an im2col block: within L2
 
 
 def _taps(xp, kh, kw, sy, sx, ho, wo):
@@ -206,18 +217,28 @@ def _real_conv(op: RealConv, x):
     elif kh == kw == 1 and sy == sx == 1 and not any(pads) and g == 1:
         # 1 x 1: one product of the (S'·N·H·W, C) view with the filters
         y = (np.ascontiguousarray(x).reshape(-1, c) @ op.weights[:, 0, 0, :].T).reshape(s_, n, ho, wo, f)
-    else:
-        xp = _pad(x, pads, 0.0)
+    else:  # im2col in blocks of rows that stay in cache, each block one BLAS product
+        xc = np.ascontiguousarray(x).reshape(s_ * n, h, w, c)
         fg = f // g
         rows = s_ * n * ho * wo
-        parts = []
-        for gi in range(g):  # contiguous im2col (rows, kh, kw, cg) of each group, one BLAS product
-            cols = np.empty((s_, n, ho, wo, kh, kw, cg))
-            for dy, dx, v in _taps(xp, kh, kw, sy, sx, ho, wo):
-                cols[:, :, :, :, dy, dx, :] = v[..., gi * cg:(gi + 1) * cg]
-            wt = op.weights[gi * fg:(gi + 1) * fg].reshape(fg, -1)
-            parts.append(cols.reshape(rows, -1) @ wt.T)
-        y = (parts[0] if g == 1 else np.concatenate(parts, axis=1)).reshape(s_, n, ho, wo, f)
+        y = np.empty((rows, f))
+        kk = kh * kw * cg
+        block = max(64, min(rows, _COLS_BYTES // (8 * kh * kw * c)))
+        cols = np.empty((block, kh * kw * c))
+        wts = [np.ascontiguousarray(op.weights[gi * fg:(gi + 1) * fg].reshape(fg, kk).T)
+               for gi in range(g)]
+        for r0 in range(0, rows, block):
+            r1 = min(r0 + block, rows)
+            cb = cols[:r1 - r0]
+            KS.im2col.serial(xc, kh, kw, sy, sx, pads[0], pads[2], ho, wo, r0, cb)
+            if g == 1:
+                np.matmul(cb, wts[0], out=y[r0:r1])
+            else:
+                cg3 = cb.reshape(r1 - r0, kh * kw, c)
+                for gi in range(g):
+                    part = np.ascontiguousarray(cg3[:, :, gi * cg:(gi + 1) * cg]).reshape(r1 - r0, kk)
+                    np.matmul(part, wts[gi], out=y[r0:r1, gi * fg:(gi + 1) * fg])
+        y = y.reshape(s_, n, ho, wo, f)
     if op.bias is not None:
         y += op.bias
     return y
