@@ -50,8 +50,26 @@ def run(net, x, weights=None, tiles=None, collect=None) -> np.ndarray:
         get = lambda k: packed_filters(np.stack([ws[k] for ws in weights]))  # noqa: E731
     s = 1 if weights is None else len(weights)
     ctx = _Ctx(get, collect)
-    y = _ops(net.ops, np.ascontiguousarray(x[None]), ctx)
+    with _one_blas_thread():
+        y = _ops(net.ops, np.ascontiguousarray(x[None]), ctx)
     return np.broadcast_to(y, (s,) + y.shape[1:]).copy()
+
+
+_BLAS = []
+
+
+def _one_blas_thread():
+    """BLAS on one thread while a network runs. Numba's OpenMP workers and OpenBLAS's
+    threads both spin after their launches and take the 2 vCPUs from each other when
+    the binary convolutions (Numba, 2 threads) and the real ones (BLAS) alternate.
+    Measured on this machine, median ms, BLAS at 2 threads / 1 thread: QuickNet-Small
+    128² batch 1 33.3 / 6.0, batch 64 210 / 169; Bi-Real-18 batch 1 35.3 / 9.9, batch 64
+    486 / 378. (A process-wide setting for the duration of the call: another thread's
+    BLAS products meanwhile run on one thread too.)"""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 class _Ctx:
@@ -93,7 +111,7 @@ def _signs(x, ctx):
     c = x.shape[-1]
     a = np.empty(x.shape[:-1] + ((c + 63) // 64,), np.uint64)
     rows = a.size // max(a.shape[-1], 1)
-    _nan(KS.pack_signs(x.size, x.reshape(rows, c), a.reshape(rows, a.shape[-1])))
+    _nan(_k(KS.pack_signs, x.size, x.reshape(rows, c), a.reshape(rows, a.shape[-1])))
     return a
 
 
@@ -174,7 +192,7 @@ def _residual(op: Residual, x, ctx, nxt):
     fw = (f + 63) // 64
     pack = _wants_bits(nxt)
     bits = np.empty(h.shape[:4] + (fw,), np.uint64) if pack else _NO_BITS
-    _nan(KS.residual_tail(h.size * (len(prog[0]) + 1), h.reshape(s_, m, f), prog[0], prog[1],
+    _nan(_k(KS.residual_tail, h.size * (len(prog[0]) + 1), h.reshape(s_, m, f), prog[0], prog[1],
                           xs.reshape(xs.shape[0], m, f), out.reshape(s_, m, f),
                           bits.reshape(s_, m, fw) if pack else bits))
     if pack:
@@ -191,6 +209,14 @@ def _binary_conv_from(op, h):
 
 _NO_BITS = np.empty((0, 0, 0), np.uint64)
 _COLS_BYTES = 1 << 20  # an im2col block: within L2
+# The stream kernels are memory-bound: two threads gain little, and a parallel launch
+# left spinning slows the BLAS product or binary convolution that follows (quicknet at
+# batch 1: 32.2 ms all serial against 35.8 ms with the kernels' default threshold).
+_STREAM_PARALLEL_MIN = 1 << 21
+
+
+def _k(kernel, work, *args):
+    return (kernel.parallel if work >= _STREAM_PARALLEL_MIN else kernel.serial)(*args)
 
 
 def _taps(xp, kh, kw, sy, sx, ho, wo):
@@ -212,7 +238,7 @@ def _real_conv(op: RealConv, x):
         xc = np.ascontiguousarray(x).reshape(s_ * n, h, w, c)
         y = np.empty((s_ * n, ho, wo, f))
         wd = np.ascontiguousarray(op.weights[:, :, :, 0].transpose(1, 2, 0))
-        KS.depthwise2d(y.size * kh * kw, xc, wd, sy, sx, pads[0], pads[2], y)
+        _k(KS.depthwise2d, y.size * kh * kw, xc, wd, sy, sx, pads[0], pads[2], y)
         y = y.reshape(s_, n, ho, wo, f)
     elif kh == kw == 1 and sy == sx == 1 and not any(pads) and g == 1:
         # 1 x 1: one product of the (S'·N·H·W, C) view with the filters
@@ -253,7 +279,7 @@ def _pool(op, x, is_max):
     wo = (w + pads[2] + pads[3] - kw) // sx + 1
     xc = np.ascontiguousarray(x).reshape(s_ * n, h, w, c)
     out = np.empty((s_ * n, ho, wo, c))
-    KS.pool2d(out.size * kh * kw, xc, kh, kw, sy, sx, pads[0], pads[2], is_max, out)
+    _k(KS.pool2d, out.size * kh * kw, xc, kh, kw, sy, sx, pads[0], pads[2], is_max, out)
     return out.reshape(s_, n, ho, wo, c)
 
 
