@@ -83,10 +83,43 @@ class _Ctx:
 
 
 def _ops(ops, x, ctx):
-    for i, op in enumerate(ops):
-        x = _apply(op, x, ctx, ops[i + 1] if i + 1 < len(ops) else None)
+    i = 0
+    while i < len(ops):
+        op, nxt = ops[i], ops[i + 1] if i + 1 < len(ops) else None
+        if isinstance(op, RealConv) and isinstance(nxt, (MaxPool, AvgPool)):
+            x = _conv_pool(op, nxt, x)
+            i += 2
+        else:
+            x = _apply(op, x, ctx, nxt)
+            i += 1
         ctx.owned = x
     return x
+
+
+_CONV_POOL_BYTES = 4 << 20  # a convolution output block that a pool reads while cached
+
+
+def _conv_pool(op: RealConv, pool, x):
+    """A real convolution and the pool after it, a few images at a time: the full-size
+    convolution output (134 MB for the Bi-Real stem at batch 64) is never made, and each
+    block's is still in cache when the pool reads it. The same operations per image as
+    :func:`_real_conv` then :func:`_pool`, so the same results."""
+    is_max = isinstance(pool, MaxPool)
+    s_, n, h, w, c = x.shape
+    f, kh, kw, _ = op.weights.shape
+    pads = resolve_pads(op.padding, h, w, kh, kw, *op.stride)
+    ho = (h + pads[0] + pads[1] - kh) // op.stride[0] + 1
+    wo = (w + pads[2] + pads[3] - kw) // op.stride[1] + 1
+    chunk = max(1, _CONV_POOL_BYTES // max(1, 8 * s_ * ho * wo * f))
+    if chunk >= n:
+        return _pool(pool, _real_conv(op, x), is_max)
+    out = None
+    for n0 in range(0, n, chunk):
+        y = _pool(pool, _real_conv(op, x[:, n0:n0 + chunk]), is_max)
+        if out is None:
+            out = np.empty((s_, n) + y.shape[2:])
+        out[:, n0:n0 + chunk] = y
+    return out
 
 
 def _pad(x, pads, value):
