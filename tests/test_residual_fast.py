@@ -159,3 +159,31 @@ def test_pack_signs_nan_raises_in_the_fast_path():
     from bnn_toroid.network import residual_fast as rf
     with pytest.raises(ValueError, match="NaN"):
         rf._nan(2)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_a_conv_then_pool_in_image_blocks_is_the_whole_batch(monkeypatch, pool):
+    # a real conv followed by a pool runs a few images at a time when its output is
+    # large (the Bi-Real stem); a tiny block size forces one image per block here
+    import bnn_toroid.network.residual_fast as RF
+    from bnn_toroid.network import ResidualBinaryNetwork
+    from bnn_toroid.network.residual_ops import (AvgPool, BinaryConv, GlobalAvgPool, MaxPool,
+                                                 RealConv, RealDense, Residual)
+    rng = np.random.default_rng(5)
+    c = 6
+    p = MaxPool(3, 2, "same") if pool == "max" else AvgPool(2, 2, "same")
+    ops = [RealConv(rng.normal(size=(c, 5, 5, 3)), rng.normal(size=c), stride=2, padding="same"), p,
+           Residual((BinaryConv(rng.choice([-1, 1], (c, 3, 3, c)), rng.uniform(0.5, 2, c),
+                                padding="same"),)),
+           GlobalAvgPool(), RealDense(rng.normal(size=(4, c)))]
+    net = ResidualBinaryNetwork(ops, (15, 17, 3), "NHWC")
+    x = rng.normal(size=(5, 15, 17, 3))
+    whole = net.logits(x)
+    monkeypatch.setattr(RF, "_CONV_POOL_BYTES", 1)
+    calls = []
+    conv = RF._real_conv
+    monkeypatch.setattr(RF, "_real_conv", lambda op, xs: calls.append(xs.shape[1]) or conv(op, xs))
+    blocked = ResidualBinaryNetwork(ops, (15, 17, 3), "NHWC").logits(x)
+    assert calls == [1] * 5  # one image per block
+    np.testing.assert_allclose(blocked, whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whole, net.logits(x, reference=True), rtol=1e-9, atol=1e-9)
