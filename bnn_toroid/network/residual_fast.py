@@ -9,17 +9,22 @@ shared real-valued stem) and S' = S from the first binary convolution on. A
 .. math:: h_f = \sum_{dy,dx,c} w_{f,dy,dx,c}\,\mathrm{sign}(x_{\cdot+dy,\cdot+dx,c})
    = K_{\text{valid}} - 2\,\mathrm{popcount}(a \oplus w)
 
-(XNOR-Net, Rastegari et al., ECCV 2016), then ``scale_f · h_f`` in float64. Real
-operations run in NumPy: convolutions as im2col times the filters (BLAS), a depthwise
-convolution as one multiply-add per tap, pools as one max or sum per tap over strided
-views. :mod:`.residual_eval` is the float64 reference the tests hold this to.
+(XNOR-Net, Rastegari et al., ECCV 2016). The element-wise work runs in Numba
+(:mod:`bnn_toroid.kernels.stream`): the signs are packed straight from the float64
+stream; a residual block whose body is a binary convolution and per-channel operations
+is one fused pass (``scale_f · h_f``, affines, ReLU / PReLU, the shortcut added, and
+the next binary convolution's signs packed on the way); pools and depthwise
+convolutions are tap loops. Real convolutions are BLAS products: a 1×1 one on the
+(pixels, C) view, a k×k one over a contiguous im2col built in blocks, and one followed
+by a pool a few images at a time, so its full-size output is never made. BLAS runs on
+one thread during a call (:func:`_one_blas_thread` says why). :mod:`.residual_eval` is
+the float64 reference the tests hold this to.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 import bnn_toroid.kernels as K
 import bnn_toroid.kernels.stream as KS
