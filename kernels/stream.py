@@ -132,8 +132,8 @@ def pool2d(X, kh, kw, sy, sx, pt, pl, is_max, out):
                         else:
                             for c in range(c_n):
                                 acc[c] = acc[c] + X[b, y, x, c]
-                    elif not is_max:
-                        for c in range(c_n):
+                    elif not is_max:  # a padded tap adds +0.0, as the padded
+                        for c in range(c_n):  # NumPy sum does (-0.0 + 0.0 is +0.0)
                             acc[c] = acc[c] + 0.0
             if is_max:
                 for c in range(c_n):

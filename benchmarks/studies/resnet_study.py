@@ -142,7 +142,7 @@ def analyse_method(args, method, tr, te, out: Path, tdir: Path):
     nets = []
     for seed in args.seeds:
         m = _model(tr, args, seed)
-        m.load_state_dict(torch.load(tdir / f"{method}_s{seed}.pt"))
+        m.load_state_dict(torch.load(tdir / f"{method}_s{seed}.pt", weights_only=True))
         nets.append(m.eval())
     a, b = nets
     bn_data = tr.subset(min(len(tr), args.bn_samples), seed=1)
